@@ -1,0 +1,1 @@
+"""bgp: route distribution through ExaBGP (issue 5 builds it)."""

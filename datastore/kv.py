@@ -1,0 +1,95 @@
+"""The key-value contract the rest of the datastore layer is written against.
+
+``datastore.etcd.EtcdKV`` is the implementation users run; anything honouring
+this protocol (a test double for a pure unit) can stand in for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A put (``value`` set) or a delete (``value`` None) at ``mod_revision``."""
+
+    key: str
+    value: bytes | None
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class Absent:
+    """Transaction guard: the key does not exist."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """Transaction guard: the key exists and was last modified at ``mod_revision``."""
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class PrefixUnchangedSince:
+    """Transaction guard: no key under ``prefix`` was created or modified after ``revision``.
+
+    Deletions are not seen by this guard (etcd compares only existing keys).
+    """
+
+    prefix: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+Guard = Absent | Unchanged | PrefixUnchangedSince
+Operation = Put | Delete
+# A watch delivers batches of events in revision order, or one exception
+# (Compacted, Unavailable) after which the watch is dead.
+WatchCallback = Callable[[Sequence[WatchEvent] | Exception], None]
+
+
+class KVStore(Protocol):
+    @property
+    def endpoints(self) -> str: ...
+
+    def get(self, key: str) -> KeyValue | None: ...
+
+    def list(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` at ``revision`` (default: now), and that revision."""
+        ...
+
+    def commit(self, guards: Sequence[Guard], operations: Sequence[Operation]) -> int | None:
+        """Apply ``operations`` atomically if every guard holds; the new revision, or None."""
+        ...
+
+    def watch(self, prefix: str, start_revision: int, callback: WatchCallback) -> Callable[[], None]:
+        """Deliver changes under ``prefix`` from ``start_revision`` on; returns a cancel function."""
+        ...
+
+    def compact(self, revision: int) -> None: ...
+
+    def close(self) -> None: ...

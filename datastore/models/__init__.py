@@ -1,0 +1,97 @@
+"""projectcalico.org/v3 resources as frozen, validated models, and the kind registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from datastore.errors import ValidationFailed
+from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_duration
+from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
+from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
+from datastore.models.felixconfig import FelixConfiguration, FelixConfigurationSpec
+from datastore.models.ippool import IPPool, IPPoolSpec, overlapping_pool
+from datastore.models.node import Node, NodeBGPSpec, NodeSpec
+from datastore.models.workload import WorkloadEndpoint, WorkloadEndpointSpec
+
+_BLAMED_FIELD = re.compile(r"^([A-Za-z0-9_.]+): (.*)$", re.DOTALL)
+
+KINDS: tuple[type[Resource], ...] = (
+    IPPool,
+    Node,
+    BGPConfiguration,
+    BGPPeer,
+    FelixConfiguration,
+    WorkloadEndpoint,
+    ClusterInformation,
+)
+KIND_BY_NAME: Mapping[str, type[Resource]] = {k.KIND: k for k in KINDS}
+KIND_BY_PLURAL: Mapping[str, type[Resource]] = {k.PLURAL: k for k in KINDS}
+
+__all__ = [
+    "API_VERSION",
+    "KINDS",
+    "KIND_BY_NAME",
+    "KIND_BY_PLURAL",
+    "BGPConfiguration",
+    "BGPConfigurationSpec",
+    "BGPPeer",
+    "BGPPeerSpec",
+    "ClusterInformation",
+    "ClusterInformationSpec",
+    "FelixConfiguration",
+    "FelixConfigurationSpec",
+    "IPPool",
+    "IPPoolSpec",
+    "Node",
+    "NodeBGPSpec",
+    "NodeSpec",
+    "ObjectMeta",
+    "Resource",
+    "WorkloadEndpoint",
+    "WorkloadEndpointSpec",
+    "overlapping_pool",
+    "parse_duration",
+    "parse_resource",
+    "validation_failure",
+]
+
+
+def validation_failure(exc: ValidationError) -> ValidationFailed:
+    """The first problem pydantic found, as one field path and one message."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    # Model-level checks start their message with the field they blame, relative to
+    # the model they check ("blockSize: ..." inside spec, "metadata.name: ..." at the top).
+    blamed = _BLAMED_FIELD.match(message)
+    if blamed:
+        field = ".".join(p for p in (field, blamed.group(1)) if p)
+        message = blamed.group(2)
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    return ValidationFailed(field, message)
+
+
+def parse_resource(data: Any) -> Resource:
+    """Turn one decoded document into its resource model, or raise ValidationFailed."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "", f"expected a mapping with apiVersion, kind, metadata, spec; got {type(data).__name__}"
+        )
+    api_version = data.get("apiVersion")
+    if api_version != API_VERSION:
+        raise ValidationFailed("apiVersion", f"{api_version!r} is not supported; use {API_VERSION!r}")
+    kind_name = data.get("kind")
+    kind = KIND_BY_NAME.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        raise ValidationFailed("kind", f"unknown kind {kind_name!r}; one of {', '.join(KIND_BY_NAME)}")
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise validation_failure(exc) from None

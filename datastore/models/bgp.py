@@ -1,0 +1,110 @@
+"""BGPConfiguration and BGPPeer: who speaks BGP with whom."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from datastore.models.base import (
+    ASNumber,
+    Duration,
+    Model,
+    Name,
+    Port,
+    Resource,
+    SelectorText,
+)
+
+_PER_NODE = re.compile(r"^node\.(.+)$")
+
+
+def _peer_ip(value: str) -> str:
+    """``ip`` or ``ip:port``; the port, when given, must be a valid TCP port."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, ""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address or address:port") from None
+    if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{value!r}: port {port!r} is not in 1..65535")
+    return value
+
+
+PeerIP = Annotated[str, AfterValidator(_peer_ip)]
+
+
+class BGPConfigurationSpec(Model):
+    log_severity_screen: Literal["Debug", "Info", "Warning", "Error", "Fatal"] = "Info"
+    node_to_node_mesh_enabled: bool | None = None
+    as_number: ASNumber | None = None
+    listen_port: Port | None = None
+    node_mesh_password: str | None = None
+    node_mesh_max_restart_time: Duration | None = None
+
+
+class BGPConfiguration(Resource):
+    """Named ``default`` (cluster-wide) or ``node.<nodename>`` (one node's overrides)."""
+
+    KIND: ClassVar[str] = "BGPConfiguration"
+    PLURAL: ClassVar[str] = "bgpconfigurations"
+
+    kind: Literal["BGPConfiguration"] = "BGPConfiguration"
+    spec: BGPConfigurationSpec = Field(default_factory=BGPConfigurationSpec)
+
+    @model_validator(mode="after")
+    def _scoped(self) -> BGPConfiguration:
+        per_node = _PER_NODE.match(self.name)
+        if self.name != "default" and per_node is None:
+            raise ValueError(f"metadata.name: {self.name!r} must be 'default' or 'node.<nodename>'")
+        if per_node is not None and self.spec.node_to_node_mesh_enabled is not None:
+            raise ValueError("spec.nodeToNodeMeshEnabled: may only be set in the 'default' configuration")
+        return self
+
+
+class BGPPeerSpec(Model):
+    node: Name | None = None
+    node_selector: SelectorText | None = None
+    peer_ip: PeerIP | None = Field(default=None, alias="peerIP")
+    peer_selector: SelectorText | None = None
+    as_number: ASNumber | None = None
+    password: str | None = None
+    keepalive_time: Duration | None = None
+    hold_time: Duration | None = None
+    max_restart_time: Duration | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BGPPeerSpec:
+        if self.node is not None and self.node_selector is not None:
+            raise ValueError("nodeSelector: cannot be combined with node")
+        if self.peer_ip is not None and self.peer_selector is not None:
+            raise ValueError("peerSelector: cannot be combined with peerIP")
+        if self.peer_ip is None and self.peer_selector is None:
+            raise ValueError("peerIP: one of peerIP or peerSelector is required")
+        if self.peer_ip is not None and self.as_number is None:
+            raise ValueError("asNumber: required with peerIP")
+        if self.password is not None and (len(self.password) > 80 or "\n" in self.password):
+            raise ValueError("password: at most 80 characters, no newlines (TCP-MD5 key)")
+        return self
+
+    @property
+    def peer_address(self) -> str | None:
+        return None if self.peer_ip is None else self.peer_ip.rpartition(":")[0] or self.peer_ip
+
+    @property
+    def peer_port(self) -> int:
+        if self.peer_ip is None or ":" not in self.peer_ip:
+            return 179
+        return int(self.peer_ip.rpartition(":")[2])
+
+
+class BGPPeer(Resource):
+    KIND: ClassVar[str] = "BGPPeer"
+    PLURAL: ClassVar[str] = "bgppeers"
+
+    kind: Literal["BGPPeer"] = "BGPPeer"
+    spec: BGPPeerSpec

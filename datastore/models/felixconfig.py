@@ -1,0 +1,44 @@
+"""FelixConfiguration: per-cluster (``default``) and per-node (``node.<name>``) felix settings."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from datastore.models.base import Duration, Model, Port, Resource
+
+_NAME = re.compile(r"^(default|node\..+)$")
+
+
+class FelixConfigurationSpec(Model):
+    route_refresh_interval: Duration | None = None
+    log_severity_screen: Literal["Debug", "Info", "Warning", "Error", "Fatal"] | None = None
+    prometheus_metrics_enabled: bool | None = None
+    prometheus_metrics_host: str | None = None
+    prometheus_metrics_port: Port | None = None
+    health_enabled: bool | None = None
+    health_host: str | None = None
+    health_port: Port | None = None
+    ipip_enabled: bool | None = Field(default=None, alias="ipipEnabled")
+    ipip_mtu: int | None = Field(default=None, alias="ipipMTU", ge=576, le=9000)
+    vxlan_enabled: bool | None = None
+    vxlan_mtu: int | None = Field(default=None, alias="vxlanMTU", ge=576, le=9000)
+    vxlan_vni: int | None = Field(default=None, alias="vxlanVNI", ge=1, le=16777215)
+    vxlan_port: Port | None = None
+    interface_prefix: str | None = None
+
+
+class FelixConfiguration(Resource):
+    KIND: ClassVar[str] = "FelixConfiguration"
+    PLURAL: ClassVar[str] = "felixconfigurations"
+
+    kind: Literal["FelixConfiguration"] = "FelixConfiguration"
+    spec: FelixConfigurationSpec = Field(default_factory=FelixConfigurationSpec)
+
+    @model_validator(mode="after")
+    def _scoped(self) -> FelixConfiguration:
+        if not _NAME.match(self.name):
+            raise ValueError(f"metadata.name: {self.name!r} must be 'default' or 'node.<nodename>'")
+        return self

@@ -1,0 +1,55 @@
+"""WorkloadEndpoint: one interface of one workload (pod, container) on one node."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from datastore.models.base import MAC, IPv4Network, Model, Name, Resource
+
+
+def _host_route(value: str) -> str:
+    if not value.endswith("/32"):
+        raise ValueError(f"{value!r}: workload addresses are /32s")
+    return value
+
+
+HostNetwork = Annotated[IPv4Network, AfterValidator(_host_route)]
+
+
+class WorkloadEndpointSpec(Model):
+    orchestrator: str = "k8s"
+    workload: str | None = None
+    node: Name
+    container_id: str | None = Field(default=None, alias="containerID")
+    pod: str | None = None
+    endpoint: str = "eth0"
+    interface_name: str
+    ip_networks: list[HostNetwork] = Field(default_factory=list, alias="ipNetworks")
+    mac: MAC | None = None
+    profiles: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _iface(self) -> WorkloadEndpointSpec:
+        if not 1 <= len(self.interface_name) <= 15 or "/" in self.interface_name:
+            raise ValueError(f"interfaceName: {self.interface_name!r} is not a Linux interface name")
+        return self
+
+
+class WorkloadEndpoint(Resource):
+    KIND: ClassVar[str] = "WorkloadEndpoint"
+    PLURAL: ClassVar[str] = "workloadendpoints"
+    NAMESPACED: ClassVar[bool] = True
+
+    kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
+    spec: WorkloadEndpointSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_namespace(cls, data: Any) -> Any:
+        # calicoctl's rule: a namespaced resource without a namespace is in "default".
+        meta = data.get("metadata") if isinstance(data, dict) else None
+        if isinstance(meta, dict) and meta.get("namespace") is None:
+            return {**data, "metadata": {**meta, "namespace": "default"}}
+        return data

@@ -1,0 +1,151 @@
+"""Syncer: a snapshot of some prefixes, then every change after it, in order.
+
+The consumer sees ``Update`` items and an ``InSync`` marker after each
+snapshot.  On any break (compacted revision, lost connection, etcd restarted)
+the Syncer takes a fresh snapshot and emits only the difference from what the
+consumer already has, deletions included, so the consumer's view is never
+missing an update nor given one twice.  A key's updates always carry strictly
+increasing revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from datastore.errors import Compacted, DatastoreError, Unavailable
+from datastore.kv import KeyValue, KVStore, WatchEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Update:
+    """``key`` now holds ``value`` (None: deleted) as of ``revision``."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+@dataclass(frozen=True)
+class InSync:
+    """Everything up to ``revision`` has been delivered."""
+
+    revision: int
+
+
+SyncItem = Update | InSync
+_Batch = Sequence[WatchEvent] | Exception
+
+
+class Syncer:
+    def __init__(
+        self,
+        kv: KVStore,
+        prefixes: Sequence[str],
+        *,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 5.0,
+    ) -> None:
+        if not prefixes:
+            raise ValueError("a Syncer needs at least one prefix")
+        self._kv = kv
+        self._prefixes = tuple(prefixes)
+        # One watch on the common root keeps every change in one revision-ordered
+        # stream; events outside the wanted prefixes are filtered out.
+        self._watch_root = os.path.commonprefix(list(self._prefixes))  # noqa: RUF071 - key strings, not paths
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        # What the consumer has been told: key -> (mod_revision, value).
+        self._known: dict[str, tuple[int, bytes]] = {}
+        self.resyncs = 0
+
+    def _wanted(self, key: str) -> bool:
+        return key.startswith(self._prefixes)
+
+    async def updates(self) -> AsyncIterator[SyncItem]:
+        delay = self._retry_delay
+        while True:
+            queue: asyncio.Queue[_Batch] = asyncio.Queue()
+            cancel: Callable[[], None] | None = None
+            try:
+                revision, snapshot = await asyncio.to_thread(self._snapshot)
+                for item in self._diff(snapshot, revision):
+                    yield item
+                yield InSync(revision)
+                cancel = await asyncio.to_thread(
+                    self._kv.watch, self._watch_root, revision + 1, _feeder(queue)
+                )
+                delay = self._retry_delay
+                while True:
+                    batch = await queue.get()
+                    if isinstance(batch, Exception):
+                        raise batch
+                    for event in batch:
+                        update = self._apply(event)
+                        if update is not None:
+                            yield update
+            except (Compacted, Unavailable) as exc:
+                log.warning("datastore watch broken (%s); resyncing from a fresh snapshot", exc)
+            except DatastoreError as exc:
+                log.error("datastore error (%s); resyncing from a fresh snapshot", exc)
+            finally:
+                if cancel is not None:
+                    await asyncio.to_thread(cancel)
+            self.resyncs += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._max_retry_delay)
+
+    def _snapshot(self) -> tuple[int, dict[str, KeyValue]]:
+        while True:
+            revision: int | None = None
+            found: dict[str, KeyValue] = {}
+            try:
+                for prefix in self._prefixes:
+                    items, revision = self._kv.list(prefix, revision)
+                    found.update((kv.key, kv) for kv in items)
+            except Compacted:
+                continue  # compacted between two prefixes: read them all again
+            assert revision is not None
+            return revision, found
+
+    def _diff(self, snapshot: dict[str, KeyValue], revision: int) -> list[Update]:
+        out = [Update(key, None, revision) for key in sorted(self._known.keys() - snapshot.keys())]
+        for key in out:
+            del self._known[key.key]
+        changed = [kv for kv in snapshot.values() if self._known.get(kv.key) != (kv.mod_revision, kv.value)]
+        for kv in sorted(changed, key=lambda kv: (kv.mod_revision, kv.key)):
+            self._known[kv.key] = (kv.mod_revision, kv.value)
+            out.append(Update(kv.key, kv.value, kv.mod_revision))
+        return out
+
+    def _apply(self, event: WatchEvent) -> Update | None:
+        if not self._wanted(event.key):
+            return None
+        known = self._known.get(event.key)
+        if known is not None and event.mod_revision <= known[0]:
+            return None  # already delivered (by the snapshot)
+        if event.value is None:
+            if known is None:
+                return None
+            del self._known[event.key]
+        else:
+            self._known[event.key] = (event.mod_revision, event.value)
+        return Update(event.key, event.value, event.mod_revision)
+
+
+def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Exception], None]:
+    """A watch callback (pyetcd's thread) that hands batches to the event loop."""
+    loop = asyncio.get_running_loop()
+
+    def feed(batch: Sequence[WatchEvent] | Exception) -> None:
+        # RuntimeError: the loop has closed, nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, batch)
+
+    return feed

@@ -1,0 +1,38 @@
+"""The ``felid`` command: the user CLI (``felid demo``, ``felid version``).
+
+A later issue gives it its second face, the CNI plugin, selected by
+CNI_COMMAND in the environment as the CNI spec allows.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from felid import __version__, demo
+
+USAGE = """usage: felid COMMAND
+
+commands:
+  demo [up|down] [--keep]   the local demo (see README.md)
+  version                   print the version
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "demo":
+        return demo.main(rest)
+    if command == "version":
+        print(f"felid v{__version__}")
+        return 0
+    print(f"felid: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""felidctl: the operator CLI, calicoctl's verbs over felid's datastore."""

@@ -1,0 +1,39 @@
+"""The names users may type for each kind, as calicoctl accepts them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from datastore.models import (
+    BGPConfiguration,
+    BGPPeer,
+    ClusterInformation,
+    FelixConfiguration,
+    IPPool,
+    Node,
+    Resource,
+    WorkloadEndpoint,
+)
+
+_ALIASES: Mapping[type[Resource], tuple[str, ...]] = {
+    IPPool: ("ippool", "ippools", "ipp", "ipps", "pool", "pools"),
+    Node: ("node", "nodes", "no", "nos"),
+    BGPPeer: ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"),
+    BGPConfiguration: ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"),
+    FelixConfiguration: ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
+    WorkloadEndpoint: ("workloadendpoint", "workloadendpoints", "wep", "weps"),
+    ClusterInformation: ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"),
+}
+_BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
+
+
+class UnknownKind(ValueError):
+    pass
+
+
+def kind_named(text: str) -> type[Resource]:
+    kind = _BY_ALIAS.get(text.lower())
+    if kind is None:
+        known = ", ".join(aliases[0] for aliases in _ALIASES.values())
+        raise UnknownKind(f"unknown resource type {text!r}; one of: {known}")
+    return kind

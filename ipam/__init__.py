@@ -1,0 +1,1 @@
+"""ipam: Calico's block-affinity address management (issue 3 builds it)."""

@@ -1,0 +1,1 @@
+"""Test harness: real etcd servers, TLS material, a cuttable TCP proxy."""

@@ -1,0 +1,276 @@
+"""felidctl end to end, through its installed console script, against a real etcd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from datastore.kv import KVStore
+from felid.etcdserver import EtcdServer, free_port
+from tests.harness.tls import PKI
+
+FELIDCTL = str(Path(sys.executable).parent / "felidctl")
+
+RESOURCES = """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 10.244.0.0/16
+  ipipMode: Always
+  natOutgoing: true
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: false
+  asNumber: 64512
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: rack1-tor
+spec:
+  peerIP: 192.0.2.1
+  asNumber: 64513
+"""
+
+
+def felidctl(
+    *args: str, url: str | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FELID_")}
+    if url is not None:
+        environ["FELID_ETCD_ENDPOINTS"] = url
+    environ.update(env or {})
+    return subprocess.run(
+        [FELIDCTL, *args], input=stdin, capture_output=True, text=True, env=environ, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def resources(tmp_path: Path) -> Path:
+    path = tmp_path / "resources.yaml"
+    path.write_text(RESOURCES)
+    return path
+
+
+def table(output: str) -> list[list[str]]:
+    return [line.split() for line in output.strip().splitlines()]
+
+
+def test_apply_then_get_wide(etcd: EtcdServer, resources: Path) -> None:
+    result = felidctl("apply", "-f", str(resources), url=etcd.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Successfully applied 3 resource(s)"
+    rows = table(felidctl("get", "ippool", "-o", "wide", url=etcd.url).stdout)
+    assert rows[0][:6] == ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED"]
+    assert rows[1][:6] == ["default-ipv4-ippool", "10.244.0.0/16", "true", "Always", "Never", "false"]
+    assert table(felidctl("get", "ippools", url=etcd.url).stdout) == [
+        ["NAME", "CIDR", "SELECTOR"],
+        ["default-ipv4-ippool", "10.244.0.0/16", "all()"],
+    ]
+    assert table(felidctl("get", "bgppeer", url=etcd.url).stdout) == [
+        ["NAME", "PEERIP", "NODE", "ASN"],
+        ["rack1-tor", "192.0.2.1", "(global)", "64513"],
+    ]
+    assert table(felidctl("get", "bgpconfig", url=etcd.url).stdout) == [
+        ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
+        ["default", "Info", "false", "64512"],
+    ]
+    # Applying the same file again is an update, not an error.
+    assert felidctl("apply", "-f", str(resources), url=etcd.url).returncode == 0
+
+
+@pytest.mark.parametrize("alias", ["ippool", "ippools", "ipp", "pool", "IPPool"])
+def test_kind_aliases(etcd: EtcdServer, resources: Path, alias: str) -> None:
+    felidctl("apply", "-f", str(resources), url=etcd.url)
+    assert "default-ipv4-ippool" in felidctl("get", alias, url=etcd.url).stdout
+
+
+def test_get_yaml_and_json_round_trip_through_apply(etcd: EtcdServer, resources: Path) -> None:
+    felidctl("apply", "-f", str(resources), url=etcd.url)
+    one = yaml.safe_load(felidctl("get", "ippool", "default-ipv4-ippool", "-o", "yaml", url=etcd.url).stdout)
+    assert one["kind"] == "IPPool" and one["spec"]["natOutgoing"] is True
+    assert one["metadata"]["resourceVersion"] and one["metadata"]["uid"]
+    listing = json.loads(felidctl("get", "bgppeers", "-o", "json", url=etcd.url).stdout)
+    assert listing["kind"] == "BGPPeerList" and listing["items"][0]["spec"]["peerIP"] == "192.0.2.1"
+    # What get prints, replace accepts (with its resourceVersion: a CAS).
+    one["spec"]["natOutgoing"] = False
+    result = felidctl("replace", "-f", "-", stdin=yaml.safe_dump(one), url=etcd.url)
+    assert result.returncode == 0, result.stderr
+    stale = felidctl("replace", "-f", "-", stdin=yaml.safe_dump(one), url=etcd.url)
+    assert stale.returncode == 1 and "modified concurrently" in stale.stderr
+    assert "false" in felidctl("get", "ippool", "-o", "wide", url=etcd.url).stdout.split("\n")[1]
+
+
+def test_create_refuses_existing_and_skip_exists(etcd: EtcdServer, resources: Path) -> None:
+    assert felidctl("create", "-f", str(resources), url=etcd.url).returncode == 0
+    again = felidctl("create", "-f", str(resources), url=etcd.url)
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        f"felidctl: {resources}: document 1 (IPPool 'default-ipv4-ippool'): "
+        "IPPool(default-ipv4-ippool) already exists; nothing was written"
+    )
+    skip = felidctl("create", "-f", str(resources), "--skip-exists", url=etcd.url)
+    assert skip.returncode == 0 and "created 0" in skip.stdout
+
+
+def test_invalid_document_is_refused_and_nothing_is_written(
+    etcd: EtcdServer, kv: KVStore, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        RESOURCES
+        + "---\n"
+        + RESOURCES.split("---", maxsplit=1)[0]
+        .replace("10.244.0.0/16", "10.245.0.1/16")
+        .replace("default-ipv4-ippool", "second")
+    )
+    result = felidctl("apply", "-f", str(bad), url=etcd.url)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"felidctl: {bad}: document 4 (IPPool 'second'): spec.cidr: "
+        "'10.245.0.1/16' has host bits set; did you mean 10.245.0.0/16?"
+    )
+    assert kv.list("/felid/")[0] == []
+
+
+def test_overlapping_pool_in_a_batch_writes_nothing(etcd: EtcdServer, kv: KVStore, tmp_path: Path) -> None:
+    bad = tmp_path / "overlap.yaml"
+    bad.write_text(
+        RESOURCES
+        + "---\n"
+        + RESOURCES.split("---", maxsplit=1)[0]
+        .replace("10.244.0.0/16", "10.244.64.0/18")
+        .replace("default-ipv4-ippool", "second")
+    )
+    result = felidctl("apply", "-f", str(bad), url=etcd.url)
+    assert result.returncode == 1
+    assert "document 4 (IPPool 'second'): spec.cidr: 10.244.64.0/18 overlaps enabled IPPool" in result.stderr
+    assert kv.list("/felid/")[0] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kind: IPPool\nmetadata: {name: [\n", "invalid YAML at line"),
+        ('{"kind": ', "invalid JSON at line 1"),
+        (
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\n"
+            "spec: {cidr: 10.0.0.0/16, x: 1}\n",
+            "document 1 (IPPool 'p'): spec.x: unknown field",
+        ),
+        (
+            "apiVersion: projectcalico.org/v3\nkind: Bogus\nmetadata: {name: p}\n",
+            "document 1 (Bogus 'p'): kind: unknown",
+        ),
+        ("", "no resources found"),
+    ],
+)
+def test_malformed_input_gives_one_line(etcd: EtcdServer, text: str, expected: str) -> None:
+    result = felidctl("apply", "-f", "-", stdin=text, url=etcd.url)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("felidctl: <stdin>")
+    assert expected in result.stderr
+
+
+def test_json_input_is_accepted(etcd: EtcdServer) -> None:
+    doc = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Node",
+        "metadata": {"name": "node-1"},
+        "spec": {"bgp": {"ipv4Address": "198.51.100.5/24"}},
+    }
+    assert felidctl("apply", "-f", "-", stdin=json.dumps(doc), url=etcd.url).returncode == 0
+    rows = table(felidctl("get", "nodes", "-o", "wide", url=etcd.url).stdout)
+    assert rows[1][:3] == ["node-1", "(global)", "198.51.100.5/24"]
+
+
+def test_delete_by_name_and_by_file(etcd: EtcdServer, resources: Path) -> None:
+    felidctl("apply", "-f", str(resources), url=etcd.url)
+    result = felidctl("delete", "bgppeer", "rack1-tor", url=etcd.url)
+    assert result.returncode == 0 and "deleted 1" in result.stdout
+    missing = felidctl("delete", "bgppeer", "rack1-tor", url=etcd.url)
+    assert missing.returncode == 1 and missing.stderr.strip() == "felidctl: BGPPeer(rack1-tor) not found"
+    result = felidctl("delete", "-f", str(resources), "--skip-not-exists", url=etcd.url)
+    assert result.returncode == 0 and "deleted 2" in result.stdout
+    assert table(felidctl("get", "ippool", url=etcd.url).stdout) == [["NAME", "CIDR", "SELECTOR"]]
+
+
+def test_workload_endpoints_are_namespaced(etcd: EtcdServer) -> None:
+    docs = "".join(
+        f"---\napiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\n"
+        f"metadata: {{name: n1-k8s-{ns}-eth0, namespace: {ns}}}\n"
+        f"spec: {{node: n1, pod: web, interfaceName: cali{ns}, ipNetworks: [10.244.0.{i}/32]}}\n"
+        for i, ns in enumerate(["shop", "blog"], start=1)
+    )
+    assert felidctl("apply", "-f", "-", stdin=docs, url=etcd.url).returncode == 0
+    assert table(felidctl("get", "wep", "-n", "shop", url=etcd.url).stdout) == [
+        ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        ["web", "n1", "10.244.0.1/32", "calishop"],
+    ]
+    rows = table(felidctl("get", "workloadendpoints", "-A", url=etcd.url).stdout)
+    assert rows[0][0] == "NAMESPACE" and sorted(r[0] for r in rows[1:]) == ["blog", "shop"]
+    assert felidctl("delete", "wep", "n1-k8s-blog-eth0", "-n", "blog", url=etcd.url).returncode == 0
+
+
+def test_unreachable_etcd_is_one_line_naming_the_endpoint(resources: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["get", "ippool"], ["apply", "-f", str(resources)]):
+        result = felidctl(*args, url=url)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert result.stderr.startswith(f"felidctl: etcd unavailable at {url}")
+        assert "Traceback" not in result.stderr
+
+
+def test_unknown_kind_and_bad_setting(etcd: EtcdServer) -> None:
+    result = felidctl("get", "flowers", url=etcd.url)
+    assert result.returncode == 1 and "unknown resource type 'flowers'" in result.stderr
+    result = felidctl("get", "ippool", url="localhost:2379")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "felidctl: invalid setting: FELID_ETCD_ENDPOINTS: 'localhost:2379' is not an http:// or https:// URL "
+        "(got ['localhost:2379'])"
+    )
+
+
+def test_datastore_from_flags_and_config_file(etcd: EtcdServer, resources: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "felidctl.cfg"
+    cfg.write_text(
+        f"apiVersion: projectcalico.org/v3\nkind: FelidAPIConfig\nspec:\n  etcdEndpoints: [{etcd.url}]\n"
+    )
+    assert felidctl("apply", "-f", str(resources), "--config", str(cfg)).returncode == 0
+    flagged = felidctl("get", "ippool", "--etcd-endpoints", etcd.url)
+    assert "default-ipv4-ippool" in flagged.stdout
+    # A flag beats the environment.
+    env_wrong = felidctl("get", "ippool", "--etcd-endpoints", etcd.url, url=f"http://127.0.0.1:{free_port()}")
+    assert env_wrong.returncode == 0
+    other_prefix = felidctl("get", "ippool", "--etcd-prefix", "/elsewhere", url=etcd.url)
+    assert table(other_prefix.stdout) == [["NAME", "CIDR", "SELECTOR"]]
+
+
+def test_mutual_tls_through_the_environment(etcd_tls: EtcdServer, pki: PKI, resources: Path) -> None:
+    env = {"FELID_ETCD_CA_CERT_FILE": str(pki.server.ca_cert)}
+    refused = felidctl("get", "ippool", url=etcd_tls.url, env=env)
+    assert refused.returncode == 1 and f"etcd unavailable at {etcd_tls.url}" in refused.stderr
+    env |= {"FELID_ETCD_CERT_FILE": str(pki.client_cert), "FELID_ETCD_KEY_FILE": str(pki.client_key)}
+    assert felidctl("apply", "-f", str(resources), url=etcd_tls.url, env=env).returncode == 0
+    assert "default-ipv4-ippool" in felidctl("get", "ippool", url=etcd_tls.url, env=env).stdout
+
+
+def test_version(etcd: EtcdServer) -> None:
+    result = felidctl("version", url=etcd.url)
+    assert result.returncode == 0 and result.stdout.startswith("Client Version:    v0.1.0")
