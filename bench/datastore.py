@@ -32,7 +32,10 @@ WRITERS = 4
 
 def node(name: str, i: int) -> Node:
     return Node.model_validate(
-        {"metadata": {"name": name, "labels": {"i": str(i)}}, "spec": {"bgp": {"ipv4Address": "198.51.100.5/24"}}}
+        {
+            "metadata": {"name": name, "labels": {"i": str(i)}},
+            "spec": {"bgp": {"ipv4Address": "198.51.100.5/24"}},
+        }
     )
 
 
@@ -97,7 +100,9 @@ def main() -> None:
                 results["layer-1"].append(timed([layer_writer(store, "layer-seq", n)], n))
                 per = n // WRITERS
                 results["bare-4"].append(
-                    timed([bare_writer(bare, f"{prefix}bare-{w}", per) for w in range(WRITERS)], per * WRITERS)
+                    timed(
+                        [bare_writer(bare, f"{prefix}bare-{w}", per) for w in range(WRITERS)], per * WRITERS
+                    )
                 )
                 results["layer-4"].append(
                     timed([layer_writer(store, f"layer-{w}", per) for w in range(WRITERS)], per * WRITERS)

@@ -56,7 +56,9 @@ def felidctl(url: str, *args: str, stdin: str | None = None, expect_ok: bool = T
     shown = " ".join(["felidctl", *args]) + (" <<EOF" if stdin else "")
     print(f"$ {shown}", flush=True)
     env = {**os.environ, "FELID_ETCD_ENDPOINTS": url}
-    result = subprocess.run([FELIDCTL, *args], input=stdin, capture_output=True, text=True, env=env, check=False)
+    result = subprocess.run(
+        [FELIDCTL, *args], input=stdin, capture_output=True, text=True, env=env, check=False
+    )
     sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     if (result.returncode == 0) != expect_ok:
@@ -66,7 +68,9 @@ def felidctl(url: str, *args: str, stdin: str | None = None, expect_ok: bool = T
 
 def up(keep: bool) -> int:
     if (STATE_DIR / "etcd.pid").exists():
-        print(f"a demo is already running (state in {STATE_DIR}); run 'felid demo down' first", file=sys.stderr)
+        print(
+            f"a demo is already running (state in {STATE_DIR}); run 'felid demo down' first", file=sys.stderr
+        )
         return 1
     progress = Progress(5)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -124,7 +128,9 @@ def down() -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="felid demo", description=__doc__)
     parser.add_argument("action", nargs="?", choices=("up", "down"), default="up")
-    parser.add_argument("--keep", action="store_true", help="leave etcd running; 'felid demo down' removes it")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave etcd running; 'felid demo down' removes it"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("felid demo: run as root", file=sys.stderr)
