@@ -125,17 +125,21 @@ def test_create_refuses_existing_and_skip_exists(etcd: EtcdServer, resources: Pa
     assert skip.returncode == 0 and "created 0" in skip.stdout
 
 
+def with_second_pool(tmp_path: Path, cidr: str) -> Path:
+    """RESOURCES plus a fourth document: another IPPool named 'second' with ``cidr``."""
+    first_pool = RESOURCES.split("---", maxsplit=1)[0]
+    path = tmp_path / "with-second-pool.yaml"
+    path.write_text(
+        f"{RESOURCES}---\n"
+        + first_pool.replace("10.244.0.0/16", cidr).replace("default-ipv4-ippool", "second")
+    )
+    return path
+
+
 def test_invalid_document_is_refused_and_nothing_is_written(
     etcd: EtcdServer, kv: KVStore, tmp_path: Path
 ) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        RESOURCES
-        + "---\n"
-        + RESOURCES.split("---", maxsplit=1)[0]
-        .replace("10.244.0.0/16", "10.245.0.1/16")
-        .replace("default-ipv4-ippool", "second")
-    )
+    bad = with_second_pool(tmp_path, "10.245.0.1/16")
     result = felidctl("apply", "-f", str(bad), url=etcd.url)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -147,14 +151,7 @@ def test_invalid_document_is_refused_and_nothing_is_written(
 
 
 def test_overlapping_pool_in_a_batch_writes_nothing(etcd: EtcdServer, kv: KVStore, tmp_path: Path) -> None:
-    bad = tmp_path / "overlap.yaml"
-    bad.write_text(
-        RESOURCES
-        + "---\n"
-        + RESOURCES.split("---", maxsplit=1)[0]
-        .replace("10.244.0.0/16", "10.244.64.0/18")
-        .replace("default-ipv4-ippool", "second")
-    )
+    bad = with_second_pool(tmp_path, "10.244.64.0/18")
     result = felidctl("apply", "-f", str(bad), url=etcd.url)
     assert result.returncode == 1
     assert "document 4 (IPPool 'second'): spec.cidr: 10.244.64.0/18 overlaps enabled IPPool" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from datastore.models import (
     BGPConfiguration,
@@ -17,11 +18,13 @@ from datastore.models import (
     WorkloadEndpoint,
 )
 
+R = TypeVar("R", bound=Resource)
+
 
 @dataclass(frozen=True)
-class Column:
+class Column(Generic[R]):
     header: str
-    value: Callable[[Resource], object]
+    value: Callable[[R], object]
     wide_only: bool = False
 
 
@@ -35,99 +38,12 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _pool(r: Resource) -> IPPool:
-    assert isinstance(r, IPPool)
-    return r
+def _node_bgp(node: Node) -> NodeBGPSpec:
+    return node.spec.bgp or NodeBGPSpec()
 
 
-def _node(r: Resource) -> Node:
-    assert isinstance(r, Node)
-    return r
-
-
-def _node_bgp(r: Resource) -> NodeBGPSpec:
-    return _node(r).spec.bgp or NodeBGPSpec()
-
-
-def _peer(r: Resource) -> BGPPeer:
-    assert isinstance(r, BGPPeer)
-    return r
-
-
-def _bgpconfig(r: Resource) -> BGPConfiguration:
-    assert isinstance(r, BGPConfiguration)
-    return r
-
-
-def _wep(r: Resource) -> WorkloadEndpoint:
-    assert isinstance(r, WorkloadEndpoint)
-    return r
-
-
-def _cluster(r: Resource) -> ClusterInformation:
-    assert isinstance(r, ClusterInformation)
-    return r
-
-
-def _peer_node(r: Resource) -> str:
-    spec = _peer(r).spec
-    return spec.node or (f"{spec.node_selector}" if spec.node_selector else "(global)")
-
-
-_NAME = Column("NAME", lambda r: r.name)
-
-COLUMNS: dict[type[Resource], tuple[Column, ...]] = {
-    IPPool: (
-        _NAME,
-        Column("CIDR", lambda r: _pool(r).spec.cidr),
-        Column("NAT", lambda r: _pool(r).spec.nat_outgoing, wide_only=True),
-        Column("IPIPMODE", lambda r: _pool(r).spec.ipip_mode, wide_only=True),
-        Column("VXLANMODE", lambda r: _pool(r).spec.vxlan_mode, wide_only=True),
-        Column("DISABLED", lambda r: _pool(r).spec.disabled, wide_only=True),
-        Column("DISABLEBGPEXPORT", lambda r: _pool(r).spec.disable_bgp_export, wide_only=True),
-        Column("SELECTOR", lambda r: _pool(r).spec.node_selector),
-    ),
-    Node: (
-        _NAME,
-        Column("ASN", lambda r: _bgp_asn(_node(r)), wide_only=True),
-        Column("IPV4", lambda r: _node_bgp(r).ipv4_address, wide_only=True),
-        Column("IPV4IPIP", lambda r: _node_bgp(r).ipv4_ipip_tunnel_addr, wide_only=True),
-        Column("IPV4VXLAN", lambda r: _node(r).spec.ipv4_vxlan_tunnel_addr, wide_only=True),
-    ),
-    BGPPeer: (
-        _NAME,
-        Column("PEERIP", lambda r: _peer(r).spec.peer_ip or f"{_peer(r).spec.peer_selector}"),
-        Column("NODE", _peer_node),
-        Column("ASN", lambda r: _peer(r).spec.as_number if _peer(r).spec.as_number else "(node's)"),
-    ),
-    BGPConfiguration: (
-        _NAME,
-        Column("LOGSEVERITY", lambda r: _bgpconfig(r).spec.log_severity_screen),
-        Column("MESHENABLED", lambda r: _mesh(_bgpconfig(r))),
-        Column(
-            "ASNUMBER", lambda r: _bgpconfig(r).spec.as_number or ("64512" if r.name == "default" else "")
-        ),
-    ),
-    FelixConfiguration: (_NAME,),
-    WorkloadEndpoint: (
-        Column("WORKLOAD", lambda r: _wep(r).spec.pod or _wep(r).spec.workload or r.name),
-        Column("NODE", lambda r: _wep(r).spec.node),
-        Column("NETWORKS", lambda r: _wep(r).spec.ip_networks),
-        Column("INTERFACE", lambda r: _wep(r).spec.interface_name),
-        Column("PROFILES", lambda r: _wep(r).spec.profiles, wide_only=True),
-    ),
-    ClusterInformation: (
-        _NAME,
-        Column("GUID", lambda r: _cluster(r).spec.cluster_guid, wide_only=True),
-        Column("VERSION", lambda r: _cluster(r).spec.calico_version, wide_only=True),
-        Column("READY", lambda r: _cluster(r).spec.datastore_ready),
-    ),
-}
-
-
-def _bgp_asn(node: Node) -> str:
-    asn = node.spec.bgp.as_number if node.spec.bgp else None
-    return str(asn) if asn else "(global)"
+def _peer_node(peer: BGPPeer) -> str:
+    return peer.spec.node or peer.spec.node_selector or "(global)"
 
 
 def _mesh(config: BGPConfiguration) -> str:
@@ -136,10 +52,64 @@ def _mesh(config: BGPConfiguration) -> str:
     return _text(config.spec.node_to_node_mesh_enabled)
 
 
+_NAME: Column[Any] = Column("NAME", lambda r: r.name)
+
+# Each kind's columns take that kind; render_table only hands them their own kind.
+COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
+    IPPool: (
+        _NAME,
+        Column[IPPool]("CIDR", lambda p: p.spec.cidr),
+        Column[IPPool]("NAT", lambda p: p.spec.nat_outgoing, wide_only=True),
+        Column[IPPool]("IPIPMODE", lambda p: p.spec.ipip_mode, wide_only=True),
+        Column[IPPool]("VXLANMODE", lambda p: p.spec.vxlan_mode, wide_only=True),
+        Column[IPPool]("DISABLED", lambda p: p.spec.disabled, wide_only=True),
+        Column[IPPool]("DISABLEBGPEXPORT", lambda p: p.spec.disable_bgp_export, wide_only=True),
+        Column[IPPool]("SELECTOR", lambda p: p.spec.node_selector),
+    ),
+    Node: (
+        _NAME,
+        Column[Node]("ASN", lambda n: _node_bgp(n).as_number or "(global)", wide_only=True),
+        Column[Node]("IPV4", lambda n: _node_bgp(n).ipv4_address, wide_only=True),
+        Column[Node]("IPV4IPIP", lambda n: _node_bgp(n).ipv4_ipip_tunnel_addr, wide_only=True),
+        Column[Node]("IPV4VXLAN", lambda n: n.spec.ipv4_vxlan_tunnel_addr, wide_only=True),
+    ),
+    BGPPeer: (
+        _NAME,
+        Column[BGPPeer]("PEERIP", lambda p: p.spec.peer_ip or p.spec.peer_selector),
+        Column[BGPPeer]("NODE", _peer_node),
+        Column[BGPPeer]("ASN", lambda p: p.spec.as_number or "(node's)"),
+    ),
+    BGPConfiguration: (
+        _NAME,
+        Column[BGPConfiguration]("LOGSEVERITY", lambda c: c.spec.log_severity_screen),
+        Column[BGPConfiguration]("MESHENABLED", _mesh),
+        Column[BGPConfiguration](
+            "ASNUMBER", lambda c: c.spec.as_number or ("64512" if c.name == "default" else "")
+        ),
+    ),
+    FelixConfiguration: (_NAME,),
+    WorkloadEndpoint: (
+        Column[WorkloadEndpoint]("WORKLOAD", lambda w: w.spec.pod or w.spec.workload or w.name),
+        Column[WorkloadEndpoint]("NODE", lambda w: w.spec.node),
+        Column[WorkloadEndpoint]("NETWORKS", lambda w: w.spec.ip_networks),
+        Column[WorkloadEndpoint]("INTERFACE", lambda w: w.spec.interface_name),
+        Column[WorkloadEndpoint]("PROFILES", lambda w: w.spec.profiles, wide_only=True),
+    ),
+    ClusterInformation: (
+        _NAME,
+        Column[ClusterInformation]("GUID", lambda c: c.spec.cluster_guid, wide_only=True),
+        Column[ClusterInformation]("VERSION", lambda c: c.spec.calico_version, wide_only=True),
+        Column[ClusterInformation]("READY", lambda c: c.spec.datastore_ready),
+    ),
+}
+
+
 def render_table(kind: type[Resource], resources: Sequence[Resource], wide: bool, namespaces: bool) -> str:
+    if any(not isinstance(r, kind) for r in resources):
+        raise TypeError(f"render_table({kind.KIND}) given another kind")
     columns = [c for c in COLUMNS[kind] if wide or not c.wide_only]
     if namespaces and kind.NAMESPACED:
-        columns.insert(0, Column("NAMESPACE", lambda r: r.namespace))
+        columns.insert(0, Column[Resource]("NAMESPACE", lambda r: r.namespace))
     rows = [[c.header for c in columns]]
     rows += [[_text(c.value(r)) for c in columns] for r in resources]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]

@@ -23,16 +23,16 @@ def _run(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+# A fresh P-256 key for each certificate.
+_NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
 def _ca(directory: Path, name: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
     _run(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_KEY,
         "-keyout",
         str(key),
         "-out",
@@ -50,37 +50,9 @@ def _leaf(directory: Path, name: str, ca: tuple[Path, Path], server: bool) -> tu
     ext = directory / f"{name}.ext"
     usage = "serverAuth,clientAuth" if server else "clientAuth"
     ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n")
-    _run(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        f"/CN={name}",
-    )
-    _run(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(ca[0]),
-        "-CAkey",
-        str(ca[1]),
-        "-CAcreateserial",
-        "-out",
-        str(cert),
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-    )
+    _run("req", *_NEW_KEY, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    ca_args = ("-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial")
+    _run("x509", "-req", "-in", str(csr), *ca_args, "-out", str(cert), "-days", "2", "-extfile", str(ext))
     return cert, key
 
 
