@@ -43,7 +43,8 @@ _GRPC_OPTIONS = [
     # default enforcement allows pings every 5 s.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Only while a call (a watch stream) is open: etcd answers idle pings with GOAWAY.
+    ("grpc.keepalive_permit_without_calls", 0),
 ]
 _UNAVAILABLE = (
     etcd_exc.ConnectionFailedError,

@@ -49,3 +49,52 @@ class KeyLayout:
         if not kind.NAMESPACED and len(parts) == 2:
             return ResourceKey(kind, parts[1])
         return None
+
+
+@dataclass(frozen=True)
+class IPAMKeys:
+    """IPAM's keys: blocks, host affinities, handles and the IPAM config."""
+
+    prefix: str = "/felid"
+
+    @property
+    def blocks(self) -> str:
+        return f"{self.prefix}/ipam/v2/assignment/ipv4/block/"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.prefix}/ipam/v2/host/"
+
+    @property
+    def handles(self) -> str:
+        return f"{self.prefix}/ipam/v2/handle/"
+
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}/ipam/v2/config"
+
+    @staticmethod
+    def _cidr_part(cidr: str) -> str:
+        return cidr.replace("/", "-")
+
+    @staticmethod
+    def cidr_of(key: str) -> str:
+        """``.../10.244.1.0-26`` -> ``10.244.1.0/26``."""
+        address, _, length = key.rsplit("/", 1)[-1].rpartition("-")
+        return f"{address}/{length}"
+
+    def block(self, cidr: str) -> str:
+        return f"{self.blocks}{self._cidr_part(cidr)}"
+
+    def host_affinities(self, node: str) -> str:
+        return f"{self.hosts}{node}/ipv4/block/"
+
+    def affinity(self, node: str, cidr: str) -> str:
+        return f"{self.host_affinities(node)}{self._cidr_part(cidr)}"
+
+    def affinity_node(self, key: str) -> str:
+        """The node an affinity key belongs to."""
+        return key[len(self.hosts) :].split("/", 1)[0]
+
+    def handle(self, handle_id: str) -> str:
+        return f"{self.handles}{handle_id}"

@@ -6,6 +6,7 @@ import sys
 
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
 from datastore.settings import reference_table
+from ipam.records import IPAMConfig
 
 HEADER = f"""# Configuration reference
 
@@ -35,8 +36,28 @@ spec:
 """
 
 
+IPAM_HEADER = """
+## IPAM (cluster-wide, in the datastore)
+
+Stored at `<prefix>/ipam/v2/config`; shown by `felidctl ipam show --show-configuration`
+and changed by `felidctl ipam configure`.
+
+"""
+
+
+def ipam_table() -> str:
+    rows = ["| setting | felidctl ipam configure | type | default | description |", "|---|---|---|---|---|"]
+    for name, field in IPAMConfig.model_fields.items():
+        key = field.alias or name
+        flag = f"--{key.lower()}"
+        kind = getattr(field.annotation, "__name__", str(field.annotation))
+        default = str(field.default).lower()
+        rows.append(f"| `{key}` | `{flag}` | {kind} | `{default}` | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
 def render() -> str:
-    return HEADER + reference_table(DatastoreConfig)
+    return HEADER + reference_table(DatastoreConfig) + IPAM_HEADER + ipam_table()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -114,6 +115,18 @@ class EtcdServer:
         raise RuntimeError(f"etcd did not become ready in {timeout:.0f}s; see {self.log_file}")
 
     def _healthy(self, client: tuple[Path, Path] | None) -> bool:
+        if self.netns:
+            # Only reachable from inside its namespace: ask from there.
+            probe = (
+                "import sys, urllib.request as u; "
+                f"sys.exit(b'\"true\"' not in u.urlopen('{self.url}/health', timeout=1).read())"
+            )
+            done = subprocess.run(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-c", probe],
+                capture_output=True,
+                check=False,
+            )
+            return done.returncode == 0
         context = None
         if self.tls:
             context = ssl.create_default_context(cafile=str(self.tls.ca_cert))

@@ -20,6 +20,7 @@ from datastore.settings import resolve
 from datastore.store import ResourceStore, WriteMode
 from felid import __version__
 from felid.ctl.documents import DocumentError, read_documents
+from felid.ctl.ipam import add_ipam_parser
 from felid.ctl.kinds import UnknownKind, kind_named
 from felid.ctl.tables import render_table
 
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("version", cmd_version, "Show the client and cluster versions.")
+    add_ipam_parser(sub, add_datastore_flags, open_store)
     return parser
 
 

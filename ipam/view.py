@@ -1,0 +1,133 @@
+"""What an allocation decision rests on, read once and guarded at commit.
+
+An ``IPAMView`` caches the IPAM config, the pools and this node's labels with
+the revisions they were read at.  Every allocation transaction carries guards
+on exactly the records its decision used, so a stale cache can cost a retry but
+never a wrong allocation (a pool disabled meanwhile, strict affinity switched on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from datastore.keys import IPAMKeys, KeyLayout
+from datastore.kv import Absent, Guard, KVStore, Unchanged
+from datastore.models import IPPool, Node
+from datastore.selector import Selector
+from datastore.store import decode
+from ipam.block import AllocationBlock
+from ipam.errors import NoUsablePool
+from ipam.records import AffinityState, Handle, IPAMConfig, affinity_state
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    value: T
+    revision: int
+
+
+def _guard(key: str, revision: int) -> Guard:
+    return Unchanged(key, revision) if revision else Absent(key)
+
+
+@dataclass
+class IPAMView:
+    node: str
+    config: IPAMConfig
+    config_revision: int
+    pools: list[Versioned[IPPool]]
+    node_labels: dict[str, str]
+    node_revision: int
+    layout: KeyLayout
+    # This node's confirmed blocks, and blocks/handles as last read or written.
+    affine: list[str] = field(default_factory=list)
+    blocks: dict[str, Versioned[AllocationBlock]] = field(default_factory=dict)
+    handles: dict[str, Versioned[Handle] | None] = field(default_factory=dict)
+    _pool_of: dict[str, Versioned[IPPool] | None] = field(default_factory=dict)
+
+    def usable_pools(self, wanted: Sequence[str] | None = None) -> list[Versioned[IPPool]]:
+        """Enabled pools whose nodeSelector matches this node, optionally only those named."""
+        pools = self.pools
+        if wanted:
+            known = {p.value.name for p in pools} | {p.value.spec.cidr for p in pools}
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                raise NoUsablePool(self.node, f"IPPool {', '.join(unknown)} does not exist")
+            pools = [p for p in pools if p.value.name in wanted or p.value.spec.cidr in wanted]
+        usable = [
+            p
+            for p in pools
+            if not p.value.spec.disabled
+            and Selector.parse(p.value.spec.node_selector).matches(self.node_labels)
+        ]
+        if not usable:
+            names = ", ".join(p.value.name for p in pools) or "none exist"
+            raise NoUsablePool(self.node, f"every candidate pool is disabled or excludes this node ({names})")
+        return usable
+
+    def pool_of(self, cidr: str) -> Versioned[IPPool] | None:
+        if cidr not in self._pool_of:
+            net = ipaddress.IPv4Network(cidr)
+            self._pool_of[cidr] = next((p for p in self.pools if net.subnet_of(p.value.network)), None)
+        return self._pool_of[cidr]
+
+    def guards(self, pool: Versioned[IPPool] | None) -> list[Guard]:
+        """Guards on the config, this node and ``pool``: what an allocation decision used."""
+        keys = IPAMKeys(self.layout.prefix)
+        out = [
+            _guard(keys.config, self.config_revision),
+            _guard(self.layout.resource(Node, self.node), self.node_revision),
+        ]
+        if pool is not None:
+            out.append(Unchanged(self.layout.key_of(pool.value), pool.revision))
+        return out
+
+
+def load_view(kv: KVStore, layout: KeyLayout, node: str) -> IPAMView:
+    keys = IPAMKeys(layout.prefix)
+    config_kv = kv.get(keys.config)
+    config = IPAMConfig.from_json(config_kv.value) if config_kv else IPAMConfig()
+    pool_items, _ = kv.list(layout.kind_prefix(IPPool))
+    pools = []
+    for item in pool_items:
+        pool = decode(item)
+        if isinstance(pool, IPPool):
+            pools.append(Versioned(pool, item.mod_revision))
+    node_kv = kv.get(layout.resource(Node, node))
+    labels = decode(node_kv).metadata.labels if node_kv else {}
+    affinity_items, _ = kv.list(keys.host_affinities(node))
+    affine = [
+        keys.cidr_of(a.key) for a in affinity_items if affinity_state(a.value) is AffinityState.CONFIRMED
+    ]
+    return IPAMView(
+        node=node,
+        config=config,
+        config_revision=config_kv.mod_revision if config_kv else 0,
+        pools=pools,
+        node_labels=dict(labels),
+        node_revision=node_kv.mod_revision if node_kv else 0,
+        layout=layout,
+        affine=affine,
+    )
+
+
+def block_cidrs(pool: IPPool, start_from: str) -> Iterator[str]:
+    """Every block of ``pool``, starting at a place derived from ``start_from``.
+
+    Hosts start their search for a free block at different places, so that
+    concurrent claims rarely race for the same block.
+    """
+    net = pool.network
+    size = 2 ** (32 - pool.spec.block_size)
+    count = net.num_addresses // size
+    first = int.from_bytes(hashlib.sha256(start_from.encode()).digest()[:8], "big") % count
+    base = int(net.network_address)
+    for i in range(count):
+        index = (first + i) % count
+        yield f"{ipaddress.IPv4Address(base + index * size)}/{pool.spec.block_size}"
