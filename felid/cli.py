@@ -1,11 +1,12 @@
 """The ``felid`` command: the user CLI (``felid demo``, ``felid version``).
 
-A later issue gives it its second face, the CNI plugin, selected by
-CNI_COMMAND in the environment as the CNI spec allows.
+Its second face is the CNI plugin, selected by CNI_COMMAND in the
+environment as the CNI spec allows.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,11 @@ commands:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "CNI_COMMAND" in os.environ:
+        # Invoked by a container runtime as the CNI plugin of "type": "felid".
+        from felid.cni.workload_plugin import main as cni_main
+
+        return cni_main()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")

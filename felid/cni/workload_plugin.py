@@ -1,0 +1,259 @@
+"""The felid CNI plugin: a veth into the pod, an address from IPAM, a WorkloadEndpoint.
+
+Called as ``felid`` with CNI_COMMAND set (``"type": "felid"`` in a network
+config).  ADD either completes or rolls back everything it did; DEL is
+idempotent and works after the pod's namespace is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from datastore.errors import NotFound
+from datastore.etcd import EtcdKV
+from datastore.keys import KeyLayout
+from datastore.models import IPPool, WorkloadEndpoint
+from datastore.store import ResourceStore
+from felid.cni.protocol import (
+    INVALID_CONFIG,
+    IPAM_FAILURE,
+    UNKNOWN_CONTAINER,
+    CNIError,
+    Invocation,
+    datastore_config,
+    node_name,
+    run,
+)
+from felix.calc.cluster import IPIP_OVERHEAD, VXLAN_OVERHEAD
+from felix.calc.model import FELIX_PROTO, WORKLOAD_GATEWAY, Route
+from felix.dataplane import sysctl
+from felix.dataplane.netlink import KernelError, Netlink
+from ipam.allocator import BlockAllocator, pod_handle
+from ipam.errors import NoUsablePool
+
+HOST_MAC = "ee:ee:ee:ee:ee:ee"
+DEFAULT_MTU = 1500
+
+
+@dataclass(frozen=True)
+class Workload:
+    node: str
+    namespace: str
+    pod: str
+    orchestrator: str
+    container_id: str
+    ifname: str
+
+    @property
+    def host_interface(self) -> str:
+        ident = f"{self.namespace}.{self.pod}" if self.orchestrator == "k8s" else self.container_id
+        return "cali" + hashlib.sha1(ident.encode()).hexdigest()[:11]
+
+    @property
+    def endpoint_name(self) -> str:
+        parts = (self.node, self.orchestrator, self.pod, self.ifname)
+        return "-".join(p.replace("-", "--") for p in parts).lower()
+
+
+def workload_of(invocation: Invocation) -> Workload:
+    pod = invocation.args.get("K8S_POD_NAME")
+    namespace = invocation.args.get("K8S_POD_NAMESPACE")
+    k8s = bool(pod and namespace)
+    return Workload(
+        node=node_name(invocation),
+        namespace=namespace if k8s and namespace else "default",
+        pod=pod if k8s and pod else invocation.container_id,
+        orchestrator="k8s" if k8s else "cni",
+        container_id=invocation.container_id,
+        ifname=invocation.ifname or "eth0",
+    )
+
+
+class Context:
+    def __init__(self, invocation: Invocation) -> None:
+        config = datastore_config(invocation)
+        self.layout = KeyLayout(config.etcd_prefix)
+        self.kv = EtcdKV(config)
+        self.store = ResourceStore(self.kv, self.layout)
+        self.workload = workload_of(invocation)
+        self.allocator = BlockAllocator(self.kv, self.layout, self.workload.node)
+        self.handle = pod_handle(invocation.container_id)
+
+    def mtu(self, invocation: Invocation) -> int:
+        if "mtu" in invocation.config:
+            return int(invocation.config["mtu"])
+        pools = [p for p in self.store.list(IPPool) if not p.spec.disabled]
+        overhead = max(
+            [VXLAN_OVERHEAD for p in pools if p.spec.vxlan_mode != "Never"]
+            + [IPIP_OVERHEAD for p in pools if p.spec.ipip_mode != "Never"]
+            + [0]
+        )
+        return DEFAULT_MTU - overhead
+
+
+def cni_add(invocation: Invocation) -> Mapping[str, Any]:
+    if not invocation.netns:
+        raise CNIError(INVALID_CONFIG, "CNI_NETNS is not set")
+    ctx = Context(invocation)
+    wl = ctx.workload
+    undo: list[Callable[[], object]] = []
+    try:
+        addresses = ctx.allocator.ips_of_handle(ctx.handle)
+        if not addresses:
+            pools = invocation.ipam.get("ipv4_pools")
+            attrs = {"namespace": wl.namespace, "pod": wl.pod, "containerID": wl.container_id}
+            try:
+                addresses = ctx.allocator.auto_assign(ctx.handle, attrs=attrs, pools=pools)
+            except NoUsablePool as exc:
+                raise CNIError(INVALID_CONFIG, str(exc)) from None
+            undo.append(lambda: ctx.allocator.release_handle(ctx.handle))
+        address = addresses[0]
+        mtu = ctx.mtu(invocation)
+        netlink = Netlink()
+        undo.append(lambda: asyncio.run(netlink.delete_link(wl.host_interface)))
+        pod_mac = asyncio.run(_plumb(netlink, wl, invocation.netns, address, mtu))
+        endpoint = WorkloadEndpoint.model_validate(
+            {
+                "metadata": {"name": wl.endpoint_name, "namespace": wl.namespace},
+                "spec": {
+                    "orchestrator": wl.orchestrator,
+                    "node": wl.node,
+                    "pod": wl.pod,
+                    "containerID": wl.container_id,
+                    "endpoint": wl.ifname,
+                    "interfaceName": wl.host_interface,
+                    "ipNetworks": [f"{a}/32" for a in addresses],
+                    "mac": pod_mac,
+                },
+            }
+        )
+        ctx.store.apply(endpoint)
+    except BaseException:
+        for step in reversed(undo):
+            # Roll back as much as possible; the original error is the one to report.
+            with contextlib.suppress(Exception):
+                step()
+        raise
+    return _result(invocation, wl, addresses, pod_mac)
+
+
+async def _plumb(netlink: Netlink, wl: Workload, netns: str, address: str, mtu: int) -> str:
+    try:
+        await netlink.create_veth(wl.host_interface, HOST_MAC, mtu, netns, wl.ifname)
+        pod_mac = await netlink.configure_workload(netns, wl.ifname, address, WORKLOAD_GATEWAY)
+        sysctl.configure_host()
+        sysctl.configure_workload_interface(wl.host_interface)
+        links = await netlink.links()
+        # The pod is reachable now, before felix has even heard of it.
+        route = Route(f"{address}/32", "local", ifname=wl.host_interface)
+        await netlink.replace_route(route, FELIX_PROTO, links[wl.host_interface].index)
+        return pod_mac
+    except KernelError as exc:
+        raise CNIError(IPAM_FAILURE + 1, str(exc)) from None
+    finally:
+        netlink.close()
+
+
+def _result(invocation: Invocation, wl: Workload, addresses: list[str], pod_mac: str) -> dict[str, Any]:
+    ips: list[dict[str, Any]] = []
+    for a in addresses:
+        entry: dict[str, Any] = {"address": f"{a}/32", "interface": 1}
+        if invocation.version != "1.0.0":
+            entry["version"] = "4"
+        ips.append(entry)
+    return {
+        "cniVersion": invocation.version,
+        "interfaces": [
+            {"name": wl.host_interface, "mac": HOST_MAC},
+            {"name": wl.ifname, "mac": pod_mac, "sandbox": invocation.netns},
+        ],
+        "ips": ips,
+        "routes": [{"dst": "0.0.0.0/0", "gw": WORKLOAD_GATEWAY}],
+        "dns": {},
+    }
+
+
+def _find_endpoint(ctx: Context) -> WorkloadEndpoint | None:
+    try:
+        return ctx.store.get(WorkloadEndpoint, ctx.workload.endpoint_name, ctx.workload.namespace)
+    except NotFound:
+        # CNI_ARGS may differ from ADD's: look the container up instead.
+        return next(
+            (w for w in ctx.store.list(WorkloadEndpoint) if w.spec.container_id == ctx.workload.container_id),
+            None,
+        )
+
+
+def cni_del(invocation: Invocation) -> None:
+    ctx = Context(invocation)
+    endpoint = _find_endpoint(ctx)
+    interfaces = {ctx.workload.host_interface}
+    if endpoint is not None:
+        interfaces.add(endpoint.spec.interface_name)
+    netlink = Netlink()
+
+    async def unplug() -> None:
+        try:
+            for name in interfaces:
+                await netlink.delete_link(name)  # its route and the pod's end go with it
+        finally:
+            netlink.close()
+
+    asyncio.run(unplug())
+    if endpoint is not None:
+        with contextlib.suppress(NotFound):
+            ctx.store.delete(WorkloadEndpoint, endpoint.name, endpoint.namespace)
+    ctx.allocator.release_handle(ctx.handle)
+
+
+def cni_check(invocation: Invocation) -> None:
+    ctx = Context(invocation)
+    held = ctx.allocator.ips_of_handle(ctx.handle)
+    if not held:
+        raise CNIError(UNKNOWN_CONTAINER, f"no address is allocated for container {invocation.container_id}")
+    endpoint = _find_endpoint(ctx)
+    if endpoint is None:
+        raise CNIError(UNKNOWN_CONTAINER, f"no WorkloadEndpoint for container {invocation.container_id}")
+    if sorted(endpoint.spec.ip_networks) != sorted(f"{a}/32" for a in held):
+        raise CNIError(
+            IPAM_FAILURE + 1, f"endpoint {endpoint.name} has {endpoint.spec.ip_networks}, IPAM {held}"
+        )
+    netlink = Netlink()
+
+    async def inspect() -> tuple[bool, dict[str, Any], list[str]]:
+        try:
+            links = await netlink.links()
+            routes = await netlink.routes(FELIX_PROTO)
+            inside = (
+                await netlink.workload_address(invocation.netns, ctx.workload.ifname)
+                if invocation.netns
+                else []
+            )
+            return endpoint.spec.interface_name in links, dict(routes), inside
+        finally:
+            netlink.close()
+
+    present, routes, inside = asyncio.run(inspect())
+    if not present:
+        raise CNIError(IPAM_FAILURE + 1, f"host interface {endpoint.spec.interface_name} is missing")
+    for address in held:
+        if f"{address}/32" not in routes:
+            raise CNIError(IPAM_FAILURE + 1, f"no route to {address} on this host")
+        if invocation.netns and f"{address}/32" not in inside:
+            raise CNIError(
+                IPAM_FAILURE + 1, f"{ctx.workload.ifname} in {invocation.netns} lacks {address}/32"
+            )
+
+
+def workload_plugin(invocation: Invocation) -> Mapping[str, Any] | None:
+    handlers: dict[str, Callable[[Invocation], Any]] = {"ADD": cni_add, "DEL": cni_del, "CHECK": cni_check}
+    return handlers[invocation.command](invocation)  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    return run(workload_plugin)

@@ -1,0 +1,168 @@
+"""ClusterState: the typed picture of the datastore that felix computes from.
+
+Fed key by key from a Syncer's updates (``apply``); ``desired`` then computes
+this host's dataplane from the current picture alone, keeping no history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from datastore.errors import ValidationFailed
+from datastore.keys import IPAMKeys, KeyLayout
+from datastore.kv import KeyValue
+from datastore.models import FelixConfiguration, IPPool, Node, Resource, WorkloadEndpoint
+from datastore.store import decode
+from felix.calc.model import (
+    IPIP_DEVICE,
+    VTEP,
+    VXLAN_DEVICE,
+    DesiredState,
+    IPIPDevice,
+    Route,
+    VXLANDevice,
+)
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Resource)
+
+IPIP_OVERHEAD = 20
+VXLAN_OVERHEAD = 50
+
+
+def vxlan_mac(node: str) -> str:
+    """A stable, locally administered unicast MAC for a node without one set."""
+    digest = hashlib.sha256(node.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x66, *digest[:5]))
+
+
+@dataclass
+class HostFacts:
+    """What felix learns from its own host rather than the datastore."""
+
+    node: str
+    mtu: int = 1500
+    nic: str | None = None
+
+
+@dataclass
+class ClusterState:
+    layout: KeyLayout
+    pools: dict[str, IPPool] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    endpoints: dict[str, WorkloadEndpoint] = field(default_factory=dict)  # by key
+    felix_configs: dict[str, FelixConfiguration] = field(default_factory=dict)
+    affinities: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, cidr) -> state
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One Syncer update: ``value`` None means deleted."""
+        ipam = IPAMKeys(self.layout.prefix)
+        if key.startswith(ipam.hosts):
+            ident = (ipam.affinity_node(key), ipam.cidr_of(key))
+            if value is None:
+                self.affinities.pop(ident, None)
+            else:
+                self.affinities[ident] = str(json.loads(value).get("state", ""))
+            return
+        parsed = self.layout.parse(key)
+        if parsed is None:
+            return
+        resource: Resource | None = None
+        if value is not None:
+            try:
+                resource = decode(KeyValue(key, value, 0, 0))
+            except (ValidationFailed, ValueError) as exc:
+                log.error("ignoring invalid %s: %s", key, exc)
+        if parsed.kind is IPPool:
+            _put(self.pools, key, resource if isinstance(resource, IPPool) else None)
+        elif parsed.kind is Node:
+            _put(self.nodes, key, resource if isinstance(resource, Node) else None)
+        elif parsed.kind is WorkloadEndpoint:
+            _put(self.endpoints, key, resource if isinstance(resource, WorkloadEndpoint) else None)
+        elif parsed.kind is FelixConfiguration:
+            _put(self.felix_configs, key, resource if isinstance(resource, FelixConfiguration) else None)
+
+    def node_named(self, name: str) -> Node | None:
+        return next((n for n in self.nodes.values() if n.name == name), None)
+
+    def pool_of(self, cidr: str) -> IPPool | None:
+        net = ipaddress.IPv4Network(cidr)
+        return next((p for p in self.pools.values() if net.subnet_of(p.network)), None)
+
+
+def _put(table: dict[str, R], key: str, value: R | None) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
+def desired(state: ClusterState, host: HostFacts) -> DesiredState:
+    routes: set[Route] = set()
+    interfaces: set[str] = set()
+    local = [w for w in state.endpoints.values() if w.spec.node == host.node]
+    for wep in local:
+        interfaces.add(wep.spec.interface_name)
+        for net in wep.spec.ip_networks:
+            routes.add(Route(net, "local", ifname=wep.spec.interface_name))
+    for (node, cidr), status in state.affinities.items():
+        if node == host.node and status == "confirmed":
+            routes.add(Route(cidr, "blackhole"))
+    enabled = [p for p in state.pools.values() if not p.spec.disabled]
+    me = state.node_named(host.node)
+    vxlan = ipip = None
+    vteps: set[VTEP] = set()
+    if any(p.spec.vxlan_mode != "Never" for p in enabled):
+        vxlan = VXLANDevice(
+            VXLAN_DEVICE,
+            vni=4096,
+            port=4789,
+            mtu=host.mtu - VXLAN_OVERHEAD,
+            mac=(me.spec.vxlan_tunnel_mac_addr if me else None) or vxlan_mac(host.node),
+            address=me.spec.ipv4_vxlan_tunnel_addr if me else None,
+            parent=host.nic,
+        )
+        for remote in state.nodes.values():
+            vtep = _vtep(remote)
+            if remote.name == host.node or vtep is None:
+                continue
+            vteps.add(vtep)
+            for (owner, cidr), status in state.affinities.items():
+                pool = state.pool_of(cidr)
+                if (
+                    owner == remote.name
+                    and status == "confirmed"
+                    and pool
+                    and pool.spec.vxlan_mode != "Never"
+                ):
+                    routes.add(Route(cidr, "via", ifname=VXLAN_DEVICE, gateway=vtep.tunnel_ip, onlink=True))
+    if any(p.spec.ipip_mode != "Never" for p in enabled):
+        bgp = me.spec.bgp if me else None
+        ipip = IPIPDevice(
+            IPIP_DEVICE, mtu=host.mtu - IPIP_OVERHEAD, address=bgp.ipv4_ipip_tunnel_addr if bgp else None
+        )
+    return DesiredState(
+        routes=frozenset(routes),
+        workload_interfaces=frozenset(interfaces),
+        vxlan=vxlan,
+        ipip=ipip,
+        vteps=frozenset(vteps),
+        nat_pools=tuple(sorted(p.spec.cidr for p in enabled if p.spec.nat_outgoing)),
+        all_pools=tuple(sorted(p.spec.cidr for p in state.pools.values())),
+        remote_hosts=sum(1 for n in state.nodes.values() if n.name != host.node),
+        local_endpoints=len(local),
+    )
+
+
+def _vtep(node: Node) -> VTEP | None:
+    bgp = node.spec.bgp
+    if node.spec.ipv4_vxlan_tunnel_addr is None or bgp is None or bgp.ipv4_address is None:
+        return None
+    mac = node.spec.vxlan_tunnel_mac_addr or vxlan_mac(node.name)
+    node_ip = str(ipaddress.IPv4Interface(bgp.ipv4_address).ip)
+    return VTEP(node.name, node.spec.ipv4_vxlan_tunnel_addr, mac, node_ip)

@@ -1,0 +1,1 @@
+"""felix's dataplane layer: the only place that changes the kernel."""

@@ -1,0 +1,226 @@
+"""The kernel through pyroute2's AsyncIPRoute: the only module that imports pyroute2.
+
+Everything here is a thin translation between felid's values (``Route``,
+``KernelRoute``, devices) and netlink messages; decisions live elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_LINK
+
+from felix.calc.model import Route
+
+RT_TABLE_MAIN = 254
+RTN_UNICAST, RTN_BLACKHOLE = 1, 6
+RT_SCOPE_LINK, RT_SCOPE_UNIVERSE = 253, 0
+RTNH_F_ONLINK = 4
+RTPROT_BOOT = 3
+ENOENT, ESRCH, EEXIST, ENODEV = 2, 3, 17, 19
+
+
+class KernelError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    mtu: int
+    up: bool
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    dst: str
+    route: Route | None  # None: a shape felix never programs (multipath, unreachable, ...)
+    proto: int
+
+
+class Netlink:
+    """One rtnetlink socket in the current (or a named) network namespace."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self._netns = netns
+        self._ipr: AsyncIPRoute | None = None
+
+    async def _sock(self) -> AsyncIPRoute:
+        if self._ipr is None:
+            self._ipr = AsyncIPRoute(netns=self._netns) if self._netns else AsyncIPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    async def links(self) -> dict[str, Link]:
+        ipr = await self._sock()
+        out = {}
+        async for msg in await ipr.link("dump"):
+            info = msg.get("linkinfo")
+            kind = info.get("kind") if info else None
+            name = msg.get("ifname")
+            out[name] = Link(msg["index"], name, msg.get("mtu") or 0, msg.get("operstate") != "DOWN", kind)
+        return out
+
+    async def routes(self, proto: int) -> dict[str, KernelRoute]:
+        """IPv4 routes of the main table with protocol ``proto``, by destination."""
+        ipr = await self._sock()
+        names = {link.index: link.name for link in (await self.links()).values()}
+        out: dict[str, KernelRoute] = {}
+        async for msg in await ipr.route("dump", family=socket.AF_INET, match={"proto": proto}):
+            if msg.get("table") != RT_TABLE_MAIN:
+                continue
+            dst = f"{msg.get('dst') or '0.0.0.0'}/{msg['dst_len']}"
+            out[dst] = KernelRoute(dst, _as_route(dst, msg, names), proto)
+        return out
+
+    async def replace_route(self, route: Route, proto: int, ifindex: int | None) -> None:
+        ipr = await self._sock()
+        spec: dict[str, Any] = {"dst": route.dst, "proto": proto, "table": RT_TABLE_MAIN}
+        if route.kind == "blackhole":
+            spec["type"] = "blackhole"
+        else:
+            if ifindex is None:
+                raise KernelError(f"route {route.dst}: no interface {route.ifname}")
+            spec["oif"] = ifindex
+            if route.kind == "local":
+                spec["scope"] = RT_SCOPE_LINK
+            else:
+                spec["gateway"] = route.gateway
+                if route.onlink:
+                    spec["flags"] = RTNH_F_ONLINK
+        try:
+            await ipr.route("replace", **spec)
+        except NetlinkError as exc:
+            raise KernelError(f"replace route {route.dst}: {exc}") from None
+
+    async def delete_route(self, dst: str, proto: int) -> None:
+        ipr = await self._sock()
+        try:
+            await ipr.route("del", dst=dst, proto=proto, table=RT_TABLE_MAIN)
+        except NetlinkError as exc:
+            if exc.code not in (ESRCH, ENOENT):
+                raise KernelError(f"delete route {dst}: {exc}") from None
+
+    async def link_events(self) -> AsyncIterator[str]:
+        """Names of links as they are created or change (a separate socket)."""
+        ipr = AsyncIPRoute(netns=self._netns) if self._netns else AsyncIPRoute()
+        try:
+            await ipr.bind(groups=RTMGRP_LINK)
+            while True:
+                async for msg in ipr.get():
+                    name = msg.get("ifname")
+                    if name:
+                        yield name
+        finally:
+            ipr.close()
+
+    async def default_route_link(self) -> Link | None:
+        """The link the IPv4 default route leaves by: the host NIC."""
+        ipr = await self._sock()
+        links = {link.index: link for link in (await self.links()).values()}
+        async for msg in await ipr.route("dump", family=socket.AF_INET):
+            if msg["dst_len"] == 0 and msg.get("table") == RT_TABLE_MAIN and msg.get("oif") in links:
+                return links[msg["oif"]]
+        return None
+
+    # -- workload plumbing (the CNI plugin) -----------------------------------------
+
+    async def create_veth(
+        self, host_name: str, host_mac: str, mtu: int, netns_path: str, peer_name: str
+    ) -> None:
+        """A veth whose host end stays here and whose other end lands in ``netns_path``."""
+        ipr = await self._sock()
+        temp = f"tmp{host_name[4:]}"[:15]
+        try:
+            await ipr.link("add", ifname=host_name, kind="veth", peer=temp, address=host_mac, mtu=mtu)
+            (peer_index,) = await ipr.link_lookup(ifname=temp)
+            fd = await asyncio.to_thread(_open, netns_path)
+            try:
+                await ipr.link("set", index=peer_index, net_ns_fd=fd)
+            finally:
+                _close(fd)
+            (index,) = await ipr.link_lookup(ifname=host_name)
+            await ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            raise KernelError(f"create veth {host_name}: {exc}") from None
+        async with AsyncIPRoute(netns=netns_path) as pod:
+            try:
+                (pod_index,) = await pod.link_lookup(ifname=temp)
+                await pod.link("set", index=pod_index, ifname=peer_name, mtu=mtu)
+            except (NetlinkError, ValueError) as exc:
+                raise KernelError(f"configure {peer_name} in {netns_path}: {exc}") from None
+
+    async def configure_workload(self, netns_path: str, ifname: str, address: str, gateway: str) -> str:
+        """Inside the pod: the /32, a link route to the gateway, the default route; its MAC."""
+        async with AsyncIPRoute(netns=netns_path) as pod:
+            try:
+                (index,) = await pod.link_lookup(ifname=ifname)
+                (lo,) = await pod.link_lookup(ifname="lo")
+                await pod.link("set", index=lo, state="up")
+                await pod.addr("add", index=index, address=address, prefixlen=32)
+                await pod.link("set", index=index, state="up")
+                # proto boot, as "ip route add" would: inside the pod these are plain routes.
+                await pod.route("add", dst=f"{gateway}/32", oif=index, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
+                await pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index, proto=RTPROT_BOOT)
+                (link,) = await pod.link("get", index=index)
+                return str(link.get("address"))
+            except (NetlinkError, ValueError) as exc:
+                raise KernelError(f"configure {ifname} in {netns_path}: {exc}") from None
+
+    async def workload_address(self, netns_path: str, ifname: str) -> list[str]:
+        async with AsyncIPRoute(netns=netns_path) as pod:
+            found = await pod.link_lookup(ifname=ifname)
+            if not found:
+                return []
+            return [
+                f"{msg.get('address')}/{msg['prefixlen']}"
+                async for msg in await pod.addr("dump", index=found[0], family=socket.AF_INET)
+            ]
+
+    async def delete_link(self, name: str) -> bool:
+        ipr = await self._sock()
+        found = await ipr.link_lookup(ifname=name)
+        if not found:
+            return False
+        with contextlib.suppress(NetlinkError):  # gone meanwhile (its namespace was deleted)
+            await ipr.link("del", index=found[0])
+        return True
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_RDONLY)
+
+
+def _close(fd: int) -> None:
+    os.close(fd)
+
+
+def _as_route(dst: str, msg: Any, names: dict[int, str]) -> Route | None:
+    rtype = msg.get("type")
+    if rtype == RTN_BLACKHOLE:
+        return Route(dst, "blackhole")
+    if rtype != RTN_UNICAST or msg.get("multipath"):
+        return None
+    ifname = names.get(msg.get("oif"))
+    gateway = msg.get("gateway")
+    if gateway is None and msg.get("scope") == RT_SCOPE_LINK:
+        return Route(dst, "local", ifname=ifname)
+    if gateway is not None:
+        return Route(
+            dst, "via", ifname=ifname, gateway=gateway, onlink=bool(msg.get("flags", 0) & RTNH_F_ONLINK)
+        )
+    return None

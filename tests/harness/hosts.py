@@ -1,0 +1,103 @@
+"""A test "host": a network namespace with an uplink, a default route and, optionally, etcd."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from felid.etcdserver import EtcdServer
+from tests.harness.netns import ip, namespaces
+
+BIN = Path(sys.executable).parent
+CNI_PATH = f"/usr/lib/cni:{BIN}"
+
+
+@dataclass
+class Host:
+    netns: str
+    address: str  # on its uplink; what pods ping to reach "the host"
+    etcd: EtcdServer | None = None
+
+    def run(
+        self, *argv: str, env: dict[str, str] | None = None, stdin: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            check=check,
+            timeout=120,
+        )
+
+    def felidctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        assert self.etcd is not None
+        return self.run(
+            str(BIN / "felidctl"), *args, env={"FELID_ETCD_ENDPOINTS": self.etcd.url}, stdin=stdin
+        )
+
+    def cni(  # noqa: PLR0917 - the CNI call's own parameters, in the spec's order
+        self,
+        command: str,
+        netconf: dict[str, Any],
+        container: str,
+        netns_path: str = "",
+        cni_args: str = "",
+        plugin: str = "felid",
+    ) -> tuple[int, dict[str, Any] | None]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_"))}
+        env |= {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container,
+            "CNI_NETNS": netns_path,
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": cni_args,
+            "CNI_PATH": CNI_PATH,
+        }
+        binary = str(BIN / plugin) if (BIN / plugin).exists() else f"/usr/lib/cni/{plugin}"
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.netns, binary],
+            input=json.dumps(netconf),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def make_uplink(netns: str, address: str) -> None:
+    """A veth pair inside the namespace standing in for its NIC, with a default route."""
+    ip("-n", netns, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+    ip("-n", netns, "addr", "add", f"{address}/24", "dev", "uplink0")
+    ip("-n", netns, "link", "set", "uplink0", "up")
+    ip("-n", netns, "link", "set", "uplink1", "up")
+    gateway = address.rsplit(".", 1)[0] + ".254"
+    ip("-n", netns, "route", "add", "default", "via", gateway, "dev", "uplink0")
+
+
+@contextlib.contextmanager
+def host_with_etcd(tmp: Path, address: str = "203.0.113.1") -> Iterator[Host]:
+    with namespaces("host") as ns:
+        make_uplink(ns["host"], address)
+        etcd = EtcdServer(tmp / "etcd", netns=ns["host"], log_file=tmp / "etcd.log")
+        etcd.start()
+        try:
+            yield Host(ns["host"], address, etcd)
+        finally:
+            etcd.stop()
+
+
+def ping(netns: str, target: str, count: int = 2) -> bool:
+    done = ip("netns", "exec", netns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", target, check=False)
+    return done.returncode == 0

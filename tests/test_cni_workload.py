@@ -1,0 +1,118 @@
+"""The felid CNI plugin in network namespaces with a real etcd."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.hosts import Host, host_with_etcd, ping
+from tests.harness.netns import ip, namespaces
+
+POOL = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "IPPool",
+    "metadata": {"name": "pods"},
+    "spec": {"cidr": "10.100.0.0/24", "blockSize": 28},
+}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    with host_with_etcd(tmp_path) as h:
+        assert h.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
+        yield h
+
+
+def netconf(host: Host, version: str = "1.0.0") -> dict[str, Any]:
+    assert host.etcd is not None
+    return {
+        "cniVersion": version,
+        "name": "pods",
+        "type": "felid",
+        "etcd_endpoints": host.etcd.url,
+        "nodename": "node-1",
+        "ipam": {"type": "felid-ipam"},
+    }
+
+
+def address_of(result: dict[str, Any] | None) -> str:
+    assert result is not None
+    return str(result["ips"][0]["address"]).split("/")[0]
+
+
+def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
+    with namespaces("pod-a", "pod-b") as pods:
+        code, a = host.cni(
+            "ADD",
+            netconf(host),
+            "ca",
+            f"/run/netns/{pods['pod-a']}",
+            "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
+        )
+        assert code == 0, a
+        code, b = host.cni("ADD", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")
+        assert code == 0, b
+        ip_a, ip_b = address_of(a), address_of(b)
+        assert (
+            a is not None
+            and a["interfaces"][0]["name"].startswith("cali")
+            and len(a["interfaces"][0]["name"]) == 15
+        )
+        assert a["interfaces"][0]["mac"] == "ee:ee:ee:ee:ee:ee"
+        assert ping(pods["pod-a"], ip_b) and ping(pods["pod-b"], ip_a)
+        assert ping(pods["pod-a"], host.address)
+        inside = ip("-n", pods["pod-a"], "route").stdout
+        assert "default via 169.254.1.1 dev eth0" in inside and "169.254.1.1 dev eth0 scope link" in inside
+        weps = host.felidctl("get", "wep", "-A", "-o", "json").stdout
+        items = json.loads(weps)["items"]
+        assert {(w["metadata"]["namespace"], w["spec"]["pod"]) for w in items} == {
+            ("shop", "web"),
+            ("default", "cb"),
+        }
+        code, _ = host.cni(
+            "CHECK",
+            {**netconf(host), "prevResult": a},
+            "ca",
+            f"/run/netns/{pods['pod-a']}",
+            "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
+        )
+        assert code == 0
+        code, _ = host.cni("DEL", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")
+        assert code == 0
+        assert ping(pods["pod-a"], host.address)
+        assert not ping(pods["pod-a"], ip_b, count=1)
+        assert "is not assigned" in host.felidctl("ipam", "show", "--ip", ip_b).stdout
+        assert host.cni("DEL", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")[0] == 0  # idempotent
+
+
+def test_del_after_the_namespace_is_gone(host: Host) -> None:
+    with namespaces("pod") as pods:
+        code, result = host.cni("ADD", netconf(host), "c1", f"/run/netns/{pods['pod']}")
+        assert code == 0
+    # The namespace (and the pod's end of the veth with it) is gone now.
+    code, _ = host.cni("DEL", netconf(host), "c1", f"/run/netns/{pods['pod']}")
+    assert code == 0
+    assert "cali" not in ip("-n", host.netns, "link").stdout
+    assert "is not assigned" in host.felidctl("ipam", "show", "--ip", address_of(result)).stdout
+    assert json.loads(host.felidctl("get", "wep", "-A", "-o", "json").stdout)["items"] == []
+
+
+def test_failed_add_rolls_back_everything(host: Host) -> None:
+    # A namespace path that does not exist: the veth cannot be moved there.
+    code, error = host.cni("ADD", netconf(host), "c1", "/run/netns/ft-does-not-exist")
+    assert code != 0 and error is not None and "code" in error and "msg" in error
+    assert "cali" not in ip("-n", host.netns, "link").stdout
+    assert json.loads(host.felidctl("get", "wep", "-A", "-o", "json").stdout)["items"] == []
+    usage = host.felidctl("ipam", "show").stdout
+    assert "| 0 (0%)" in usage
+
+
+def test_version_and_bad_input(host: Host) -> None:
+    code, result = host.cni("VERSION", {"cniVersion": "0.4.0"}, "x")
+    assert code == 0 and result is not None and "1.0.0" in result["supportedVersions"]
+    code, error = host.cni("ADD", {"name": "no-version", "type": "felid"}, "x", "/run/netns/x")
+    assert code != 0 and error is not None and error["code"] == 7
