@@ -134,7 +134,7 @@ class Netlink:
         links = {link.index: link for link in (await self.links()).values()}
         async for msg in await ipr.route("dump", family=socket.AF_INET):
             if msg["dst_len"] == 0 and msg.get("table") == RT_TABLE_MAIN and msg.get("oif") in links:
-                return links[msg["oif"]]
+                return links[msg.get("oif")]
         return None
 
     # -- workload plumbing (the CNI plugin) -----------------------------------------

@@ -1,0 +1,46 @@
+"""``felid-felix`` / ``python -m felix``: settings from the environment, then run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+from datastore.config import DatastoreConfig, read_config_file
+from datastore.errors import ValidationFailed
+from datastore.settings import resolve
+from felix.agent import Felix, run_forever
+from felix.config import DEFAULT_CONFIG_FILE, effective
+
+LEVELS = {
+    "Debug": logging.DEBUG,
+    "Info": logging.INFO,
+    "Warning": logging.WARNING,
+    "Error": logging.ERROR,
+    "Fatal": logging.CRITICAL,
+}
+
+
+def main() -> int:
+    environ = dict(os.environ)
+    try:
+        datastore = resolve(DatastoreConfig, environ=environ)
+        path = environ.get("FELIX_CONFIGFILE") or (
+            DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
+        )
+        file_values = read_config_file(path) if path else {}
+        settings = effective(environ, file_values, {})
+    except ValidationFailed as exc:
+        print(f"felix: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=LEVELS[settings.log_severity_screen], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    node = environ.get("FELID_NODENAME") or socket.gethostname()
+    run_forever(Felix(node, datastore, environ, file_values))
+    return 1  # felix only returns when something went wrong
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The felix agent: Syncer -> ClusterState -> desired state -> Dataplane.apply().
+
+Long-lived tasks run in one TaskGroup: the first one to fail ends the process,
+and its supervisor (felid-node, systemd) restarts it; a restart reconciles from
+the kernel and the datastore, with no memory needed.  A datastore outage is not
+a failure: the Syncer keeps retrying and the dataplane stays as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from datastore.config import DatastoreConfig
+from datastore.etcd import EtcdKV
+from datastore.keys import IPAMKeys, KeyLayout
+from datastore.syncer import InSync, Syncer
+from felix.calc.cluster import ClusterState, HostFacts, desired
+from felix.config import FelixSettings, datastore_values, effective
+from felix.dataplane.driver import Dataplane
+from felix.dataplane.netlink import KernelError, Netlink
+from felix.health import serve_health
+from felix.metrics import FelixMetrics
+
+log = logging.getLogger("felix")
+
+RETRY_FAILED_APPLY = 1.0
+
+
+@dataclass
+class Felix:
+    node: str
+    datastore: DatastoreConfig
+    environ: Mapping[str, str]
+    file_values: Mapping[str, Any]
+    metrics: FelixMetrics = field(default_factory=FelixMetrics)
+    ready: bool = False
+
+    def __post_init__(self) -> None:
+        self.layout = KeyLayout(self.datastore.etcd_prefix)
+        self.state = ClusterState(self.layout)
+        self.netlink = Netlink()
+        self.dataplane = Dataplane(self.netlink)
+        self._kick = asyncio.Event()
+        self._in_sync = asyncio.Event()
+        self.settings = effective(self.environ, self.file_values, {})
+
+    async def run(self) -> None:
+        kv = EtcdKV(self.datastore)
+        syncer = Syncer(kv, [self.layout.resources, IPAMKeys(self.layout.prefix).hosts])
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._consume(syncer), name="syncer")
+                tasks.create_task(self._apply_loop(), name="dataplane")
+                tasks.create_task(self._watch_links(), name="link-events")
+                tasks.create_task(self._refresh_timer(), name="refresh")
+        finally:
+            kv.close()
+            self.netlink.close()
+
+    async def _consume(self, syncer: Syncer) -> None:
+        async for item in syncer.updates():
+            if isinstance(item, InSync):
+                self._in_sync.set()
+            else:
+                self.state.apply(item.key, item.value)
+            if self._in_sync.is_set():
+                self._kick.set()
+        raise RuntimeError("the Syncer stopped")
+
+    async def _apply_loop(self) -> None:
+        await self._in_sync.wait()
+        # Configuration: the datastore's FelixConfiguration under environment and file.
+        self.settings = effective(
+            self.environ, self.file_values, datastore_values(self.state.felix_configs, self.node)
+        )
+        self.dataplane.workload_prefix = self.settings.interface_prefix
+        await self._start_servers()
+        nic = await self.netlink.default_route_link()
+        host = HostFacts(self.node, mtu=nic.mtu if nic else 1500, nic=nic.name if nic else None)
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            state = desired(self.state, host)
+            self.dataplane.set_desired(state)
+            started = time.perf_counter()
+            try:
+                plan = await self.dataplane.apply()
+            except KernelError as exc:
+                log.error("dataplane apply failed, retrying: %s", exc)
+                self.metrics.failures.inc()
+                await asyncio.sleep(RETRY_FAILED_APPLY)
+                self._kick.set()
+                continue
+            self.metrics.apply_time.observe(time.perf_counter() - started)
+            self.metrics.route_table_num_routes.set(self.dataplane.stats.routes)
+            self.metrics.cluster_num_hosts.set(state.remote_hosts + 1)
+            self.metrics.active_local_endpoints.set(state.local_endpoints)
+            if not self.ready:
+                log.info("first sync applied: %d routes", self.dataplane.stats.routes)
+                self.ready = True
+            if plan.waiting:
+                log.debug("%d route(s) wait for their interface", len(plan.waiting))
+
+    async def _watch_links(self) -> None:
+        prefix = self.settings.interface_prefix
+        async for name in self.netlink.link_events():
+            if name.startswith(prefix):
+                # A workload interface came or went: its routes may need (re)programming now.
+                self.dataplane.invalidate()
+                if self._in_sync.is_set():
+                    self._kick.set()
+
+    async def _refresh_timer(self) -> None:
+        while True:
+            interval = self.settings.route_refresh_interval
+            await asyncio.sleep(interval if interval > 0 else 3600)
+            if interval > 0 and self._in_sync.is_set():
+                self.metrics.resyncs.inc()
+                self.dataplane.invalidate()
+                self._kick.set()
+
+    async def _start_servers(self) -> None:
+        s: FelixSettings = self.settings
+        if s.health_enabled:
+            await serve_health(s.health_host, s.health_port, lambda: self.ready)
+        if s.prometheus_metrics_enabled:
+            start_http_server(
+                s.prometheus_metrics_port, s.prometheus_metrics_host, registry=self.metrics.registry
+            )
+
+
+def run_forever(felix: Felix) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(felix.run())

@@ -1,0 +1,65 @@
+"""felix's settings: declared once, with Calico's environment names.
+
+Precedence, highest first: environment (``FELIX_*``), the config file,
+FelixConfiguration ``node.<nodename>``, FelixConfiguration ``default``, the
+built-in default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+from pydantic.alias_generators import to_camel
+
+from datastore.models import FelixConfiguration, parse_duration
+from datastore.settings import Settings, resolve
+
+DEFAULT_CONFIG_FILE = "/etc/felid/felix.cfg"
+
+
+class FelixSettings(Settings):
+    ENV_PREFIX: ClassVar[str] = "FELIX_"
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        # Calico's spelling: FELIX_PROMETHEUSMETRICSENABLED, no word breaks.
+        return cls.ENV_PREFIX + field.replace("_", "").upper()
+
+    log_severity_screen: Literal["Debug", "Info", "Warning", "Error", "Fatal"] = Field(
+        default="Info", description="Lowest severity logged to stderr."
+    )
+    prometheus_metrics_enabled: bool = Field(default=False, description="Serve Prometheus metrics.")
+    prometheus_metrics_host: str = Field(default="127.0.0.1", description="Address the metrics server binds.")
+    prometheus_metrics_port: int = Field(
+        default=9091, ge=1, le=65535, description="Port of the metrics server."
+    )
+    health_enabled: bool = Field(default=True, description="Serve /liveness and /readiness.")
+    health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
+    health_port: int = Field(default=9099, ge=1, le=65535, description="Port of the health server.")
+    route_refresh_interval: float = Field(
+        default=90.0, ge=0, description="Seconds between full reads of the kernel's routes (0: never)."
+    )
+    interface_prefix: str = Field(default="cali", description="Name prefix of workload interfaces.")
+
+
+def datastore_values(configs: Mapping[str, FelixConfiguration], node: str) -> dict[str, Any]:
+    """Settings from FelixConfiguration ``default`` overlaid by ``node.<node>``."""
+    merged: dict[str, Any] = {}
+    for name in ("default", f"node.{node}"):
+        config = next((c for c in configs.values() if c.name == name), None)
+        if config is None:
+            continue
+        for field, value in config.spec.model_dump(exclude_none=True).items():
+            if field in FelixSettings.model_fields:
+                merged[field] = parse_duration(value) if field == "route_refresh_interval" else value
+    return merged
+
+
+def effective(
+    environ: Mapping[str, str], file_values: Mapping[str, Any], datastore: Mapping[str, Any]
+) -> FelixSettings:
+    """Datastore values sit below the file: feed them in as the lowest source."""
+    file_keys = {to_camel(k): v for k, v in datastore.items()} | dict(file_values)
+    return resolve(FelixSettings, environ=environ, file_values=file_keys)

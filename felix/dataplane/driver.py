@@ -1,0 +1,97 @@
+"""Dataplane: takes desired state, and on ``apply()`` makes the kernel match it.
+
+Setting the desired state only records it; ``apply`` does the kernel work.  The
+kernel's routes of our protocol are read in full on the first apply and after
+``invalidate()`` (interface events, the refresh timer); in between, the view is
+kept current from our own writes, so an apply after a small change is small.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from felix.calc.model import FELIX_PROTO, DesiredState
+from felix.dataplane import routes, sysctl
+from felix.dataplane.netlink import KernelError, KernelRoute, Netlink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyStats:
+    applies: int = 0
+    failures: int = 0
+    full_reads: int = 0
+    last_duration: float = 0.0
+    routes: int = 0
+    replaced: int = 0
+    deleted: int = 0
+
+
+@dataclass
+class Dataplane:
+    netlink: Netlink
+    workload_prefix: str = "cali"
+    sysctl_root: Path = sysctl.PROC_SYS
+    clock: Callable[[], float] = time.monotonic
+    stats: ApplyStats = field(default_factory=ApplyStats)
+    _desired: DesiredState | None = None
+    _kernel: dict[str, KernelRoute] | None = None
+    _strays: routes.StrayClock = field(default_factory=routes.StrayClock)
+    _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
+
+    def set_desired(self, desired: DesiredState) -> None:
+        self._desired = desired
+
+    def invalidate(self) -> None:
+        """Forget the kernel view: the next apply reads it back in full."""
+        self._kernel = None
+
+    async def apply(self) -> routes.RoutePlan:
+        if self._desired is None:
+            raise RuntimeError("apply() before any desired state")
+        started = self.clock()
+        try:
+            plan = await self._apply(self._desired)
+        except KernelError:
+            self.stats.failures += 1
+            self.invalidate()
+            raise
+        self.stats.applies += 1
+        self.stats.last_duration = self.clock() - started
+        return plan
+
+    async def _apply(self, desired: DesiredState) -> routes.RoutePlan:
+        links = await self.netlink.links()
+        if self._kernel is None:
+            self._kernel = await self.netlink.routes(FELIX_PROTO)
+            self.stats.full_reads += 1
+        kernel = self._kernel
+        strays = [d for d in kernel if d not in {r.dst for r in desired.routes}]
+        plan = routes.plan(
+            desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
+        )
+        sysctl.configure_host(self.sysctl_root)
+        for name in desired.workload_interfaces:
+            link = links.get(name)
+            if link is not None and (name, link.index) not in self._configured:
+                sysctl.configure_workload_interface(name, self.sysctl_root)
+                self._configured.add((name, link.index))
+        self._configured = {(n, i) for n, i in self._configured if n in links and links[n].index == i}
+        for route in plan.replace:
+            index = links[route.ifname].index if route.ifname else None
+            await self.netlink.replace_route(route, FELIX_PROTO, index)
+            kernel[route.dst] = KernelRoute(route.dst, route, FELIX_PROTO)
+        for dst in plan.delete:
+            await self.netlink.delete_route(dst, FELIX_PROTO)
+            kernel.pop(dst, None)
+        self.stats.routes = len(kernel)
+        self.stats.replaced += len(plan.replace)
+        self.stats.deleted += len(plan.delete)
+        if plan.replace or plan.delete:
+            log.info("dataplane: %d route(s) replaced, %d removed", len(plan.replace), len(plan.delete))
+        return plan

@@ -1,0 +1,154 @@
+"""felix as a process in a host namespace, with a real etcd and real workloads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.felix import FelixProcess
+from tests.harness.hosts import Host, host_with_etcd, ping
+from tests.harness.netns import ip, namespaces
+
+POOL = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "IPPool",
+    "metadata": {"name": "pods"},
+    "spec": {"cidr": "10.100.0.0/22", "blockSize": 26},
+}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    with host_with_etcd(tmp_path) as h:
+        assert h.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
+        yield h
+
+
+@pytest.fixture
+def felix(host: Host, tmp_path: Path) -> Iterator[FelixProcess]:
+    process = FelixProcess(host, tmp_path / "felix.log", FELIX_ROUTEREFRESHINTERVAL="1")
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def netconf(host: Host) -> dict[str, object]:
+    assert host.etcd is not None
+    return {
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "type": "felid",
+        "etcd_endpoints": host.etcd.url,
+        "nodename": "node-1",
+        "ipam": {"type": "felid-ipam"},
+    }
+
+
+def routes(host: Host, proto: str = "80") -> list[str]:
+    return sorted(ip("-n", host.netns, "route", "show", "proto", proto).stdout.strip().splitlines())
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_felix_programs_blocks_and_workloads_and_removes_strays(host: Host, felix: FelixProcess) -> None:
+    with namespaces("pod-a", "pod-b") as pods:
+        for name, ns in (("ca", pods["pod-a"]), ("cb", pods["pod-b"])):
+            assert host.cni("ADD", netconf(host), name, f"/run/netns/{ns}")[0] == 0
+        felix.start()
+        felix.wait_ready()
+        shown = routes(host)
+        assert any(r.startswith("blackhole 10.100.") and "/26" in r for r in shown), shown
+        assert sum(" dev cali" in r for r in shown) == 2
+        assert (host.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()) == "1"
+        # Strays: felix's protocol goes at the next sync, another protocol stays.
+        ip("-n", host.netns, "route", "add", "blackhole", "10.99.0.0/24", "proto", "80")
+        ip("-n", host.netns, "route", "add", "blackhole", "10.98.0.0/24", "proto", "static")
+        until(lambda: "10.99.0.0/24" not in " ".join(routes(host)))
+        assert "blackhole 10.98.0.0/24" in ip("-n", host.netns, "route").stdout
+        ip_b = json.loads(host.felidctl("get", "wep", "-o", "json").stdout)["items"]
+        assert len(ip_b) == 2
+        assert ping(pods["pod-a"], host.address)
+
+
+def test_route_appears_when_the_interface_does(host: Host, felix: FelixProcess) -> None:
+    felix.start()
+    felix.wait_ready()
+    wep = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "WorkloadEndpoint",
+        "metadata": {"name": "node-1-k8s-late-eth0", "namespace": "default"},
+        "spec": {"node": "node-1", "interfaceName": "calilate00001", "ipNetworks": ["10.100.3.7/32"]},
+    }
+    assert host.felidctl("apply", "-f", "-", stdin=json.dumps(wep)).returncode == 0
+    time.sleep(0.5)  # felix has the endpoint; its interface does not exist yet
+    assert "10.100.3.7" not in " ".join(routes(host))
+    ip("-n", host.netns, "link", "add", "calilate00001", "type", "veth", "peer", "name", "latepeer")
+    ip("-n", host.netns, "link", "set", "calilate00001", "up")
+    took = until(lambda: "10.100.3.7 dev calilate00001" in " ".join(routes(host)), timeout=5)
+    assert took < 1.0, took  # measured from the link's creation; felix's own reaction is far below
+    assert host.run("cat", "/proc/sys/net/ipv4/conf/calilate00001/proxy_arp").stdout.strip() == "1"
+
+
+def test_restarts_remove_no_route(host: Host, felix: FelixProcess, tmp_path: Path) -> None:
+    with namespaces(*[f"p{i}" for i in range(50)]) as pods:
+        for i in range(50):
+            code, result = host.cni("ADD", netconf(host), f"c{i}", f"/run/netns/{pods[f'p{i}']}")
+            assert code == 0, result
+        felix.start()
+        felix.wait_ready()
+        before = routes(host)
+        assert sum(" dev cali" in r for r in before) == 50
+        monitor = subprocess.Popen(
+            ["ip", "-n", host.netns, "monitor", "route"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            for _ in range(5):
+                felix.kill()
+                felix.start()
+                felix.wait_ready()
+            time.sleep(1.5)  # at least one refresh after the last start
+        finally:
+            monitor.terminate()
+            out, _ = monitor.communicate(timeout=10)
+        assert [line for line in out.splitlines() if line.startswith("Deleted")] == []
+        assert routes(host) == before
+
+
+def test_etcd_outage_changes_nothing_and_felix_catches_up(host: Host, felix: FelixProcess) -> None:
+    assert host.etcd is not None
+    with namespaces("pod") as pods:
+        assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{pods['pod']}")[0] == 0
+        felix.start()
+        felix.wait_ready()
+        before = ip("-n", host.netns, "route").stdout
+        host.etcd.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert ip("-n", host.netns, "route").stdout == before
+            assert felix.process is not None and felix.process.poll() is None
+            time.sleep(1)
+        host.etcd.start()
+        # A change made once etcd is back reaches the kernel.
+        wep = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "WorkloadEndpoint",
+            "metadata": {"name": "node-1-k8s-new-eth0", "namespace": "default"},
+            "spec": {"node": "node-1", "interfaceName": "calinew000001", "ipNetworks": ["10.100.3.9/32"]},
+        }
+        ip("-n", host.netns, "link", "add", "calinew000001", "type", "veth", "peer", "name", "newpeer")
+        ip("-n", host.netns, "link", "set", "calinew000001", "up")
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(wep)).returncode == 0
+        until(lambda: "10.100.3.9 dev calinew000001" in " ".join(routes(host)), timeout=15)
