@@ -37,6 +37,7 @@ def main() -> int:
     logging.basicConfig(
         level=LEVELS[settings.log_severity_screen], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("pyroute2").setLevel(logging.INFO)  # its debug log is every netlink message
     node = environ.get("FELID_NODENAME") or socket.gethostname()
     run_forever(Felix(node, datastore, environ, file_values))
     return 1  # felix only returns when something went wrong

@@ -126,6 +126,7 @@ def desired(state: ClusterState, host: HostFacts) -> DesiredState:
             mac=(me.spec.vxlan_tunnel_mac_addr if me else None) or vxlan_mac(host.node),
             address=me.spec.ipv4_vxlan_tunnel_addr if me else None,
             parent=host.nic,
+            local_ip=_node_ip(me) if me else None,
         )
         for remote in state.nodes.values():
             vtep = _vtep(remote)
@@ -164,5 +165,11 @@ def _vtep(node: Node) -> VTEP | None:
     if node.spec.ipv4_vxlan_tunnel_addr is None or bgp is None or bgp.ipv4_address is None:
         return None
     mac = node.spec.vxlan_tunnel_mac_addr or vxlan_mac(node.name)
-    node_ip = str(ipaddress.IPv4Interface(bgp.ipv4_address).ip)
-    return VTEP(node.name, node.spec.ipv4_vxlan_tunnel_addr, mac, node_ip)
+    return VTEP(node.name, node.spec.ipv4_vxlan_tunnel_addr, mac, str(_node_ip(node)))
+
+
+def _node_ip(node: Node) -> str | None:
+    bgp = node.spec.bgp
+    if bgp is None or bgp.ipv4_address is None:
+        return None
+    return str(ipaddress.IPv4Interface(bgp.ipv4_address).ip)

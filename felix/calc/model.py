@@ -36,6 +36,7 @@ class VXLANDevice:
     mac: str
     address: str | None  # this node's VXLAN tunnel address (/32)
     parent: str | None  # the host NIC it is bound to
+    local_ip: str | None  # this node's address: the outer source
 
 
 @dataclass(frozen=True)

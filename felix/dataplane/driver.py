@@ -76,6 +76,11 @@ class Dataplane:
             desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
         )
         sysctl.configure_host(self.sysctl_root)
+        if desired.vxlan is not None:
+            parent = links.get(desired.vxlan.parent) if desired.vxlan.parent else None
+            vxlan_index = await self.netlink.ensure_vxlan(desired.vxlan, parent.index if parent else None)
+            await self.netlink.sync_vteps(vxlan_index, desired.vteps)
+            links = await self.netlink.links()
         for name in desired.workload_interfaces:
             link = links.get(name)
             if link is not None and (name, link.index) not in self._configured:

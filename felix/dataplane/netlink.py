@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,14 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from felix.calc.model import Route
+from felix.calc.model import VTEP, Route, VXLANDevice
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
 RT_SCOPE_LINK, RT_SCOPE_UNIVERSE = 253, 0
 RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3
+NTF_SELF = 2  # an FDB entry of the VXLAN device itself, not of a bridge
 ENOENT, ESRCH, EEXIST, ENODEV = 2, 3, 17, 19
 
 
@@ -136,6 +137,65 @@ class Netlink:
             if msg["dst_len"] == 0 and msg.get("table") == RT_TABLE_MAIN and msg.get("oif") in links:
                 return links[msg.get("oif")]
         return None
+
+    # -- VXLAN ---------------------------------------------------------------------
+
+    async def ensure_vxlan(self, device: VXLANDevice, parent_index: int | None) -> int:
+        """Make ``device`` exist, up, with its MTU, MAC and tunnel address; its index."""
+        ipr = await self._sock()
+        found = await ipr.link_lookup(ifname=device.name)
+        try:
+            if not found:
+                spec: dict[str, Any] = {
+                    "ifname": device.name,
+                    "kind": "vxlan",
+                    "vxlan_id": device.vni,
+                    "vxlan_port": device.port,
+                    "vxlan_learning": 0,
+                    "address": device.mac,
+                    "mtu": device.mtu,
+                }
+                if parent_index is not None:
+                    spec["vxlan_link"] = parent_index
+                if device.local_ip:
+                    spec["vxlan_local"] = device.local_ip
+                await ipr.link("add", **spec)
+                found = await ipr.link_lookup(ifname=device.name)
+            index: int = found[0]
+            await ipr.link("set", index=index, state="up", mtu=device.mtu, address=device.mac)
+            if device.address:
+                await ipr.addr("replace", index=index, address=device.address, prefixlen=32)
+            return index
+        except NetlinkError as exc:
+            raise KernelError(f"vxlan device {device.name}: {exc}") from None
+
+    async def sync_vteps(self, index: int, vteps: Iterable[VTEP]) -> None:
+        """Exactly these permanent ARP and FDB entries on the VXLAN device."""
+        ipr = await self._sock()
+        wanted = {v.tunnel_ip: v for v in vteps}
+        try:
+            for vtep in wanted.values():
+                await ipr.neigh(
+                    "replace", dst=vtep.tunnel_ip, lladdr=vtep.mac, ifindex=index, state="permanent"
+                )
+                await ipr.fdb(
+                    "replace",
+                    ifindex=index,
+                    lladdr=vtep.mac,
+                    dst=vtep.node_ip,
+                    state="permanent",
+                    flags=NTF_SELF,
+                )
+            macs = {v.mac for v in wanted.values()}
+            async for msg in await ipr.neigh("dump", ifindex=index, family=socket.AF_INET):
+                if msg.get("dst") not in wanted:
+                    await ipr.neigh("del", dst=msg.get("dst"), ifindex=index)
+            async for msg in await ipr.fdb("dump", ifindex=index):
+                mac = msg.get("lladdr")
+                if msg.get("ifindex") == index and mac not in macs and mac != "00:00:00:00:00:00":
+                    await ipr.fdb("del", ifindex=index, lladdr=mac, dst=msg.get("dst"), flags=NTF_SELF)
+        except NetlinkError as exc:
+            raise KernelError(f"vxlan neighbours: {exc}") from None
 
     # -- workload plumbing (the CNI plugin) -----------------------------------------
 
