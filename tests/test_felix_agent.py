@@ -152,3 +152,41 @@ def test_etcd_outage_changes_nothing_and_felix_catches_up(host: Host, felix: Fel
         ip("-n", host.netns, "link", "set", "calinew000001", "up")
         assert host.felidctl("apply", "-f", "-", stdin=json.dumps(wep)).returncode == 0
         until(lambda: "10.100.3.9 dev calinew000001" in " ".join(routes(host)), timeout=15)
+
+
+def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: FelixProcess) -> None:
+    with namespaces("outside", "pod") as ns:
+        # A network outside the cluster that has no route back to the pods.
+        ip(
+            "link",
+            "add",
+            "ftnat-in",
+            "netns",
+            host.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ftnat-out",
+            "netns",
+            ns["outside"],
+        )
+        ip("-n", host.netns, "addr", "add", "192.0.2.1/24", "dev", "ftnat-in")
+        ip("-n", host.netns, "link", "set", "ftnat-in", "up")
+        ip("-n", ns["outside"], "addr", "add", "192.0.2.2/24", "dev", "ftnat-out")
+        ip("-n", ns["outside"], "link", "set", "ftnat-out", "up")
+        assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{ns['pod']}")[0] == 0
+        felix.start()
+        felix.wait_ready()
+        assert not ping(ns["pod"], "192.0.2.2", count=1)  # natOutgoing is off
+        nat_pool = {**POOL, "spec": {**POOL["spec"], "natOutgoing": True}}  # type: ignore[dict-item]
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(nat_pool)).returncode == 0
+        until(lambda: "MASQUERADE" in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout)
+        assert ping(ns["pod"], "192.0.2.2")
+        rules = host.run("iptables", "-t", "nat", "-S").stdout
+        assert "-A FELID-NAT-OUTGOING -s 10.100.0.0/22 -d 10.100.0.0/22 -j RETURN" in rules
+        assert "-j FELID-NAT-OUTGOING" in rules
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
+        until(
+            lambda: "MASQUERADE" not in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout
+        )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from felix.calc.model import FELIX_PROTO, DesiredState
 from felix.dataplane import routes, sysctl
+from felix.dataplane.iptables import NatTable
 from felix.dataplane.netlink import KernelError, KernelRoute, Netlink
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Dataplane:
     _kernel: dict[str, KernelRoute] | None = None
     _strays: routes.StrayClock = field(default_factory=routes.StrayClock)
     _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
+    _nat: NatTable = field(default_factory=NatTable)
+    _nat_applied: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def set_desired(self, desired: DesiredState) -> None:
         self._desired = desired
@@ -50,6 +53,7 @@ class Dataplane:
     def invalidate(self) -> None:
         """Forget the kernel view: the next apply reads it back in full."""
         self._kernel = None
+        self._nat_applied = None
 
     async def apply(self) -> routes.RoutePlan:
         if self._desired is None:
@@ -76,6 +80,10 @@ class Dataplane:
             desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
         )
         sysctl.configure_host(self.sysctl_root)
+        nat = (desired.nat_pools, desired.all_pools)
+        if nat != self._nat_applied:
+            await self._nat.apply(*nat)
+            self._nat_applied = nat
         if desired.vxlan is not None:
             parent = links.get(desired.vxlan.parent) if desired.vxlan.parent else None
             vxlan_index = await self.netlink.ensure_vxlan(desired.vxlan, parent.index if parent else None)

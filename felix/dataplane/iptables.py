@@ -1,0 +1,57 @@
+"""NAT-outgoing rules in a chain felid owns, written with iptables-restore.
+
+``FELID-NAT-OUTGOING`` (nat table, jumped to from POSTROUTING) masquerades
+traffic from a ``natOutgoing`` pool to destinations outside every pool.  The
+chain is rewritten atomically, and only when what the kernel has differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from felix.dataplane.netlink import KernelError
+
+CHAIN = "FELID-NAT-OUTGOING"
+JUMP = ("-A", "POSTROUTING", "-m", "comment", "--comment", "felid:nat-outgoing", "-j", CHAIN)
+
+
+def nat_rules(nat_pools: Sequence[str], all_pools: Sequence[str]) -> list[str]:
+    """The chain's rules, in ``iptables -S`` form."""
+    rules = []
+    for source in nat_pools:
+        rules += [f"-A {CHAIN} -s {source} -d {pool} -j RETURN" for pool in all_pools]
+        rules.append(f"-A {CHAIN} -s {source} -j MASQUERADE")
+    return rules
+
+
+async def _run(*argv: str, stdin: str | None = None, check: bool = True) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    code = proc.returncode or 0
+    if check and code:
+        raise KernelError(f"{' '.join(argv[:4])}: {err.decode().strip()}")
+    return code, out.decode()
+
+
+class NatTable:
+    async def apply(self, nat_pools: Sequence[str], all_pools: Sequence[str]) -> bool:
+        """Make the chain hold exactly the rules for these pools; whether anything changed."""
+        wanted = nat_rules(nat_pools, all_pools)
+        code, current = await _run("iptables", "-t", "nat", "-S", CHAIN, check=False)
+        have = [line for line in current.splitlines() if line.startswith("-A ")] if code == 0 else None
+        changed = False
+        if have != wanted:
+            script = "\n".join(["*nat", f":{CHAIN} - [0:0]", *wanted, "COMMIT", ""])
+            await _run("iptables-restore", "--noflush", stdin=script)
+            changed = True
+        jump_present, _ = await _run("iptables", "-t", "nat", "-C", *JUMP[1:], check=False)
+        if jump_present != 0:
+            await _run("iptables", "-t", "nat", *JUMP)
+            changed = True
+        return changed
