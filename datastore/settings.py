@@ -101,20 +101,26 @@ def resolve(
         raise ValidationFailed(sources.get(name, name), f"{message} (got {err.get('input')!r})") from None
 
 
-def reference_table(cls: type[Settings]) -> str:
+def reference_table(cls: type[Settings], flags: bool = True) -> str:
     """Markdown reference of a settings class, generated from its declaration."""
     rows = [
         "| setting | environment | config file | flag | type | default | description |",
         "|---|---|---|---|---|---|---|",
     ]
+    if not flags:
+        rows = [
+            r.replace(" flag |", "").replace("|---|---|---|---|---|---|---|", "|---|---|---|---|---|---|")
+            for r in rows
+        ]
     for name, field in cls.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if isinstance(default, tuple | list):
             default = ",".join(str(d) for d in default)
         type_name = _type_name(field.annotation)
         shown = "(unset)" if default is None else f"`{default}`"
+        flag = f" `{cls.flag_name(name)}` |" if flags else ""
         rows.append(
-            f"| `{name}` | `{cls.env_name(name)}` | `{cls.file_key(name)}` | `{cls.flag_name(name)}` "
-            f"| {type_name} | {shown} | {field.description or ''} |"
+            f"| `{name}` | `{cls.env_name(name)}` | `{cls.file_key(name)}` |{flag} "
+            f"{type_name} | {shown} | {field.description or ''} |"
         )
     return "\n".join(rows) + "\n"

@@ -6,6 +6,8 @@ import sys
 
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
 from datastore.settings import reference_table
+from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
+from felix.config import FelixSettings
 from ipam.records import IPAMConfig
 
 HEADER = f"""# Configuration reference
@@ -56,8 +58,27 @@ def ipam_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+FELIX_HEADER = f"""
+## felix (`felid-felix`)
+
+Precedence, highest first: environment (`FELIX_*`, Calico's names), the config
+file (`$FELIX_CONFIGFILE`, else `{FELIX_CONFIG_FILE}` if it exists; YAML, keys as
+below), FelixConfiguration `node.<nodename>`, FelixConfiguration `default`, the
+default. The node name comes from `FELID_NODENAME`, else the hostname; the
+datastore from the `FELID_ETCD_*` settings above.
+
+"""
+
+
 def render() -> str:
-    return HEADER + reference_table(DatastoreConfig) + IPAM_HEADER + ipam_table()
+    return (
+        HEADER
+        + reference_table(DatastoreConfig)
+        + IPAM_HEADER
+        + ipam_table()
+        + FELIX_HEADER
+        + reference_table(FelixSettings, flags=False)
+    )
 
 
 if __name__ == "__main__":

@@ -116,3 +116,39 @@ def test_version_and_bad_input(host: Host) -> None:
     assert code == 0 and result is not None and "1.0.0" in result["supportedVersions"]
     code, error = host.cni("ADD", {"name": "no-version", "type": "felid"}, "x", "/run/netns/x")
     assert code != 0 and error is not None and error["code"] == 7
+
+
+def test_chained_with_portmap_and_tuning(host: Host) -> None:
+    """The runtime's part, done by hand: each plugin gets the previous one's result."""
+    base = netconf(host)
+    chain = [
+        {
+            "type": "portmap",
+            "capabilities": {"portMappings": True},
+            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
+        },
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}},
+    ]
+    with namespaces("pod") as pods:
+        netns = f"/run/netns/{pods['pod']}"
+        code, result = host.cni("ADD", base, "c1", netns)
+        assert code == 0 and result is not None
+        for plugin in chain:
+            conf = {"cniVersion": "1.0.0", "name": "pods", **plugin, "prevResult": result}
+            code, result = host.cni("ADD", conf, "c1", netns, plugin=str(plugin["type"]))
+            assert code == 0, result
+            assert result is not None and result["ips"] and result["interfaces"]
+        nat = host.run("iptables", "-t", "nat", "-S").stdout
+        assert "--dport 8080" in nat and "CNI-HOSTPORT-DNAT" in nat
+        assert (
+            ip(
+                "netns", "exec", pods["pod"], "cat", "/proc/sys/net/ipv4/conf/eth0/accept_local"
+            ).stdout.strip()
+            == "1"
+        )
+        for plugin in reversed(chain):
+            conf = {"cniVersion": "1.0.0", "name": "pods", **plugin, "prevResult": result}
+            assert host.cni("DEL", conf, "c1", netns, plugin=str(plugin["type"]))[0] == 0
+        assert host.cni("DEL", base, "c1", netns)[0] == 0
+        assert "--dport 8080" not in host.run("iptables", "-t", "nat", "-S").stdout
+        assert "cali" not in ip("-n", host.netns, "link").stdout

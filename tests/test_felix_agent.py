@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,3 +191,42 @@ def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: F
         until(
             lambda: "MASQUERADE" not in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout
         )
+
+
+def test_metrics_and_health(host: Host, tmp_path: Path) -> None:
+    from felid.etcdserver import free_port
+
+    port = free_port()
+    felix = FelixProcess(
+        host,
+        tmp_path / "felix-metrics.log",
+        FELIX_PROMETHEUSMETRICSENABLED="true",
+        FELIX_PROMETHEUSMETRICSPORT=str(port),
+    )
+    try:
+        with namespaces("pod") as ns:
+            assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{ns['pod']}")[0] == 0
+            felix.start()
+            felix.wait_ready()
+            fetch = (
+                "import urllib.request as u, sys; print(u.urlopen(sys.argv[1], timeout=2).read().decode())"
+            )
+            text = host.run(
+                sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/metrics", check=True
+            ).stdout
+            values = {
+                line.split()[0]: float(line.split()[1])
+                for line in text.splitlines()
+                if line and not line.startswith("#")
+            }
+            assert values["felix_route_table_num_routes"] == 2  # the workload and its block
+            assert values["felix_active_local_endpoints"] == 1
+            assert values["felix_cluster_num_hosts"] == 1
+            assert values["felix_int_dataplane_apply_time_seconds_count"] >= 1
+            assert "felix_int_dataplane_failures_total" in values and "felix_resyncs_started_total" in values
+            live = host.run(
+                sys.executable, "-c", fetch, f"http://127.0.0.1:{felix.health_port}/liveness"
+            ).stdout
+            assert live.strip() == "live"
+    finally:
+        felix.kill()
