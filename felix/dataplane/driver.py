@@ -46,6 +46,7 @@ class Dataplane:
     _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
     _nat: NatTable = field(default_factory=NatTable)
     _nat_applied: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    _devices_applied: tuple[object, ...] | None = None
 
     def set_desired(self, desired: DesiredState) -> None:
         self._desired = desired
@@ -54,6 +55,7 @@ class Dataplane:
         """Forget the kernel view: the next apply reads it back in full."""
         self._kernel = None
         self._nat_applied = None
+        self._devices_applied = None
 
     async def apply(self) -> routes.RoutePlan:
         if self._desired is None:
@@ -84,11 +86,16 @@ class Dataplane:
         if nat != self._nat_applied:
             await self._nat.apply(*nat)
             self._nat_applied = nat
-        if desired.vxlan is not None:
-            parent = links.get(desired.vxlan.parent) if desired.vxlan.parent else None
-            vxlan_index = await self.netlink.ensure_vxlan(desired.vxlan, parent.index if parent else None)
-            await self.netlink.sync_vteps(vxlan_index, desired.vteps)
+        devices = (desired.ipip, desired.vxlan, desired.vteps)
+        if devices != self._devices_applied:
+            if desired.ipip is not None:
+                await self.netlink.ensure_ipip(desired.ipip)
+            if desired.vxlan is not None:
+                parent = links.get(desired.vxlan.parent) if desired.vxlan.parent else None
+                vxlan_index = await self.netlink.ensure_vxlan(desired.vxlan, parent.index if parent else None)
+                await self.netlink.sync_vteps(vxlan_index, desired.vteps)
             links = await self.netlink.links()
+            self._devices_applied = devices
         for name in desired.workload_interfaces:
             link = links.get(name)
             if link is not None and (name, link.index) not in self._configured:

@@ -26,12 +26,15 @@ def nat_rules(nat_pools: Sequence[str], all_pools: Sequence[str]) -> list[str]:
 
 
 async def _run(*argv: str, stdin: str | None = None, check: bool = True) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise KernelError(f"{argv[0]} is not installed") from None
     out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
     code = proc.returncode or 0
     if check and code:
@@ -45,6 +48,8 @@ class NatTable:
         wanted = nat_rules(nat_pools, all_pools)
         code, current = await _run("iptables", "-t", "nat", "-S", CHAIN, check=False)
         have = [line for line in current.splitlines() if line.startswith("-A ")] if code == 0 else None
+        if have is None and not wanted:
+            return False  # no NAT wanted and none of ours there: leave iptables alone
         changed = False
         if have != wanted:
             script = "\n".join(["*nat", f":{CHAIN} - [0:0]", *wanted, "COMMIT", ""])

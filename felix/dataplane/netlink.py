@@ -18,7 +18,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
-from felix.calc.model import VTEP, Route, VXLANDevice
+from felix.calc.model import VTEP, IPIPDevice, Route, VXLANDevice
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
@@ -196,6 +196,28 @@ class Netlink:
                     await ipr.fdb("del", ifindex=index, lladdr=mac, dst=msg.get("dst"), flags=NTF_SELF)
         except NetlinkError as exc:
             raise KernelError(f"vxlan neighbours: {exc}") from None
+
+    # -- IPIP ----------------------------------------------------------------------
+
+    async def ensure_ipip(self, device: IPIPDevice) -> int:
+        """tunl0 up with its MTU and the node's tunnel address (the ipip module makes tunl0)."""
+        ipr = await self._sock()
+        try:
+            found = await ipr.link_lookup(ifname=device.name)
+            if not found:
+                # Adding any ipip link loads the module, which brings tunl0 with it.
+                with contextlib.suppress(NetlinkError):
+                    await ipr.link("add", ifname=device.name, kind="ipip")
+                found = await ipr.link_lookup(ifname=device.name)
+            if not found:
+                raise KernelError(f"{device.name}: this kernel has no ipip support")
+            index: int = found[0]
+            await ipr.link("set", index=index, state="up", mtu=device.mtu)
+            if device.address:
+                await ipr.addr("replace", index=index, address=device.address, prefixlen=32)
+            return index
+        except NetlinkError as exc:
+            raise KernelError(f"ipip device {device.name}: {exc}") from None
 
     # -- workload plumbing (the CNI plugin) -----------------------------------------
 
