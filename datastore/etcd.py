@@ -43,6 +43,11 @@ _GRPC_OPTIONS = [
     # default enforcement allows pings every 5 s.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # gRPC backs off reconnecting up to 120 s by default: after an etcd restart a
+    # daemon would sit disconnected that long. Retry within a couple of seconds.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
     # Only while a call (a watch stream) is open: etcd answers idle pings with GOAWAY.
     ("grpc.keepalive_permit_without_calls", 0),
 ]

@@ -9,8 +9,7 @@ from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import IPPool, Node, WorkloadEndpoint
 from datastore.store import encode
 from felix.calc.cluster import ClusterState, HostFacts, desired, vxlan_mac
-from felix.calc.model import FELIX_PROTO, VTEP, Route
-from felix.dataplane.netlink import KernelRoute
+from felix.calc.model import VTEP, Route
 from felix.dataplane.routes import StrayClock, plan
 
 LAYOUT = KeyLayout()
@@ -107,8 +106,8 @@ def test_invalid_stored_values_are_ignored_not_fatal() -> None:
     assert state.pools == {}
 
 
-def kernel(*routes: Route) -> dict[str, KernelRoute]:
-    return {r.dst: KernelRoute(r.dst, r, FELIX_PROTO) for r in routes}
+def kernel(*routes: Route) -> dict[str, Route | None]:
+    return {r.dst: r for r in routes}
 
 
 def test_plan_replaces_only_what_differs_and_waits_for_interfaces() -> None:

@@ -16,7 +16,7 @@ VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Route:
     """``dst`` to a local workload interface, dropped (``blackhole``), or ``via`` a gateway."""
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from felix.calc.model import FELIX_PROTO, DesiredState
+from felix.calc.model import FELIX_PROTO, DesiredState, Route
 from felix.dataplane import routes, sysctl
 from felix.dataplane.iptables import NatTable
-from felix.dataplane.netlink import KernelError, KernelRoute, Netlink
+from felix.dataplane.netlink import KernelError, Netlink
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Dataplane:
     clock: Callable[[], float] = time.monotonic
     stats: ApplyStats = field(default_factory=ApplyStats)
     _desired: DesiredState | None = None
-    _kernel: dict[str, KernelRoute] | None = None
+    _kernel: dict[str, Route | None] | None = None
     _strays: routes.StrayClock = field(default_factory=routes.StrayClock)
     _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
     _nat: NatTable = field(default_factory=NatTable)
@@ -77,7 +77,8 @@ class Dataplane:
             self._kernel = await self.netlink.routes(FELIX_PROTO)
             self.stats.full_reads += 1
         kernel = self._kernel
-        strays = [d for d in kernel if d not in {r.dst for r in desired.routes}]
+        wanted = {r.dst for r in desired.routes}
+        strays = [d for d in kernel if d not in wanted]
         plan = routes.plan(
             desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
         )
@@ -102,13 +103,15 @@ class Dataplane:
                 sysctl.configure_workload_interface(name, self.sysctl_root)
                 self._configured.add((name, link.index))
         self._configured = {(n, i) for n, i in self._configured if n in links and links[n].index == i}
-        for route in plan.replace:
-            index = links[route.ifname].index if route.ifname else None
-            await self.netlink.replace_route(route, FELIX_PROTO, index)
-            kernel[route.dst] = KernelRoute(route.dst, route, FELIX_PROTO)
-        for dst in plan.delete:
-            await self.netlink.delete_route(dst, FELIX_PROTO)
-            kernel.pop(dst, None)
+        if plan.replace:
+            await self.netlink.replace_routes(
+                plan.replace, FELIX_PROTO, {name: link.index for name, link in links.items()}
+            )
+            kernel.update((r.dst, r) for r in plan.replace)
+        if plan.delete:
+            await self.netlink.delete_routes(plan.delete, FELIX_PROTO)
+            for dst in plan.delete:
+                kernel.pop(dst, None)
         self.stats.routes = len(kernel)
         self.stats.replaced += len(plan.replace)
         self.stats.deleted += len(plan.delete)

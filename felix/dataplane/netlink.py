@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from felix.calc.model import VTEP, IPIPDevice, Route, VXLANDevice
+from felix.dataplane import rtnl
 
 RT_TABLE_MAIN = 254
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
@@ -42,19 +43,13 @@ class Link:
     kind: str | None
 
 
-@dataclass(frozen=True)
-class KernelRoute:
-    dst: str
-    route: Route | None  # None: a shape felix never programs (multipath, unreachable, ...)
-    proto: int
-
-
 class Netlink:
     """One rtnetlink socket in the current (or a named) network namespace."""
 
     def __init__(self, netns: str | None = None) -> None:
         self._netns = netns
         self._ipr: AsyncIPRoute | None = None
+        self._bulk: rtnl.Rtnl | None = None
 
     async def _sock(self) -> AsyncIPRoute:
         if self._ipr is None:
@@ -65,6 +60,9 @@ class Netlink:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._bulk is not None:
+            self._bulk.close()
+            self._bulk = None
 
     async def links(self) -> dict[str, Link]:
         ipr = await self._sock()
@@ -76,17 +74,40 @@ class Netlink:
             out[name] = Link(msg["index"], name, msg.get("mtu") or 0, msg.get("operstate") != "DOWN", kind)
         return out
 
-    async def routes(self, proto: int) -> dict[str, KernelRoute]:
-        """IPv4 routes of the main table with protocol ``proto``, by destination."""
-        ipr = await self._sock()
+    async def routes(self, proto: int) -> dict[str, Route | None]:
+        """IPv4 routes of the main table with protocol ``proto``, by destination (bulk read).
+
+        None stands for a route of a shape felix never programs (multipath, unreachable...).
+        """
         names = {link.index: link.name for link in (await self.links()).values()}
-        out: dict[str, KernelRoute] = {}
-        async for msg in await ipr.route("dump", family=socket.AF_INET, match={"proto": proto}):
-            if msg.get("table") != RT_TABLE_MAIN:
-                continue
-            dst = f"{msg.get('dst') or '0.0.0.0'}/{msg['dst_len']}"
-            out[dst] = KernelRoute(dst, _as_route(dst, msg, names), proto)
+        raws = await asyncio.to_thread(self._rtnl().dump_routes, proto)
+        out: dict[str, Route | None] = {}
+        for raw in raws:
+            dst = f"{raw.dst}/{raw.prefixlen}"
+            out[dst] = _from_raw(dst, raw, names)
         return out
+
+    async def replace_routes(self, routes: Sequence[Route], proto: int, indexes: Mapping[str, int]) -> None:
+        """Bulk ``replace`` (never delete + add) of many routes."""
+        raws = [_to_raw(r, indexes.get(r.ifname) if r.ifname else None) for r in routes]
+        try:
+            await asyncio.to_thread(self._rtnl().replace_routes, raws, proto)
+        except rtnl.RtnlError as exc:
+            raise KernelError(f"replace routes: {exc}") from None
+
+    async def delete_routes(self, dsts: Sequence[str], proto: int) -> None:
+        raws = [rtnl.RawRoute(*rtnl.raw(d), kind=0) for d in dsts]
+        try:
+            await asyncio.to_thread(self._rtnl().delete_routes, raws, proto)
+        except rtnl.RtnlError as exc:
+            raise KernelError(f"delete routes: {exc}") from None
+
+    def _rtnl(self) -> rtnl.Rtnl:
+        if self._netns is not None:
+            raise KernelError("bulk route operations work in this process's own namespace only")
+        if self._bulk is None:
+            self._bulk = rtnl.Rtnl()
+        return self._bulk
 
     async def replace_route(self, route: Route, proto: int, ifindex: int | None) -> None:
         ipr = await self._sock()
@@ -291,18 +312,27 @@ def _close(fd: int) -> None:
     os.close(fd)
 
 
-def _as_route(dst: str, msg: Any, names: dict[int, str]) -> Route | None:
-    rtype = msg.get("type")
-    if rtype == RTN_BLACKHOLE:
+def _to_raw(route: Route, index: int | None) -> rtnl.RawRoute:
+    dst, prefixlen = rtnl.raw(route.dst)
+    if route.kind == "blackhole":
+        return rtnl.RawRoute(dst, prefixlen, rtnl.RTN_BLACKHOLE)
+    if index is None:
+        raise KernelError(f"route {route.dst}: no interface {route.ifname}")
+    if route.kind == "local":
+        return rtnl.RawRoute(dst, prefixlen, rtnl.RTN_UNICAST, oif=index, scope=rtnl.RT_SCOPE_LINK)
+    return rtnl.RawRoute(
+        dst, prefixlen, rtnl.RTN_UNICAST, oif=index, gateway=route.gateway, onlink=route.onlink
+    )
+
+
+def _from_raw(dst: str, raw: rtnl.RawRoute, names: Mapping[int, str]) -> Route | None:
+    if raw.kind == rtnl.RTN_BLACKHOLE:
         return Route(dst, "blackhole")
-    if rtype != RTN_UNICAST or msg.get("multipath"):
+    if raw.kind != rtnl.RTN_UNICAST or raw.multipath:
         return None
-    ifname = names.get(msg.get("oif"))
-    gateway = msg.get("gateway")
-    if gateway is None and msg.get("scope") == RT_SCOPE_LINK:
+    ifname = names.get(raw.oif) if raw.oif is not None else None
+    if raw.gateway is None and raw.scope == rtnl.RT_SCOPE_LINK:
         return Route(dst, "local", ifname=ifname)
-    if gateway is not None:
-        return Route(
-            dst, "via", ifname=ifname, gateway=gateway, onlink=bool(msg.get("flags", 0) & RTNH_F_ONLINK)
-        )
+    if raw.gateway is not None:
+        return Route(dst, "via", ifname=ifname, gateway=raw.gateway, onlink=raw.onlink)
     return None

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from felix.calc.model import Route
-from felix.dataplane.netlink import KernelRoute
 
 CNI_GRACE_SECONDS = 10.0
 
@@ -28,7 +27,7 @@ class RoutePlan:
 
 def plan(
     desired: Iterable[Route],
-    kernel: Mapping[str, KernelRoute],
+    kernel: Mapping[str, Route | None],
     interfaces: Iterable[str],
     stray_age: Mapping[str, float],
     workload_prefix: str = "cali",
@@ -36,16 +35,16 @@ def plan(
     present = set(interfaces)
     wanted = {r.dst: r for r in desired}
     replace, waiting = [], []
-    for dst, route in sorted(wanted.items()):
+    for dst, route in wanted.items():
         if route.kind != "blackhole" and route.ifname not in present:
             waiting.append(route)
-        elif dst not in kernel or kernel[dst].route != route:
+        elif kernel.get(dst) != route:
             replace.append(route)
     delete = []
-    for dst, current in sorted(kernel.items()):
+    for dst, current in kernel.items():
         if dst in wanted:
             continue
-        on_workload = current.route is not None and (current.route.ifname or "").startswith(workload_prefix)
+        on_workload = current is not None and (current.ifname or "").startswith(workload_prefix)
         if on_workload and stray_age.get(dst, 0.0) < CNI_GRACE_SECONDS:
             continue
         delete.append(dst)
