@@ -46,7 +46,6 @@ _GRPC_OPTIONS = [
     # gRPC backs off reconnecting up to 120 s by default: after an etcd restart a
     # daemon would sit disconnected that long. Retry within a couple of seconds.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
     # Only while a call (a watch stream) is open: etcd answers idle pings with GOAWAY.
     ("grpc.keepalive_permit_without_calls", 0),

@@ -46,6 +46,7 @@ class EtcdServer:
         log_file: Path | None = None,
         netns: str | None = None,
         binary: str = "etcd",
+        fast_election: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -55,6 +56,7 @@ class EtcdServer:
         self.log_file = log_file or data_dir.with_suffix(".log")
         self.netns = netns
         self.binary = shutil.which(binary) or binary
+        self.fast_election = fast_election
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,12 +79,12 @@ class EtcdServer:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=felid-etcd={peer}",
-            # Elect itself leader in ~0.1 s instead of ~1 s.
-            "--heartbeat-interval=10",
-            "--election-timeout=50",
             "--logger=zap",
             "--log-outputs=stderr",
         ]
+        if self.fast_election:
+            # Elect itself leader in ~0.1 s instead of ~1 s; too tight for a slow (emulated) kernel.
+            cmd += ["--heartbeat-interval=10", "--election-timeout=50"]
         if self.tls:
             cmd += [
                 f"--cert-file={self.tls.server_cert}",

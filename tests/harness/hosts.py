@@ -28,15 +28,20 @@ class Host:
     def run(
         self, *argv: str, env: dict[str, str] | None = None, stdin: str | None = None, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             ["ip", "netns", "exec", self.netns, *argv],
             input=stdin,
             capture_output=True,
             text=True,
             env={**os.environ, **(env or {})},
-            check=check,
+            check=False,
             timeout=120,
         )
+        if check and done.returncode:
+            raise RuntimeError(
+                f"{' '.join(argv)[:200]} failed in {self.netns}: {done.stderr.strip()[-2000:]}"
+            )
+        return done
 
     def felidctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         assert self.etcd is not None

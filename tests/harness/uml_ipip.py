@@ -44,7 +44,13 @@ def scenario(work: Path) -> dict[str, Any]:
             ip("-n", host_ns, "addr", "add", f"{addresses[side]}/24", "dev", "uplink0")
             ip("-n", host_ns, "link", "set", "uplink0", "up")
             ip("-n", host_ns, "route", "add", "default", "via", addresses[other])
-        etcd = EtcdServer(work / "etcd", host=addresses["a"], netns=ns["host-a"], log_file=work / "etcd.log")
+        etcd = EtcdServer(
+            work / "etcd",
+            host=addresses["a"],
+            netns=ns["host-a"],
+            log_file=work / "etcd.log",
+            fast_election=False,
+        )
         etcd.start(timeout=60)
         felixes: list[FelixProcess] = []
         try:
@@ -55,7 +61,8 @@ def scenario(work: Path) -> dict[str, Any]:
                 "metadata": {"name": "pods"},
                 "spec": {"cidr": "10.120.0.0/16", "ipipMode": "Always"},
             }
-            assert hosts["a"].felidctl("apply", "-f", "-", stdin=json.dumps(pool)).returncode == 0
+            applied = hosts["a"].felidctl("apply", "-f", "-", stdin=json.dumps(pool))
+            assert applied.returncode == 0, applied.stderr
             pods = {}
             for side, host in hosts.items():
                 node = f"node-{side}"
