@@ -74,7 +74,7 @@ class Dataplane:
     async def _apply(self, desired: DesiredState) -> routes.RoutePlan:
         links = await self.netlink.links()
         if self._kernel is None:
-            self._kernel = await self.netlink.routes(FELIX_PROTO)
+            self._kernel = await self.netlink.routes(FELIX_PROTO, links)
             self.stats.full_reads += 1
         kernel = self._kernel
         wanted = {r.dst for r in desired.routes}

@@ -74,12 +74,12 @@ class Netlink:
             out[name] = Link(msg["index"], name, msg.get("mtu") or 0, msg.get("operstate") != "DOWN", kind)
         return out
 
-    async def routes(self, proto: int) -> dict[str, Route | None]:
+    async def routes(self, proto: int, links: Mapping[str, Link] | None = None) -> dict[str, Route | None]:
         """IPv4 routes of the main table with protocol ``proto``, by destination (bulk read).
 
         None stands for a route of a shape felix never programs (multipath, unreachable...).
         """
-        names = {link.index: link.name for link in (await self.links()).values()}
+        names = {link.index: link.name for link in (links or await self.links()).values()}
         raws = await asyncio.to_thread(self._rtnl().dump_routes, proto)
         out: dict[str, Route | None] = {}
         for raw in raws:
