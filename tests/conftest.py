@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.store import ResourceStore
 from felid.etcdserver import EtcdServer
+from tests.harness.hosts import POD_POOL, Host, host_with_etcd
 from tests.harness.tls import PKI, make_pki
 
 
@@ -67,3 +69,12 @@ def etcd_tls(tmp_path: Path, pki: PKI) -> Iterator[EtcdServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    """A host namespace (uplink, default route) with etcd inside and the pod pool applied."""
+    with host_with_etcd(tmp_path) as h:
+        done = h.felidctl("apply", "-f", "-", stdin=json.dumps(POD_POOL))
+        assert done.returncode == 0, done.stderr
+        yield h

@@ -3,40 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.harness.hosts import Host, host_with_etcd, ping
+from tests.harness.hosts import Host, ping
 from tests.harness.netns import ip, namespaces
-
-POOL = {
-    "apiVersion": "projectcalico.org/v3",
-    "kind": "IPPool",
-    "metadata": {"name": "pods"},
-    "spec": {"cidr": "10.100.0.0/24", "blockSize": 28},
-}
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    with host_with_etcd(tmp_path) as h:
-        assert h.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
-        yield h
-
-
-def netconf(host: Host, version: str = "1.0.0") -> dict[str, Any]:
-    assert host.etcd is not None
-    return {
-        "cniVersion": version,
-        "name": "pods",
-        "type": "felid",
-        "etcd_endpoints": host.etcd.url,
-        "nodename": "node-1",
-        "ipam": {"type": "felid-ipam"},
-    }
 
 
 def address_of(result: dict[str, Any] | None) -> str:
@@ -48,13 +18,13 @@ def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
     with namespaces("pod-a", "pod-b") as pods:
         code, a = host.cni(
             "ADD",
-            netconf(host),
+            host.netconf(),
             "ca",
             f"/run/netns/{pods['pod-a']}",
             "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
         )
         assert code == 0, a
-        code, b = host.cni("ADD", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")
+        code, b = host.cni("ADD", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")
         assert code == 0, b
         ip_a, ip_b = address_of(a), address_of(b)
         assert (
@@ -75,26 +45,26 @@ def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
         }
         code, _ = host.cni(
             "CHECK",
-            {**netconf(host), "prevResult": a},
+            {**host.netconf(), "prevResult": a},
             "ca",
             f"/run/netns/{pods['pod-a']}",
             "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
         )
         assert code == 0
-        code, _ = host.cni("DEL", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")
+        code, _ = host.cni("DEL", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")
         assert code == 0
         assert ping(pods["pod-a"], host.address)
         assert not ping(pods["pod-a"], ip_b, count=1)
         assert "is not assigned" in host.felidctl("ipam", "show", "--ip", ip_b).stdout
-        assert host.cni("DEL", netconf(host), "cb", f"/run/netns/{pods['pod-b']}")[0] == 0  # idempotent
+        assert host.cni("DEL", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")[0] == 0  # idempotent
 
 
 def test_del_after_the_namespace_is_gone(host: Host) -> None:
     with namespaces("pod") as pods:
-        code, result = host.cni("ADD", netconf(host), "c1", f"/run/netns/{pods['pod']}")
+        code, result = host.cni("ADD", host.netconf(), "c1", f"/run/netns/{pods['pod']}")
         assert code == 0
     # The namespace (and the pod's end of the veth with it) is gone now.
-    code, _ = host.cni("DEL", netconf(host), "c1", f"/run/netns/{pods['pod']}")
+    code, _ = host.cni("DEL", host.netconf(), "c1", f"/run/netns/{pods['pod']}")
     assert code == 0
     assert "cali" not in ip("-n", host.netns, "link").stdout
     assert "is not assigned" in host.felidctl("ipam", "show", "--ip", address_of(result)).stdout
@@ -103,7 +73,7 @@ def test_del_after_the_namespace_is_gone(host: Host) -> None:
 
 def test_failed_add_rolls_back_everything(host: Host) -> None:
     # A namespace path that does not exist: the veth cannot be moved there.
-    code, error = host.cni("ADD", netconf(host), "c1", "/run/netns/ft-does-not-exist")
+    code, error = host.cni("ADD", host.netconf(), "c1", "/run/netns/ft-does-not-exist")
     assert code != 0 and error is not None and "code" in error and "msg" in error
     assert "cali" not in ip("-n", host.netns, "link").stdout
     assert json.loads(host.felidctl("get", "wep", "-A", "-o", "json").stdout)["items"] == []
@@ -120,7 +90,7 @@ def test_version_and_bad_input(host: Host) -> None:
 
 def test_chained_with_portmap_and_tuning(host: Host) -> None:
     """The runtime's part, done by hand: each plugin gets the previous one's result."""
-    base = netconf(host)
+    base = host.netconf()
     chain = [
         {
             "type": "portmap",

@@ -12,22 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.felix import FelixProcess
-from tests.harness.hosts import Host, host_with_etcd, ping
+from tests.harness.hosts import POD_POOL, Host, ping
 from tests.harness.netns import ip, namespaces
-
-POOL = {
-    "apiVersion": "projectcalico.org/v3",
-    "kind": "IPPool",
-    "metadata": {"name": "pods"},
-    "spec": {"cidr": "10.100.0.0/22", "blockSize": 26},
-}
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    with host_with_etcd(tmp_path) as h:
-        assert h.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
-        yield h
 
 
 @pytest.fixture
@@ -37,18 +23,6 @@ def felix(host: Host, tmp_path: Path) -> Iterator[FelixProcess]:
         yield process
     finally:
         process.kill()
-
-
-def netconf(host: Host) -> dict[str, object]:
-    assert host.etcd is not None
-    return {
-        "cniVersion": "1.0.0",
-        "name": "pods",
-        "type": "felid",
-        "etcd_endpoints": host.etcd.url,
-        "nodename": "node-1",
-        "ipam": {"type": "felid-ipam"},
-    }
 
 
 def routes(host: Host, proto: str = "80") -> list[str]:
@@ -67,7 +41,7 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
 def test_felix_programs_blocks_and_workloads_and_removes_strays(host: Host, felix: FelixProcess) -> None:
     with namespaces("pod-a", "pod-b") as pods:
         for name, ns in (("ca", pods["pod-a"]), ("cb", pods["pod-b"])):
-            assert host.cni("ADD", netconf(host), name, f"/run/netns/{ns}")[0] == 0
+            assert host.cni("ADD", host.netconf(), name, f"/run/netns/{ns}")[0] == 0
         felix.start()
         felix.wait_ready()
         shown = routes(host)
@@ -106,7 +80,7 @@ def test_route_appears_when_the_interface_does(host: Host, felix: FelixProcess) 
 def test_restarts_remove_no_route(host: Host, felix: FelixProcess, tmp_path: Path) -> None:
     with namespaces(*[f"p{i}" for i in range(50)]) as pods:
         for i in range(50):
-            code, result = host.cni("ADD", netconf(host), f"c{i}", f"/run/netns/{pods[f'p{i}']}")
+            code, result = host.cni("ADD", host.netconf(), f"c{i}", f"/run/netns/{pods[f'p{i}']}")
             assert code == 0, result
         felix.start()
         felix.wait_ready()
@@ -131,7 +105,7 @@ def test_restarts_remove_no_route(host: Host, felix: FelixProcess, tmp_path: Pat
 def test_etcd_outage_changes_nothing_and_felix_catches_up(host: Host, felix: FelixProcess) -> None:
     assert host.etcd is not None
     with namespaces("pod") as pods:
-        assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{pods['pod']}")[0] == 0
+        assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{pods['pod']}")[0] == 0
         felix.start()
         felix.wait_ready()
         before = ip("-n", host.netns, "route").stdout
@@ -176,18 +150,18 @@ def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: F
         ip("-n", host.netns, "link", "set", "ftnat-in", "up")
         ip("-n", ns["outside"], "addr", "add", "192.0.2.2/24", "dev", "ftnat-out")
         ip("-n", ns["outside"], "link", "set", "ftnat-out", "up")
-        assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{ns['pod']}")[0] == 0
+        assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{ns['pod']}")[0] == 0
         felix.start()
         felix.wait_ready()
         assert not ping(ns["pod"], "192.0.2.2", count=1)  # natOutgoing is off
-        nat_pool = {**POOL, "spec": {**POOL["spec"], "natOutgoing": True}}  # type: ignore[dict-item]
+        nat_pool = {**POD_POOL, "spec": {**POD_POOL["spec"], "natOutgoing": True}}  # type: ignore[dict-item]
         assert host.felidctl("apply", "-f", "-", stdin=json.dumps(nat_pool)).returncode == 0
         until(lambda: "MASQUERADE" in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout)
         assert ping(ns["pod"], "192.0.2.2")
         rules = host.run("iptables", "-t", "nat", "-S").stdout
         assert "-A FELID-NAT-OUTGOING -s 10.100.0.0/22 -d 10.100.0.0/22 -j RETURN" in rules
         assert "-j FELID-NAT-OUTGOING" in rules
-        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(POOL)).returncode == 0
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(POD_POOL)).returncode == 0
         until(
             lambda: "MASQUERADE" not in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout
         )
@@ -205,7 +179,7 @@ def test_metrics_and_health(host: Host, tmp_path: Path) -> None:
     )
     try:
         with namespaces("pod") as ns:
-            assert host.cni("ADD", netconf(host), "c1", f"/run/netns/{ns['pod']}")[0] == 0
+            assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{ns['pod']}")[0] == 0
             felix.start()
             felix.wait_ready()
             fetch = (

@@ -17,6 +17,12 @@ from tests.harness.netns import ip, namespaces
 
 BIN = Path(sys.executable).parent
 CNI_PATH = f"/usr/lib/cni:{BIN}"
+POD_POOL = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "IPPool",
+    "metadata": {"name": "pods"},
+    "spec": {"cidr": "10.100.0.0/22", "blockSize": 26},
+}
 
 
 @dataclass
@@ -42,6 +48,18 @@ class Host:
                 f"{' '.join(argv)[:200]} failed in {self.netns}: {done.stderr.strip()[-2000:]}"
             )
         return done
+
+    def netconf(self, node: str = "node-1", version: str = "1.0.0") -> dict[str, Any]:
+        """A network config of the felid plugin against this host's etcd."""
+        assert self.etcd is not None
+        return {
+            "cniVersion": version,
+            "name": "pods",
+            "type": "felid",
+            "etcd_endpoints": self.etcd.url,
+            "nodename": node,
+            "ipam": {"type": "felid-ipam"},
+        }
 
     def felidctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         assert self.etcd is not None
