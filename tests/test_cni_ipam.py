@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from datastore.kv import KVStore
 from datastore.store import ResourceStore
 from felid.etcdserver import EtcdServer, free_port
 from ipam.allocator import pod_handle
+from tests.harness.hosts import Host
 from tests.harness.netns import ip, namespaces
 from tests.ipam_helpers import allocated, assert_consistent, in_pool, make_pool
 
@@ -41,8 +41,6 @@ def call(
     *,
     container: str = "c1",
     cni_args: str = "",
-    binary: str = PLUGIN,
-    netns_exec: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_"))}
@@ -54,9 +52,8 @@ def call(
         "CNI_ARGS": cni_args,
         **(extra or {}),
     }
-    argv = ["ip", "netns", "exec", netns_exec, binary] if netns_exec else [binary]
     result = subprocess.run(
-        argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+        [PLUGIN], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
     )
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
@@ -167,89 +164,27 @@ def test_exhausted_pool_is_a_clear_error(etcd: EtcdServer, store: ResourceStore)
     assert error["code"] == 100 and "pool exhausted" in error["msg"] and "IPPool tiny" in error["msg"]
 
 
-@pytest.fixture
-def netns_etcd(tmp_path: Path) -> Iterator[tuple[str, EtcdServer]]:
-    """etcd inside a host namespace, so plugins run there can reach it on its loopback."""
-    with namespaces("host") as ns:
-        server = EtcdServer(tmp_path / "etcd", netns=ns["host"], log_file=tmp_path / "etcd.log")
-        server.start()
-        try:
-            yield ns["host"], server
-        finally:
-            server.stop()
-
-
-def test_chained_under_the_reference_bridge_plugin(
-    netns_etcd: tuple[str, EtcdServer], tmp_path: Path
-) -> None:
-    host, etcd = netns_etcd
-    felidctl = str(BIN / "felidctl")
-    env = {**os.environ, "FELID_ETCD_ENDPOINTS": etcd.url}
-    pool_doc = json.dumps(
-        {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": "pods"},
-            "spec": {"cidr": "10.80.0.0/24", "blockSize": 28},
-        }
-    )
-    subprocess.run(
-        ["ip", "netns", "exec", host, felidctl, "apply", "-f", "-"],
-        input=pool_doc,
-        text=True,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+def test_chained_under_the_reference_bridge_plugin(host: Host) -> None:
+    """bridge (Debian's containernetworking-plugins) with felid-ipam as its IPAM."""
+    assert host.etcd is not None
+    netconf = {
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "type": "bridge",
+        "bridge": "felid-test0",
+        "etcd_endpoints": host.etcd.url,
+        "nodename": "node-1",
+        "ipam": {"type": "felid-ipam", "ipv4_pools": ["pods"]},
+    }
     with namespaces("pod") as ns:
-        netconf = json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "pods",
-                "type": "bridge",
-                "bridge": "felid-test0",
-                "etcd_endpoints": etcd.url,
-                "nodename": "node-1",
-                "ipam": {"type": "felid-ipam", "ipv4_pools": ["pods"]},
-            }
-        )
         netns = f"/run/netns/{ns['pod']}"
-        code, result = call(
-            "ADD",
-            netconf,
-            container="pod1",
-            binary="/usr/lib/cni/bridge",
-            netns_exec=host,
-            extra={"CNI_NETNS": netns},
-        )
-        assert code == 0, result
-        assert result is not None
+        code, result = host.cni("ADD", netconf, "pod1", netns, plugin="bridge")
+        assert code == 0 and result is not None, result
         address = next(i["address"] for i in result["ips"])
-        assert address.startswith("10.80.0.") and address.endswith("/32")
+        assert address.startswith("10.100.") and address.endswith("/32")
         assert address in ip("-n", ns["pod"], "-4", "addr", "show", "eth0").stdout
-        shown = subprocess.run(
-            ["ip", "netns", "exec", host, felidctl, "ipam", "show", "--ip", address[:-3]],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        shown = host.felidctl("ipam", "show", "--ip", address[:-3]).stdout
         assert "is in use" in shown and "k8s-pod-network.pod1" in shown
-        code, _ = call(
-            "DEL",
-            netconf,
-            container="pod1",
-            binary="/usr/lib/cni/bridge",
-            netns_exec=host,
-            extra={"CNI_NETNS": netns},
-        )
-        assert code == 0
-        shown = subprocess.run(
-            ["ip", "netns", "exec", host, felidctl, "ipam", "show", "--ip", address[:-3]],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert "is not assigned" in shown
+        assert host.cni("DEL", netconf, "pod1", netns, plugin="bridge")[0] == 0
+        assert "is not assigned" in host.felidctl("ipam", "show", "--ip", address[:-3]).stdout
         assert "eth0" not in ip("-n", ns["pod"], "link").stdout
