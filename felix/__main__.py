@@ -39,8 +39,7 @@ def main() -> int:
     )
     logging.getLogger("pyroute2").setLevel(logging.INFO)  # its debug log is every netlink message
     node = environ.get("FELID_NODENAME") or socket.gethostname()
-    run_forever(Felix(node, datastore, environ, file_values))
-    return 1  # felix only returns when something went wrong
+    return run_forever(Felix(node, datastore, environ, file_values))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ a failure: the Syncer keeps retrying and the dataplane stays as it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -32,6 +31,11 @@ from felix.metrics import FelixMetrics
 log = logging.getLogger("felix")
 
 RETRY_FAILED_APPLY = 1.0
+CONFIG_CHANGED_EXIT = 129
+
+
+class ConfigurationChanged(Exception):
+    pass
 
 
 @dataclass
@@ -72,8 +76,18 @@ class Felix:
             else:
                 self.state.apply(item.key, item.value)
             if self._in_sync.is_set():
+                self._check_configuration()
                 self._kick.set()
         raise RuntimeError("the Syncer stopped")
+
+    def _check_configuration(self) -> None:
+        """As Calico's Felix does: a changed FelixConfiguration means a clean restart."""
+        if not self.ready:
+            return
+        stored = datastore_values(self.state.felix_configs, self.node)
+        wanted = effective(self.environ, self.file_values, stored)
+        if wanted != self.settings:
+            raise ConfigurationChanged("FelixConfiguration changed; exiting so the supervisor restarts felix")
 
     async def _apply_loop(self) -> None:
         await self._in_sync.wait()
@@ -137,6 +151,16 @@ class Felix:
             )
 
 
-def run_forever(felix: Felix) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
+def run_forever(felix: Felix) -> int:
+    """Run until something ends felix; the exit code for its supervisor."""
+    try:
         asyncio.run(felix.run())
+    except KeyboardInterrupt:
+        return 0
+    except BaseExceptionGroup as group:
+        changed = group.subgroup(ConfigurationChanged)
+        if changed is None:
+            raise
+        log.warning("%s", changed.exceptions[0])
+        return CONFIG_CHANGED_EXIT
+    return 1

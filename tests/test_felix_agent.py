@@ -204,3 +204,28 @@ def test_metrics_and_health(host: Host, tmp_path: Path) -> None:
             assert live.strip() == "live"
     finally:
         felix.kill()
+
+
+def test_a_configuration_change_restarts_felix_cleanly(host: Host, felix: FelixProcess) -> None:
+    with namespaces("pod") as ns:
+        assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{ns['pod']}")[0] == 0
+        felix.start()
+        felix.wait_ready()
+        before = routes(host)
+        # The environment's FELIX_ROUTEREFRESHINTERVAL outranks the datastore: no restart for that.
+        ignored = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": {"routeRefreshInterval": "30s"},
+        }
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(ignored)).returncode == 0
+        time.sleep(1)
+        assert felix.process is not None and felix.process.poll() is None
+        config = {**ignored, "spec": {"routeRefreshInterval": "30s", "prometheusMetricsPort": 9191}}
+        assert host.felidctl("apply", "-f", "-", stdin=json.dumps(config)).returncode == 0
+        assert felix.process is not None
+        assert felix.process.wait(timeout=15) == 129  # its supervisor restarts it with the new settings
+        assert routes(host) == before  # and nothing was taken down on the way out
+        felix.start()
+        felix.wait_ready()
