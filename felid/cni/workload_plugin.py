@@ -20,8 +20,8 @@ from datastore.keys import KeyLayout
 from datastore.models import IPPool, WorkloadEndpoint
 from datastore.store import ResourceStore
 from felid.cni.protocol import (
+    DATAPLANE_FAILURE,
     INVALID_CONFIG,
-    IPAM_FAILURE,
     UNKNOWN_CONTAINER,
     CNIError,
     Invocation,
@@ -154,7 +154,7 @@ async def _plumb(netlink: Netlink, wl: Workload, netns: str, address: str, mtu: 
         await netlink.replace_route(route, FELIX_PROTO, links[wl.host_interface].index)
         return pod_mac
     except KernelError as exc:
-        raise CNIError(IPAM_FAILURE + 1, str(exc)) from None
+        raise CNIError(DATAPLANE_FAILURE, str(exc)) from None
     finally:
         netlink.close()
 
@@ -221,7 +221,7 @@ def cni_check(invocation: Invocation) -> None:
         raise CNIError(UNKNOWN_CONTAINER, f"no WorkloadEndpoint for container {invocation.container_id}")
     if sorted(endpoint.spec.ip_networks) != sorted(f"{a}/32" for a in held):
         raise CNIError(
-            IPAM_FAILURE + 1, f"endpoint {endpoint.name} has {endpoint.spec.ip_networks}, IPAM {held}"
+            DATAPLANE_FAILURE, f"endpoint {endpoint.name} has {endpoint.spec.ip_networks}, IPAM {held}"
         )
     netlink = Netlink()
 
@@ -240,19 +240,24 @@ def cni_check(invocation: Invocation) -> None:
 
     present, routes, inside = asyncio.run(inspect())
     if not present:
-        raise CNIError(IPAM_FAILURE + 1, f"host interface {endpoint.spec.interface_name} is missing")
+        raise CNIError(DATAPLANE_FAILURE, f"host interface {endpoint.spec.interface_name} is missing")
     for address in held:
         if f"{address}/32" not in routes:
-            raise CNIError(IPAM_FAILURE + 1, f"no route to {address} on this host")
+            raise CNIError(DATAPLANE_FAILURE, f"no route to {address} on this host")
         if invocation.netns and f"{address}/32" not in inside:
             raise CNIError(
-                IPAM_FAILURE + 1, f"{ctx.workload.ifname} in {invocation.netns} lacks {address}/32"
+                DATAPLANE_FAILURE, f"{ctx.workload.ifname} in {invocation.netns} lacks {address}/32"
             )
 
 
 def workload_plugin(invocation: Invocation) -> Mapping[str, Any] | None:
-    handlers: dict[str, Callable[[Invocation], Any]] = {"ADD": cni_add, "DEL": cni_del, "CHECK": cni_check}
-    return handlers[invocation.command](invocation)  # type: ignore[no-any-return]
+    if invocation.command == "ADD":
+        return cni_add(invocation)
+    if invocation.command == "DEL":
+        cni_del(invocation)
+    elif invocation.command == "CHECK":
+        cni_check(invocation)
+    return None
 
 
 def main() -> int:

@@ -22,12 +22,10 @@ from felix.calc.model import VTEP, IPIPDevice, Route, VXLANDevice
 from felix.dataplane import rtnl
 
 RT_TABLE_MAIN = 254
-RTN_UNICAST, RTN_BLACKHOLE = 1, 6
-RT_SCOPE_LINK, RT_SCOPE_UNIVERSE = 253, 0
+RT_SCOPE_LINK = 253
 RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3
 NTF_SELF = 2  # an FDB entry of the VXLAN device itself, not of a bridge
-ENOENT, ESRCH, EEXIST, ENODEV = 2, 3, 17, 19
 
 
 class KernelError(Exception):
@@ -128,14 +126,6 @@ class Netlink:
             await ipr.route("replace", **spec)
         except NetlinkError as exc:
             raise KernelError(f"replace route {route.dst}: {exc}") from None
-
-    async def delete_route(self, dst: str, proto: int) -> None:
-        ipr = await self._sock()
-        try:
-            await ipr.route("del", dst=dst, proto=proto, table=RT_TABLE_MAIN)
-        except NetlinkError as exc:
-            if exc.code not in (ESRCH, ENOENT):
-                raise KernelError(f"delete route {dst}: {exc}") from None
 
     async def link_events(self) -> AsyncIterator[str]:
         """Names of links as they are created or change (a separate socket)."""
