@@ -1,0 +1,65 @@
+"""ExaBGP configuration rendering, checked by ExaBGP's own parser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bgp.calc import BGPPlan, Session, Timers
+from bgp.exabgp_config import UnsafeValue, environment, render
+
+EXABGP = str(Path(sys.executable).parent / "exabgp")
+
+PLAN = BGPPlan(
+    node="n1",
+    router_id="198.51.100.1",
+    local_as=64512,
+    listen_port=179,
+    cluster_id=None,
+    sessions=frozenset(
+        {
+            Session("198.51.100.2", 64512, "node-to-node mesh", peer_node="n2"),
+            Session(
+                "192.0.2.1",
+                65000,
+                "global",
+                peer_port=1179,
+                password="s3cret",
+                timers=Timers(keepalive=10.0, restart_time=300),
+            ),
+        }
+    ),
+    announce=frozenset(),
+)
+
+
+def test_exabgp_accepts_what_we_render(tmp_path: Path) -> None:
+    text = render(PLAN, f"{sys.executable} -m bgp.bridge /run/felid/bgp.sock")
+    path = tmp_path / "exabgp.conf"
+    path.write_text(text)
+    done = subprocess.run(
+        [EXABGP, "validate", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "neighbor 192.0.2.1 {" in text and "connect 1179;" in text and 'md5-password "s3cret";' in text
+    assert "hold-time 30;" in text and "graceful-restart 300;" in text
+    assert text.count("processes [ felid-bgp ];") == 2
+
+
+def test_values_that_would_break_the_file_are_refused() -> None:
+    bad = BGPPlan(
+        **{**PLAN.__dict__, "sessions": frozenset({Session("192.0.2.1", 1, "global", password="a;b")})}
+    )
+    with pytest.raises(UnsafeValue):
+        render(bad, "/bin/true")
+    with pytest.raises(UnsafeValue):
+        render(PLAN, "/bin/prog a,b")
+
+
+def test_environment_binds_the_node_address_and_runs_as_root() -> None:
+    env = environment(PLAN, "felid-n1", "/var/log/felid/exabgp.log")
+    assert env["exabgp.tcp.bind"] == "198.51.100.1" and env["exabgp.daemon.user"] == "root"
+    assert env["exabgp.api.pipename"] == "felid-n1"
