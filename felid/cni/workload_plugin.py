@@ -19,6 +19,7 @@ from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import IPPool, WorkloadEndpoint
 from datastore.store import ResourceStore
+from felid.cni.ipam_plugin import requested_pools
 from felid.cni.protocol import (
     DATAPLANE_FAILURE,
     INVALID_CONFIG,
@@ -105,7 +106,7 @@ def cni_add(invocation: Invocation) -> Mapping[str, Any]:
     try:
         addresses = ctx.allocator.ips_of_handle(ctx.handle)
         if not addresses:
-            pools = invocation.ipam.get("ipv4_pools")
+            pools = requested_pools(invocation)
             attrs = {"namespace": wl.namespace, "pod": wl.pod, "containerID": wl.container_id}
             try:
                 addresses = ctx.allocator.auto_assign(ctx.handle, attrs=attrs, pools=pools)
