@@ -84,17 +84,17 @@ class Felix:
         """As Calico's Felix does: a changed FelixConfiguration means a clean restart."""
         if not self.ready:
             return
-        stored = datastore_values(self.state.felix_configs, self.node)
-        wanted = effective(self.environ, self.file_values, stored)
-        if wanted != self.settings:
+        if self._settings_now() != self.settings:
             raise ConfigurationChanged("FelixConfiguration changed; exiting so the supervisor restarts felix")
+
+    def _settings_now(self) -> FelixSettings:
+        """The datastore's FelixConfiguration beneath the environment and the config file."""
+        stored = datastore_values(self.state.felix_configs, self.node)
+        return effective(self.environ, self.file_values, stored)
 
     async def _apply_loop(self) -> None:
         await self._in_sync.wait()
-        # Configuration: the datastore's FelixConfiguration under environment and file.
-        self.settings = effective(
-            self.environ, self.file_values, datastore_values(self.state.felix_configs, self.node)
-        )
+        self.settings = self._settings_now()
         self.dataplane.workload_prefix = self.settings.interface_prefix
         await self._start_servers()
         nic = await self.netlink.default_route_link()
