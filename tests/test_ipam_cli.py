@@ -175,3 +175,10 @@ def test_metrics(kv: KVStore, store: ResourceStore) -> None:
     assert value("ipam_blocks", ippool="pods", node="n1") == 1
     assert value("ipam_ippool_size", ippool="pods") == 16
     assert value("ipam_allocations_gc_reclamations_total") == 7
+
+
+def test_bad_addresses_are_usage_errors(etcd: EtcdServer) -> None:
+    for args in (("show", "--ip", "nope"), ("release", "--ip", "10.0.0")):
+        done = ctl(etcd, *args)
+        assert done.returncode == 2 and "is not an IPv4 address" in done.stderr
+        assert "Traceback" not in done.stderr

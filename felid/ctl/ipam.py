@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 
@@ -170,6 +171,13 @@ def _flag(name: str) -> str:
     return "--" + (field.alias or name).lower()
 
 
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
 def _bool(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise argparse.ArgumentTypeError(f"{text!r}: use true or false")
@@ -195,11 +203,11 @@ def add_ipam_parser(
 
     p = verb("show", cmd_show, "Pool usage; --show-blocks per block and its host; --ip who holds an address.")
     p.add_argument("--show-blocks", action="store_true")
-    p.add_argument("--ip", metavar="ADDRESS")
+    p.add_argument("--ip", metavar="ADDRESS", type=_address)
     p.add_argument("--show-configuration", action="store_true", help="the IPAM configuration")
     verb("check", cmd_check, "Report leaked addresses, stray affinities and inconsistencies (exit 2 if any).")
     p = verb("release", cmd_release, "Release addresses by IP or by handle (idempotent).")
-    p.add_argument("--ip", nargs="+", metavar="ADDRESS")
+    p.add_argument("--ip", nargs="+", metavar="ADDRESS", type=_address)
     p.add_argument("--handle", metavar="HANDLE_ID")
     p = verb("gc", cmd_gc, "Release leaked addresses older than the grace period.")
     p.add_argument("--grace", default="15m", help="how old a leak must be (default 15m)")
