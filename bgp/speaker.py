@@ -1,0 +1,110 @@
+"""ExaBGPSpeaker: ExaBGP as a child process, reached through the API bridge.
+
+The speaker writes the configuration for a BGPPlan, starts ExaBGP (optionally
+inside a network namespace), serves the unix socket the bridge connects to,
+queues commands until the bridge is there, and hands every JSON event ExaBGP
+reports to ``events``.  Peer changes are applied by rewriting the file and
+SIGUSR1, ExaBGP's reload, which leaves unchanged sessions up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bgp.calc import BGPPlan
+from bgp.exabgp_config import environment, render
+
+log = logging.getLogger(__name__)
+
+
+class ExaBGPSpeaker:
+    def __init__(self, workdir: Path, name: str, netns: str | None = None, exabgp: str | None = None) -> None:
+        self.workdir = workdir
+        self.name = name
+        self.netns = netns
+        self.exabgp = exabgp or str(Path(sys.executable).parent / "exabgp")
+        self.socket_path = workdir / "api.sock"
+        self.config_path = workdir / "exabgp.conf"
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: list[str] = []
+        self._server: asyncio.Server | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self, plan: BGPPlan) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(self._bridge, path=str(self.socket_path))
+        self._write_config(plan)
+        env = {**os.environ, **environment(plan, f"felid-{self.name}", str(self.workdir / "exabgp.log"))}
+        argv = [self.exabgp, str(self.config_path)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        out = open(self.workdir / "exabgp.out", "ab")  # noqa: SIM115 - the child keeps it open
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL
+        )
+        out.close()
+
+    def _write_config(self, plan: BGPPlan) -> None:
+        command = f"{sys.executable} -m bgp.bridge {self.socket_path}"
+        self.config_path.write_text(render(plan, command))
+
+    async def reconfigure(self, plan: BGPPlan) -> None:
+        """New sessions or settings: ExaBGP reloads, keeping the sessions that did not change."""
+        self._write_config(plan)
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGUSR1)
+
+    async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A (re)spawned bridge: whatever was queued goes out first.
+        self._writer = writer
+        for queued in self._pending:
+            writer.write(queued.encode())
+        self._pending.clear()
+        await writer.drain()
+        self.connected.set()
+        try:
+            while raw := await reader.readline():
+                try:
+                    event = json.loads(raw)
+                except json.JSONDecodeError:
+                    log.debug("exabgp said: %s", raw.decode(errors="replace").strip())
+                    continue
+                if isinstance(event, dict):
+                    self.events.put_nowait(event)
+        finally:
+            self.connected.clear()
+            self._writer = None
+
+    async def send(self, command: str) -> None:
+        """One API command (``announce route ...``); queued while the bridge is away."""
+        if "\n" in command:
+            raise ValueError("one command, one line")
+        line = command + "\n"
+        if self._writer is None:
+            self._pending.append(line)
+            return
+        self._writer.write(line.encode())
+        await self._writer.drain()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self._server is not None:
+            self._server.close()

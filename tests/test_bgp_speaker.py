@@ -1,0 +1,98 @@
+"""Two real ExaBGP speakers in two namespaces, driven through felid's speaker and bridge."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from bgp.calc import BGPPlan, Session
+from bgp.speaker import ExaBGPSpeaker
+from tests.harness.netns import ip, namespaces
+
+ADDRESSES = {"a": "198.51.100.1", "b": "198.51.100.2"}
+
+
+def plan(me: str, other: str) -> BGPPlan:
+    return BGPPlan(
+        node=f"node-{me}",
+        router_id=ADDRESSES[me],
+        local_as=64512,
+        listen_port=179,
+        cluster_id=None,
+        sessions=frozenset(
+            {Session(ADDRESSES[other], 64512, "node-to-node mesh", peer_node=f"node-{other}")}
+        ),
+        announce=frozenset(),
+    )
+
+
+async def wait_for(speaker: ExaBGPSpeaker, wanted: Any, timeout: float = 20.0) -> dict[str, Any]:
+    async def scan() -> dict[str, Any]:
+        while True:
+            event = await speaker.events.get()
+            if wanted(event):
+                return event
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+def is_up(event: dict[str, Any]) -> bool:
+    return event.get("type") == "state" and event["neighbor"].get("state") == "up"
+
+
+def announces(prefix: str) -> Any:
+    def check(event: dict[str, Any]) -> bool:
+        update = event.get("neighbor", {}).get("message", {}).get("update", {})
+        return any(
+            prefix == n["nlri"]
+            for hops in update.get("announce", {}).get("ipv4 unicast", {}).values()
+            for n in hops
+        )
+
+    return check
+
+
+async def test_two_speakers_establish_and_exchange_routes(tmp_path: Path) -> None:
+    with namespaces("bgp-a", "bgp-b") as ns:
+        ip("link", "add", "ftbgp-a", "type", "veth", "peer", "name", "ftbgp-b")
+        for side in "ab":
+            ip("link", "set", f"ftbgp-{side}", "netns", ns[f"bgp-{side}"])
+            ip("-n", ns[f"bgp-{side}"], "addr", "add", f"{ADDRESSES[side]}/24", "dev", f"ftbgp-{side}")
+            ip("-n", ns[f"bgp-{side}"], "link", "set", f"ftbgp-{side}", "up")
+        a = ExaBGPSpeaker(tmp_path / "a", "a", netns=ns["bgp-a"])
+        b = ExaBGPSpeaker(tmp_path / "b", "b", netns=ns["bgp-b"])
+        try:
+            await a.send("announce route 10.9.1.0/26 next-hop self")  # queued until the bridge connects
+            await a.start(plan("a", "b"))
+            await b.start(plan("b", "a"))
+            await wait_for(a, is_up)
+            await wait_for(b, is_up)
+            got = await wait_for(b, announces("10.9.1.0/26"))
+            assert "198.51.100.1" in got["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"]
+            await b.send("announce route 10.9.2.0/26 next-hop self")
+            await wait_for(a, announces("10.9.2.0/26"))
+            # A new peer for a (one that never answers): the reload keeps a's session to b.
+            extra = Session("198.51.100.3", 64512, "global")
+            grown = plan("a", "b")
+            await a.reconfigure(BGPPlan(**{**grown.__dict__, "sessions": grown.sessions | {extra}}))
+            seen: list[dict[str, Any]] = []
+            deadline = asyncio.get_running_loop().time() + 4
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    seen.append(await asyncio.wait_for(a.events.get(), left))
+                except TimeoutError:
+                    break
+            downs = [
+                e
+                for e in seen
+                if e.get("type") == "state"
+                and e["neighbor"].get("state") == "down"
+                and e["neighbor"]["address"]["peer"] == ADDRESSES["b"]
+            ]
+            assert downs == []
+            assert a.process is not None and a.process.returncode is None
+            assert "198.51.100.3" in (tmp_path / "a" / "exabgp.conf").read_text()
+        finally:
+            await a.stop()
+            await b.stop()
