@@ -1,0 +1,97 @@
+"""What BGP taught us: per-peer routes from ExaBGP's JSON events, with graceful restart.
+
+Pure and synchronous: ``apply`` takes one parsed event and the time, ``best``
+gives one next hop per prefix.  When a session drops, its routes stay as stale
+for the peer's graceful-restart time; when it comes back, what it re-announces
+is fresh again and its end-of-RIB sweeps the stale rest.  ExaBGP applies no loop
+checks to what it passes on (DESIGN.md §5), so routes carrying our own AS on
+an eBGP path, our router id as originator or our cluster id in the cluster list
+are dropped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Identity:
+    router_id: str
+    local_as: int
+    cluster_id: str | None = None
+
+
+@dataclass
+class PeerRoutes:
+    routes: dict[str, str] = field(default_factory=dict)  # prefix -> next hop
+    stale: dict[str, str] = field(default_factory=dict)  # kept through a restart, until EOR or deadline
+    stale_until: float | None = None
+
+
+@dataclass
+class RIB:
+    me: Identity
+    restart_times: Mapping[str, float] = field(default_factory=dict)  # peer ip -> graceful-restart seconds
+    peers: dict[str, PeerRoutes] = field(default_factory=dict)
+
+    def apply(self, event: Mapping[str, Any], now: float) -> None:
+        neighbor = event.get("neighbor") or {}
+        peer = (neighbor.get("address") or {}).get("peer")
+        if not peer:
+            return
+        table = self.peers.setdefault(peer, PeerRoutes())
+        if event.get("type") == "state":
+            self._state(peer, table, str(neighbor.get("state")), now)
+        elif event.get("type") == "update":
+            message = neighbor.get("message") or {}
+            if "eor" in message:
+                table.stale.clear()
+                table.stale_until = None
+            update = message.get("update") or {}
+            if self._looped(update.get("attribute") or {}, neighbor):
+                return
+            for next_hop, nlris in ((update.get("announce") or {}).get("ipv4 unicast") or {}).items():
+                for nlri in nlris:
+                    prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
+                    table.routes[prefix] = next_hop
+                    table.stale.pop(prefix, None)
+            for nlri in (update.get("withdraw") or {}).get("ipv4 unicast") or []:
+                prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
+                table.routes.pop(prefix, None)
+                table.stale.pop(prefix, None)
+
+    def _state(self, peer: str, table: PeerRoutes, state: str, now: float) -> None:
+        if state == "down":
+            # Keep what it told us for its restart time; an unclean drop produces no withdraws.
+            table.stale.update(table.routes)
+            table.routes.clear()
+            table.stale_until = now + self.restart_times.get(peer, 0.0)
+
+    def _looped(self, attributes: Mapping[str, Any], neighbor: Mapping[str, Any]) -> bool:
+        if attributes.get("originator-id") == self.me.router_id:
+            return True
+        if self.me.cluster_id and self.me.cluster_id in (attributes.get("cluster-list") or []):
+            return True
+        peer_as = (neighbor.get("asn") or {}).get("peer")
+        ebgp = peer_as is not None and peer_as != self.me.local_as
+        path = attributes.get("as-path") or []
+        return ebgp and self.me.local_as in path
+
+    def expire(self, now: float) -> None:
+        for table in self.peers.values():
+            if table.stale_until is not None and now >= table.stale_until:
+                table.stale.clear()
+                table.stale_until = None
+
+    def best(self) -> dict[str, str]:
+        """One next hop per prefix: fresh over stale, then by peer address (a stable choice)."""
+        chosen: dict[str, tuple[int, str, str]] = {}
+        for peer, table in self.peers.items():
+            for rank, source in ((0, table.routes), (1, table.stale)):
+                for prefix, next_hop in source.items():
+                    candidate = (rank, peer, next_hop)
+                    if prefix not in chosen or candidate < chosen[prefix]:
+                        chosen[prefix] = candidate
+        return {prefix: next_hop for prefix, (_, _, next_hop) in chosen.items()}
