@@ -17,6 +17,9 @@ from tests.harness.netns import ip
 def test_pods_on_two_hosts_ping_through_vxlan(tmp_path: Path) -> None:
     with two_hosts(tmp_path, "vxlan", "10.110.0.0/16") as cluster:
         host_a, pod_a, pod_b = cluster.hosts["a"].netns, cluster.pod_netns["a"], cluster.pod_netns["b"]
+        # felix on b started last: its first apply, made when it became ready, already has the
+        # route to a's block through the device that same apply created.
+        assert "onlink" in ip("-n", cluster.hosts["b"].netns, "route", "show", "dev", "vxlan.calico").stdout
         deadline = time.monotonic() + 15
         while not ping(pod_a, cluster.pods["b"], count=1) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -72,21 +72,13 @@ class Dataplane:
         return plan
 
     async def _apply(self, desired: DesiredState) -> routes.RoutePlan:
-        links = await self.netlink.links()
-        if self._kernel is None:
-            self._kernel = await self.netlink.routes(FELIX_PROTO, links)
-            self.stats.full_reads += 1
-        kernel = self._kernel
-        wanted = {r.dst for r in desired.routes}
-        strays = [d for d in kernel if d not in wanted]
-        plan = routes.plan(
-            desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
-        )
+        # Devices first: routes through vxlan.calico or tunl0 need them to exist.
         sysctl.configure_host(self.sysctl_root)
         nat = (desired.nat_pools, desired.all_pools)
         if nat != self._nat_applied:
             await self._nat.apply(*nat)
             self._nat_applied = nat
+        links = await self.netlink.links()
         devices = (desired.ipip, desired.vxlan, desired.vteps)
         if devices != self._devices_applied:
             if desired.ipip is not None:
@@ -97,6 +89,15 @@ class Dataplane:
                 await self.netlink.sync_vteps(vxlan_index, desired.vteps)
             links = await self.netlink.links()
             self._devices_applied = devices
+        if self._kernel is None:
+            self._kernel = await self.netlink.routes(FELIX_PROTO, links)
+            self.stats.full_reads += 1
+        kernel = self._kernel
+        wanted = {r.dst for r in desired.routes}
+        strays = [d for d in kernel if d not in wanted]
+        plan = routes.plan(
+            desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
+        )
         for name in desired.workload_interfaces:
             link = links.get(name)
             if link is not None and (name, link.index) not in self._configured:
