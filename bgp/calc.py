@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration
+from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration, pool_containing
 from datastore.selector import Selector
 from ipam.block import AllocationBlock
 
@@ -190,10 +190,6 @@ def _announcements(
 ) -> set[str]:
     exported = [p for p in pools if not p.spec.disabled and not p.spec.disable_bgp_export]
 
-    def exportable(cidr: str) -> bool:
-        net = ipaddress.IPv4Network(cidr)
-        return any(net.subnet_of(p.network) for p in exported)
-
     out = {cidr for (owner, cidr), state in affinities.items() if owner == node and state == "confirmed"}
     for block in blocks:
         if block.host == node:
@@ -201,4 +197,4 @@ def _announcements(
         for ordinal, attr in block.used():
             if attr.attrs.get("node") == node:
                 out.add(f"{block.address(ordinal)}/32")  # borrowed: the owner's block route does not reach us
-    return {cidr for cidr in out if exportable(cidr)}
+    return {cidr for cidr in out if pool_containing(exported, cidr) is not None}

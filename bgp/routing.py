@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from datastore.models import IPPool
+from datastore.models import IPPool, pool_containing
 from felix.calc.model import IPIP_DEVICE, Route
 
 
@@ -32,8 +32,7 @@ def kernel_routes(
     for prefix, next_hop in best.items():
         if prefix in mine:
             continue
-        net = ipaddress.IPv4Network(prefix)
-        pool = next((p for p in pool_list if net.subnet_of(p.network)), None)
+        pool = pool_containing(pool_list, prefix)
         if pool is not None and pool.spec.vxlan_mode != "Never":
             continue
         ipip = pool is not None and (

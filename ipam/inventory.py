@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import KVStore
-from datastore.models import IPPool, Node, WorkloadEndpoint
+from datastore.models import IPPool, Node, WorkloadEndpoint, pool_containing
 from datastore.store import decode
 from ipam.block import AllocationBlock, Attribute
 from ipam.records import AffinityState, Handle, affinity_state
@@ -31,8 +31,7 @@ class Inventory:
     container_ids: frozenset[str]  # of every WorkloadEndpoint
 
     def pool_of(self, cidr: str) -> IPPool | None:
-        net = ipaddress.IPv4Network(cidr)
-        return next((p for p in self.pools if net.subnet_of(p.network)), None)
+        return pool_containing(self.pools, cidr)
 
 
 def load_inventory(kv: KVStore, layout: KeyLayout) -> Inventory:

@@ -13,7 +13,7 @@ from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_durat
 from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
 from datastore.models.felixconfig import FelixConfiguration, FelixConfigurationSpec
-from datastore.models.ippool import IPPool, IPPoolSpec, overlapping_pool
+from datastore.models.ippool import IPPool, IPPoolSpec, overlapping_pool, pool_containing
 from datastore.models.node import Node, NodeBGPSpec, NodeSpec
 from datastore.models.workload import WorkloadEndpoint, WorkloadEndpointSpec
 
@@ -56,6 +56,7 @@ __all__ = [
     "overlapping_pool",
     "parse_duration",
     "parse_resource",
+    "pool_containing",
     "validation_failure",
 ]
 

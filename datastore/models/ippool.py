@@ -55,6 +55,12 @@ class IPPool(Resource):
             raise ValueError(f"spec.blockSize: is immutable (was {old.spec.block_size})")
 
 
+def pool_containing(pools: Iterable[IPPool], cidr: str) -> IPPool | None:
+    """The pool that ``cidr`` (a block, an address/32) lies in, if any."""
+    net = ipaddress.IPv4Network(cidr)
+    return next((p for p in pools if net.subnet_of(p.network)), None)
+
+
 def overlapping_pool(pool: IPPool, others: Iterable[IPPool]) -> IPPool | None:
     """The first enabled pool among ``others`` (other names) whose CIDR overlaps ``pool``."""
     if pool.spec.disabled:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from datastore.errors import ValidationFailed
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import KeyValue
-from datastore.models import FelixConfiguration, IPPool, Node, Resource, WorkloadEndpoint
+from datastore.models import FelixConfiguration, IPPool, Node, Resource, WorkloadEndpoint, pool_containing
 from datastore.store import decode
 from felix.calc.model import (
     IPIP_DEVICE,
@@ -91,8 +91,7 @@ class ClusterState:
         return next((n for n in self.nodes.values() if n.name == name), None)
 
     def pool_of(self, cidr: str) -> IPPool | None:
-        net = ipaddress.IPv4Network(cidr)
-        return next((p for p in self.pools.values() if net.subnet_of(p.network)), None)
+        return pool_containing(self.pools.values(), cidr)
 
 
 def _put(table: dict[str, R], key: str, value: R | None) -> None:
