@@ -21,6 +21,7 @@ from felid.cni.protocol import (
     UNKNOWN_CONTAINER,
     CNIError,
     Invocation,
+    Plugin,
     datastore_config,
     ipam_result,
     node_name,
@@ -84,18 +85,8 @@ def ipam_check(invocation: Invocation) -> None:
         )
 
 
-def ipam_plugin(invocation: Invocation) -> Mapping[str, Any] | None:
-    if invocation.command == "ADD":
-        return ipam_add(invocation)
-    if invocation.command == "DEL":
-        ipam_del(invocation)
-    elif invocation.command == "CHECK":
-        ipam_check(invocation)
-    return None
-
-
 def main() -> int:
-    return run(ipam_plugin)
+    return run(Plugin(add=ipam_add, delete=ipam_del, check=ipam_check))
 
 
 if __name__ == "__main__":

@@ -155,6 +155,24 @@ def version_result(invocation: Invocation) -> dict[str, Any]:
     return {"cniVersion": requested, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
+@dataclass(frozen=True)
+class Plugin:
+    """A CNI plugin's three verbs; VERSION is answered by ``run`` itself."""
+
+    add: Callable[[Invocation], Mapping[str, Any]]
+    delete: Callable[[Invocation], None]
+    check: Callable[[Invocation], None]
+
+    def __call__(self, invocation: Invocation) -> Mapping[str, Any] | None:
+        if invocation.command == "ADD":
+            return self.add(invocation)
+        if invocation.command == "DEL":
+            self.delete(invocation)
+        elif invocation.command == "CHECK":
+            self.check(invocation)
+        return None
+
+
 def run(
     plugin: Callable[[Invocation], Mapping[str, Any] | None],
     environ: Mapping[str, str] | None = None,

@@ -26,6 +26,7 @@ from felid.cni.protocol import (
     UNKNOWN_CONTAINER,
     CNIError,
     Invocation,
+    Plugin,
     datastore_config,
     node_name,
     run,
@@ -152,7 +153,9 @@ async def _plumb(netlink: Netlink, wl: Workload, netns: str, address: str, mtu: 
         links = await netlink.links()
         # The pod is reachable now, before felix has even heard of it.
         route = Route(f"{address}/32", "local", ifname=wl.host_interface)
-        await netlink.replace_route(route, FELIX_PROTO, links[wl.host_interface].index)
+        await netlink.replace_routes(
+            [route], FELIX_PROTO, {wl.host_interface: links[wl.host_interface].index}
+        )
         return pod_mac
     except KernelError as exc:
         raise CNIError(DATAPLANE_FAILURE, str(exc)) from None
@@ -251,15 +254,5 @@ def cni_check(invocation: Invocation) -> None:
             )
 
 
-def workload_plugin(invocation: Invocation) -> Mapping[str, Any] | None:
-    if invocation.command == "ADD":
-        return cni_add(invocation)
-    if invocation.command == "DEL":
-        cni_del(invocation)
-    elif invocation.command == "CHECK":
-        cni_check(invocation)
-    return None
-
-
 def main() -> int:
-    return run(workload_plugin)
+    return run(Plugin(add=cni_add, delete=cni_del, check=cni_check))

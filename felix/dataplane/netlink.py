@@ -23,7 +23,6 @@ from felix.dataplane import rtnl
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
-RTNH_F_ONLINK = 4
 RTPROT_BOOT = 3
 NTF_SELF = 2  # an FDB entry of the VXLAN device itself, not of a bridge
 
@@ -106,26 +105,6 @@ class Netlink:
         if self._bulk is None:
             self._bulk = rtnl.Rtnl()
         return self._bulk
-
-    async def replace_route(self, route: Route, proto: int, ifindex: int | None) -> None:
-        ipr = await self._sock()
-        spec: dict[str, Any] = {"dst": route.dst, "proto": proto, "table": RT_TABLE_MAIN}
-        if route.kind == "blackhole":
-            spec["type"] = "blackhole"
-        else:
-            if ifindex is None:
-                raise KernelError(f"route {route.dst}: no interface {route.ifname}")
-            spec["oif"] = ifindex
-            if route.kind == "local":
-                spec["scope"] = RT_SCOPE_LINK
-            else:
-                spec["gateway"] = route.gateway
-                if route.onlink:
-                    spec["flags"] = RTNH_F_ONLINK
-        try:
-            await ipr.route("replace", **spec)
-        except NetlinkError as exc:
-            raise KernelError(f"replace route {route.dst}: {exc}") from None
 
     async def link_events(self) -> AsyncIterator[str]:
         """Names of links as they are created or change (a separate socket)."""
