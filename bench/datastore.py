@@ -12,20 +12,16 @@ error mapping.  Reported: best-of-R updates per second, sequential and with
 from __future__ import annotations
 
 import argparse
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pyetcd
 
-from datastore.config import DatastoreConfig
-from datastore.etcd import EtcdKV
+from bench.common import local_datastore
 from datastore.keys import KeyLayout
 from datastore.models import Node
 from datastore.store import ResourceStore, encode
-from felid.etcdserver import EtcdServer
 
 WRITERS = 4
 
@@ -86,37 +82,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.updates
-    with tempfile.TemporaryDirectory() as tmp:
-        etcd = EtcdServer(Path(tmp) / "etcd")
-        etcd.start()
-        try:
-            kv = EtcdKV(DatastoreConfig(etcd_endpoints=(etcd.url,)))
-            store = ResourceStore(kv, KeyLayout())
-            bare = pyetcd.client(host="127.0.0.1", port=etcd.client_port)
-            prefix = KeyLayout().kind_prefix(Node)
-            results: dict[str, list[float]] = {k: [] for k in ("layer-1", "bare-1", "layer-4", "bare-4")}
-            for _ in range(args.rounds):
-                results["bare-1"].append(timed([bare_writer(bare, prefix + "bare-seq", n)], n))
-                results["layer-1"].append(timed([layer_writer(store, "layer-seq", n)], n))
-                per = n // WRITERS
-                results["bare-4"].append(
-                    timed(
-                        [bare_writer(bare, f"{prefix}bare-{w}", per) for w in range(WRITERS)], per * WRITERS
-                    )
-                )
-                results["layer-4"].append(
-                    timed([layer_writer(store, f"layer-{w}", per) for w in range(WRITERS)], per * WRITERS)
-                )
-            best = {k: max(v) for k, v in results.items()}
-            print(f"etcd {etcd.url}, {n} CAS updates per measurement, best of {args.rounds} rounds")
-            print(f"{'':14}{'bare client':>14}{'felid layer':>14}{'ratio':>8}")
-            for label, suffix in (("sequential", "1"), (f"{WRITERS} writers", "4")):
-                b, la = best[f"bare-{suffix}"], best[f"layer-{suffix}"]
-                print(f"{label:14}{b:>11.0f}/s {la:>11.0f}/s {la / b:>7.2f}")
-            kv.close()
-            bare.close()
-        finally:
-            etcd.stop()
+    with local_datastore() as (etcd, store, _tmp):
+        bare = pyetcd.client(host="127.0.0.1", port=etcd.client_port)
+        prefix = KeyLayout().kind_prefix(Node)
+        results: dict[str, list[float]] = {k: [] for k in ("layer-1", "bare-1", "layer-4", "bare-4")}
+        for _ in range(args.rounds):
+            results["bare-1"].append(timed([bare_writer(bare, prefix + "bare-seq", n)], n))
+            results["layer-1"].append(timed([layer_writer(store, "layer-seq", n)], n))
+            per = n // WRITERS
+            results["bare-4"].append(
+                timed([bare_writer(bare, f"{prefix}bare-{w}", per) for w in range(WRITERS)], per * WRITERS)
+            )
+            results["layer-4"].append(
+                timed([layer_writer(store, f"layer-{w}", per) for w in range(WRITERS)], per * WRITERS)
+            )
+        best = {k: max(v) for k, v in results.items()}
+        print(f"etcd {etcd.url}, {n} CAS updates per measurement, best of {args.rounds} rounds")
+        print(f"{'':14}{'bare client':>14}{'felid layer':>14}{'ratio':>8}")
+        for label, suffix in (("sequential", "1"), (f"{WRITERS} writers", "4")):
+            b, la = best[f"bare-{suffix}"], best[f"layer-{suffix}"]
+            print(f"{label:14}{b:>11.0f}/s {la:>11.0f}/s {la / b:>7.2f}")
+        bare.close()
 
 
 if __name__ == "__main__":

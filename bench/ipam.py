@@ -17,20 +17,18 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyetcd
 
+from bench.common import local_datastore
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import Put
 from datastore.models import IPPool
-from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
 from ipam.allocator import BlockAllocator, pod_handle
 from ipam.records import IPAMConfig
 
@@ -118,50 +116,42 @@ def main() -> None:
     parser.add_argument("--cni-runs", type=int, default=30)
     args = parser.parse_args()
     n = args.allocations
-    with tempfile.TemporaryDirectory() as tmp:
-        etcd = EtcdServer(Path(tmp) / "etcd")
-        etcd.start()
-        try:
-            kv = EtcdKV(DatastoreConfig(etcd_endpoints=(etcd.url,)))
-            store = ResourceStore(kv, KeyLayout())
-            store.create(
-                IPPool.model_validate({"metadata": {"name": "bench"}, "spec": {"cidr": "10.128.0.0/12"}})
-            )
-            # One host takes all N addresses: lift the 20-block default so it need not borrow.
-            kv.commit([], [Put(IPAMKeys().config, IPAMConfig(max_blocks_per_host=0).to_json())])
-            raw1, _ = in_processes(raw_cas, [(etcd.url, "/bench/raw-0", n)])
-            one, retries1 = in_processes(allocate, [(etcd.url, "solo", n)])
-            per = n // HOSTS
-            raw8, _ = in_processes(raw_cas, [(etcd.url, f"/bench/raw-{h}", per) for h in range(HOSTS)])
-            eight, retries8 = in_processes(allocate, [(etcd.url, f"host{h}", per) for h in range(HOSTS)])
-            print(f"etcd {etcd.url}; {n} allocations per measurement, pool 10.128.0.0/12 with /26 blocks")
-            print(f"{'':12}{'raw CAS':>12}{'felid IPAM':>13}{'ratio':>8}{'CAS retries':>13}")
-            print(f"{'1 host':12}{raw1:>10.0f}/s{one:>11.0f}/s{one / raw1:>8.2f}{retries1:>13}")
-            print(f"{'8 hosts':12}{raw8:>10.0f}/s{eight:>11.0f}/s{eight / raw8:>8.2f}{retries8:>13}")
+    with local_datastore() as (etcd, store, tmp):
+        store.create(
+            IPPool.model_validate({"metadata": {"name": "bench"}, "spec": {"cidr": "10.128.0.0/12"}})
+        )
+        # One host takes all N addresses: lift the 20-block default so it need not borrow.
+        store.kv.commit([], [Put(IPAMKeys().config, IPAMConfig(max_blocks_per_host=0).to_json())])
+        raw1, _ = in_processes(raw_cas, [(etcd.url, "/bench/raw-0", n)])
+        one, retries1 = in_processes(allocate, [(etcd.url, "solo", n)])
+        per = n // HOSTS
+        raw8, _ = in_processes(raw_cas, [(etcd.url, f"/bench/raw-{h}", per) for h in range(HOSTS)])
+        eight, retries8 = in_processes(allocate, [(etcd.url, f"host{h}", per) for h in range(HOSTS)])
+        print(f"etcd {etcd.url}; {n} allocations per measurement, pool 10.128.0.0/12 with /26 blocks")
+        print(f"{'':12}{'raw CAS':>12}{'felid IPAM':>13}{'ratio':>8}{'CAS retries':>13}")
+        print(f"{'1 host':12}{raw1:>10.0f}/s{one:>11.0f}/s{one / raw1:>8.2f}{retries1:>13}")
+        print(f"{'8 hosts':12}{raw8:>10.0f}/s{eight:>11.0f}/s{eight / raw8:>8.2f}{retries8:>13}")
 
-            felid_ipam = str(Path(sys.executable).parent / "felid-ipam")
-            netconf = {
-                "cniVersion": "1.0.0",
-                "name": "bench",
-                "etcd_endpoints": etcd.url,
-                "nodename": "cni",
-                "ipam": {"type": "felid-ipam"},
-            }
-            ours = cni_latency(felid_ipam, netconf, args.cni_runs)
-            local = {
-                "cniVersion": "1.0.0",
-                "name": "bench",
-                "ipam": {"type": "host-local", "subnet": "10.250.0.0/16", "dataDir": f"{tmp}/host-local"},
-            }
-            theirs = cni_latency(HOST_LOCAL, local, args.cni_runs)
-            for label, times in (("felid-ipam", ours), ("host-local", theirs)):
-                median, p90 = statistics.median(times) * 1000, statistics.quantiles(times, n=10)[8] * 1000
-                print(f"CNI ADD {label:11} median {median:6.1f} ms   p90 {p90:6.1f} ms")
-            ratio = statistics.median(ours) / statistics.median(theirs)
-            print(f"felid-ipam / host-local median latency: {ratio:.1f}x")
-            kv.close()
-        finally:
-            etcd.stop()
+        felid_ipam = str(Path(sys.executable).parent / "felid-ipam")
+        netconf = {
+            "cniVersion": "1.0.0",
+            "name": "bench",
+            "etcd_endpoints": etcd.url,
+            "nodename": "cni",
+            "ipam": {"type": "felid-ipam"},
+        }
+        ours = cni_latency(felid_ipam, netconf, args.cni_runs)
+        local = {
+            "cniVersion": "1.0.0",
+            "name": "bench",
+            "ipam": {"type": "host-local", "subnet": "10.250.0.0/16", "dataDir": f"{tmp}/host-local"},
+        }
+        theirs = cni_latency(HOST_LOCAL, local, args.cni_runs)
+        for label, times in (("felid-ipam", ours), ("host-local", theirs)):
+            median, p90 = statistics.median(times) * 1000, statistics.quantiles(times, n=10)[8] * 1000
+            print(f"CNI ADD {label:11} median {median:6.1f} ms   p90 {p90:6.1f} ms")
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        print(f"felid-ipam / host-local median latency: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
