@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
-import logging
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
-from datastore.errors import ValidationFailed
-from datastore.keys import IPAMKeys, KeyLayout
-from datastore.kv import KeyValue
-from datastore.models import FelixConfiguration, IPPool, Node, Resource, WorkloadEndpoint, pool_containing
-from datastore.store import decode
+from datastore.cache import DatastoreCache
+from datastore.models import FelixConfiguration, IPPool, Node, WorkloadEndpoint, pool_containing
 from felix.calc.model import (
     IPIP_DEVICE,
     VTEP,
@@ -27,9 +21,6 @@ from felix.calc.model import (
     Route,
     VXLANDevice,
 )
-
-log = logging.getLogger(__name__)
-R = TypeVar("R", bound=Resource)
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
@@ -51,54 +42,27 @@ class HostFacts:
 
 
 @dataclass
-class ClusterState:
-    layout: KeyLayout
-    pools: dict[str, IPPool] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    endpoints: dict[str, WorkloadEndpoint] = field(default_factory=dict)  # by key
-    felix_configs: dict[str, FelixConfiguration] = field(default_factory=dict)
-    affinities: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, cidr) -> state
+class ClusterState(DatastoreCache):
+    """The datastore as felix reads it: pools, nodes, endpoints, FelixConfigurations, affinities."""
 
-    def apply(self, key: str, value: bytes | None) -> None:
-        """One Syncer update: ``value`` None means deleted."""
-        ipam = IPAMKeys(self.layout.prefix)
-        if key.startswith(ipam.hosts):
-            ident = (ipam.affinity_node(key), ipam.cidr_of(key))
-            if value is None:
-                self.affinities.pop(ident, None)
-            else:
-                self.affinities[ident] = str(json.loads(value).get("state", ""))
-            return
-        parsed = self.layout.parse(key)
-        if parsed is None:
-            return
-        resource: Resource | None = None
-        if value is not None:
-            try:
-                resource = decode(KeyValue(key, value, 0, 0))
-            except (ValidationFailed, ValueError) as exc:
-                log.error("ignoring invalid %s: %s", key, exc)
-        if parsed.kind is IPPool:
-            _put(self.pools, key, resource if isinstance(resource, IPPool) else None)
-        elif parsed.kind is Node:
-            _put(self.nodes, key, resource if isinstance(resource, Node) else None)
-        elif parsed.kind is WorkloadEndpoint:
-            _put(self.endpoints, key, resource if isinstance(resource, WorkloadEndpoint) else None)
-        elif parsed.kind is FelixConfiguration:
-            _put(self.felix_configs, key, resource if isinstance(resource, FelixConfiguration) else None)
+    @property
+    def pools(self) -> dict[str, IPPool]:
+        return self.of(IPPool)
 
-    def node_named(self, name: str) -> Node | None:
-        return next((n for n in self.nodes.values() if n.name == name), None)
+    @property
+    def nodes(self) -> dict[str, Node]:
+        return self.of(Node)
+
+    @property
+    def endpoints(self) -> dict[str, WorkloadEndpoint]:
+        return self.of(WorkloadEndpoint)
+
+    @property
+    def felix_configs(self) -> dict[str, FelixConfiguration]:
+        return self.of(FelixConfiguration)
 
     def pool_of(self, cidr: str) -> IPPool | None:
         return pool_containing(self.pools.values(), cidr)
-
-
-def _put(table: dict[str, R], key: str, value: R | None) -> None:
-    if value is None:
-        table.pop(key, None)
-    else:
-        table[key] = value
 
 
 def desired(state: ClusterState, host: HostFacts) -> DesiredState:

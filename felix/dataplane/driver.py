@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from felix.calc.model import FELIX_PROTO, DesiredState, Route
+from felix.calc.model import FELIX_PROTO, DesiredState
 from felix.dataplane import routes, sysctl
 from felix.dataplane.iptables import NatTable
 from felix.dataplane.netlink import KernelError, Netlink
+from felix.dataplane.routetable import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +42,22 @@ class Dataplane:
     clock: Callable[[], float] = time.monotonic
     stats: ApplyStats = field(default_factory=ApplyStats)
     _desired: DesiredState | None = None
-    _kernel: dict[str, Route | None] | None = None
-    _strays: routes.StrayClock = field(default_factory=routes.StrayClock)
+    table: RouteTable = field(init=False)
     _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
     _nat: NatTable = field(default_factory=NatTable)
     _nat_applied: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     _devices_applied: tuple[object, ...] | None = None
 
+    def __post_init__(self) -> None:
+        self.table = RouteTable(self.netlink, FELIX_PROTO, self.workload_prefix, self.clock)
+
     def set_desired(self, desired: DesiredState) -> None:
         self._desired = desired
+        self.table.set_routes(desired.routes)
 
     def invalidate(self) -> None:
         """Forget the kernel view: the next apply reads it back in full."""
-        self._kernel = None
+        self.table.invalidate()
         self._nat_applied = None
         self._devices_applied = None
 
@@ -89,31 +93,18 @@ class Dataplane:
                 await self.netlink.sync_vteps(vxlan_index, desired.vteps)
             links = await self.netlink.links()
             self._devices_applied = devices
-        if self._kernel is None:
-            self._kernel = await self.netlink.routes(FELIX_PROTO, links)
-            self.stats.full_reads += 1
-        kernel = self._kernel
-        wanted = {r.dst for r in desired.routes}
-        strays = [d for d in kernel if d not in wanted]
-        plan = routes.plan(
-            desired.routes, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
-        )
+        table = self.table
+        table.workload_prefix = self.workload_prefix
+        reads = table.full_reads
+        plan = await table.apply(links)
+        self.stats.full_reads += table.full_reads - reads
         for name in desired.workload_interfaces:
             link = links.get(name)
             if link is not None and (name, link.index) not in self._configured:
                 sysctl.configure_workload_interface(name, self.sysctl_root)
                 self._configured.add((name, link.index))
         self._configured = {(n, i) for n, i in self._configured if n in links and links[n].index == i}
-        if plan.replace:
-            await self.netlink.replace_routes(
-                plan.replace, FELIX_PROTO, {name: link.index for name, link in links.items()}
-            )
-            kernel.update((r.dst, r) for r in plan.replace)
-        if plan.delete:
-            await self.netlink.delete_routes(plan.delete, FELIX_PROTO)
-            for dst in plan.delete:
-                kernel.pop(dst, None)
-        self.stats.routes = len(kernel)
+        self.stats.routes = len(table)
         self.stats.replaced += len(plan.replace)
         self.stats.deleted += len(plan.delete)
         if plan.replace or plan.delete:
