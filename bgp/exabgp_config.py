@@ -55,6 +55,9 @@ def render(plan: BGPPlan, api_command: str) -> str:
             f"    local-as {plan.local_as};",
             f"    peer-as {session.peer_as};",
             f"    hold-time {_hold(session)};",
+            # The agent sends end-of-RIB itself, once this peer has been given everything
+            # (after an ExaBGP restart, before that would make the peer sweep our stale routes).
+            "    manual-eor true;",
         ]
         if session.peer_port != 179:
             lines.append(f"    connect {session.peer_port};")

@@ -23,11 +23,21 @@ class Identity:
     cluster_id: str | None = None
 
 
+@dataclass(frozen=True, order=True)
+class Path:
+    """A route as one peer gave it: the next hop and what route reflection needs to pass it on."""
+
+    next_hop: str
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+
+
 @dataclass
 class PeerRoutes:
-    routes: dict[str, str] = field(default_factory=dict)  # prefix -> next hop
-    stale: dict[str, str] = field(default_factory=dict)  # kept through a restart, until EOR or deadline
+    routes: dict[str, Path] = field(default_factory=dict)  # prefix -> path
+    stale: dict[str, Path] = field(default_factory=dict)  # kept through a restart, until EOR or deadline
     stale_until: float | None = None
+    eor: bool = False  # its end-of-RIB arrived since the session last came up
 
 
 @dataclass
@@ -49,13 +59,18 @@ class RIB:
             if "eor" in message:
                 table.stale.clear()
                 table.stale_until = None
+                table.eor = True
             update = message.get("update") or {}
-            if self._looped(update.get("attribute") or {}, neighbor):
+            attributes = update.get("attribute") or {}
+            if self._looped(attributes, neighbor):
                 return
+            originator = attributes.get("originator-id")
+            clusters = tuple(str(c) for c in attributes.get("cluster-list") or ())
             for next_hop, nlris in ((update.get("announce") or {}).get("ipv4 unicast") or {}).items():
+                path = Path(next_hop, originator, clusters)
                 for nlri in nlris:
                     prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
-                    table.routes[prefix] = next_hop
+                    table.routes[prefix] = path
                     table.stale.pop(prefix, None)
             for nlri in (update.get("withdraw") or {}).get("ipv4 unicast") or []:
                 prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
@@ -65,9 +80,17 @@ class RIB:
     def _state(self, peer: str, table: PeerRoutes, state: str, now: float) -> None:
         if state == "down":
             # Keep what it told us for its restart time; an unclean drop produces no withdraws.
+            if table.routes or table.stale_until is None:  # a second "down" does not extend the wait
+                table.stale_until = now + self.restart_times.get(peer, 0.0)
             table.stale.update(table.routes)
             table.routes.clear()
-            table.stale_until = now + self.restart_times.get(peer, 0.0)
+            table.eor = False
+        elif state == "up":
+            table.eor = False
+
+    def forget(self, peer: str) -> None:
+        """A session we no longer have: its routes go at once."""
+        self.peers.pop(peer, None)
 
     def _looped(self, attributes: Mapping[str, Any], neighbor: Mapping[str, Any]) -> bool:
         if attributes.get("originator-id") == self.me.router_id:
@@ -79,19 +102,39 @@ class RIB:
         path = attributes.get("as-path") or []
         return ebgp and self.me.local_as in path
 
-    def expire(self, now: float) -> None:
+    def all_down(self, now: float) -> None:
+        """Our ExaBGP died: every session dropped at once, with no events to say so."""
+        for peer, table in self.peers.items():
+            self._state(peer, table, "down", now)
+
+    def expire(self, now: float) -> bool:
+        """Drop stale routes whose graceful-restart time is over; whether any went."""
+        dropped = False
         for table in self.peers.values():
             if table.stale_until is not None and now >= table.stale_until:
+                dropped = dropped or bool(table.stale)
                 table.stale.clear()
                 table.stale_until = None
+        return dropped
 
-    def best(self) -> dict[str, str]:
-        """One next hop per prefix: fresh over stale, then by peer address (a stable choice)."""
-        chosen: dict[str, tuple[int, str, str]] = {}
+    def has_stale(self) -> bool:
+        return any(table.stale for table in self.peers.values())
+
+    def best_paths(self) -> dict[str, tuple[str, Path]]:
+        """One (peer, path) per prefix: fresh over stale, then shortest cluster list, then by peer."""
+        chosen: dict[str, tuple[int, int, str, Path]] = {}
         for peer, table in self.peers.items():
             for rank, source in ((0, table.routes), (1, table.stale)):
-                for prefix, next_hop in source.items():
-                    candidate = (rank, peer, next_hop)
+                for prefix, path in source.items():
+                    candidate = (rank, len(path.cluster_list), peer, path)
                     if prefix not in chosen or candidate < chosen[prefix]:
                         chosen[prefix] = candidate
-        return {prefix: next_hop for prefix, (_, _, next_hop) in chosen.items()}
+        return {prefix: (peer, path) for prefix, (_, _, peer, path) in chosen.items()}
+
+    def best(self) -> dict[str, str]:
+        """One next hop per prefix (see ``best_paths``)."""
+        return {prefix: path.next_hop for prefix, (_, path) in self.best_paths().items()}
+
+    def received(self, peer: str) -> int:
+        table = self.peers.get(peer)
+        return len(table.routes) if table else 0

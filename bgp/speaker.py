@@ -5,12 +5,18 @@ inside a network namespace), serves the unix socket the bridge connects to,
 queues commands until the bridge is there, and hands every JSON event ExaBGP
 reports to ``events``.  Peer changes are applied by rewriting the file and
 SIGUSR1, ExaBGP's reload, which leaves unchanged sessions up.
+
+``stop`` kills ExaBGP without a NOTIFICATION, and ExaBGP dies with the agent
+(parent-death signal): to every peer that is a restart, during which graceful
+restart keeps our routes.  A node that leaves the cluster is a deleted Node,
+whose sessions the other nodes then remove.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -23,6 +29,13 @@ from bgp.calc import BGPPlan
 from bgp.exabgp_config import environment, render
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the agent goes (``ip netns exec`` keeps it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ExaBGPSpeaker:
@@ -39,8 +52,23 @@ class ExaBGPSpeaker:
         self._pending: list[str] = []
         self._server: asyncio.Server | None = None
         self.connected = asyncio.Event()
+        self.bridge_lost = False  # the API bridge was there and went: this ExaBGP is no use any more
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None and not self.bridge_lost
 
     async def start(self, plan: BGPPlan) -> None:
+        """Start ExaBGP for ``plan``; commands sent before its bridge connects are queued."""
+        if self.process is not None or self._server is not None:
+            await self.stop()  # a restart: what was queued for the old process is void
+        self.bridge_lost = False
+        while not self.events.empty():
+            self.events.get_nowait()  # the previous process's news
         self.workdir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -52,7 +80,12 @@ class ExaBGPSpeaker:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         out = open(self.workdir / "exabgp.out", "ab")  # noqa: SIM115 - the child keeps it open
         self.process = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL
+            *argv,
+            env=env,
+            stdout=out,
+            stderr=out,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         out.close()
 
@@ -85,7 +118,9 @@ class ExaBGPSpeaker:
                     self.events.put_nowait(event)
         finally:
             self.connected.clear()
-            self._writer = None
+            if self._writer is writer:
+                self._writer = None
+                self.bridge_lost = True
 
     async def send(self, command: str) -> None:
         """One API command (``announce route ...``); queued while the bridge is away."""
@@ -100,11 +135,13 @@ class ExaBGPSpeaker:
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+            self.process.kill()
+            await self.process.wait()
         if self._server is not None:
             self._server.close()
+            self._server = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._pending.clear()
+        self.connected.clear()

@@ -10,6 +10,7 @@ config file, default.
 
 from __future__ import annotations
 
+import argparse
 import types
 import typing
 from collections.abc import Mapping
@@ -99,6 +100,17 @@ def resolve(
         name = str(err["loc"][0]) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
         raise ValidationFailed(sources.get(name, name), f"{message} (got {err.get('input')!r})") from None
+
+
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[Settings]) -> None:
+    """One command-line flag per setting of ``cls``; unset flags stay None (lower sources apply)."""
+    for name, field in cls.model_fields.items():
+        if field.annotation is bool:
+            parser.add_argument(
+                cls.flag_name(name), dest=name, action="store_const", const=True, help=field.description
+            )
+        else:
+            parser.add_argument(cls.flag_name(name), dest=name, metavar="VALUE", help=field.description)
 
 
 def reference_table(cls: type[Settings], flags: bool = True) -> str:

@@ -1,28 +1,34 @@
-"""/liveness and /readiness over plain HTTP on asyncio: no thread, no framework."""
+"""A minimal HTTP/1.1 server on asyncio for health, status and metrics: no thread, no framework."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+Response = tuple[int, str, bytes]  # status, content type, body
+Handler = Callable[[], Response]
+
+REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+TEXT = "text/plain; charset=utf-8"
 
 
-async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> asyncio.Server:
+async def serve_http(host: str, port: int, handlers: Mapping[str, Handler]) -> asyncio.Server:
+    """GET ``path`` answers ``handlers[path]()``; anything else is a 404 listing the paths."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace").split()
-            path = request[1] if len(request) > 1 else ""
-            if path == "/liveness":
-                status, body = "200 OK", "live\n"
-            elif path == "/readiness":
-                status, body = (
-                    ("200 OK", "ready\n") if ready() else ("503 Service Unavailable", "not ready\n")
-                )
+            path = request[1].split("?", 1)[0] if len(request) > 1 else ""
+            handler = handlers.get(path)
+            if handler is None:
+                status, kind, body = 404, TEXT, f"try {' or '.join(sorted(handlers))}\n".encode()
             else:
-                status, body = "404 Not Found", "try /liveness or /readiness\n"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n{body}".encode()
+                status, kind, body = handler()
+            head = (
+                f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             )
+            writer.write(head.encode() + body)
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
@@ -30,3 +36,15 @@ async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> async
             writer.close()
 
     return await asyncio.start_server(handle, host, port)
+
+
+def health_handlers(ready: Callable[[], bool]) -> dict[str, Handler]:
+    """/liveness (the process answers) and /readiness (``ready()``)."""
+    return {
+        "/liveness": lambda: (200, TEXT, b"live\n"),
+        "/readiness": lambda: (200, TEXT, b"ready\n") if ready() else (503, TEXT, b"not ready\n"),
+    }
+
+
+async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> asyncio.Server:
+    return await serve_http(host, port, health_handlers(ready))

@@ -16,7 +16,7 @@ from datastore.errors import AlreadyExists, BatchItemFailed, DatastoreError, Not
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import API_VERSION, ClusterInformation, Resource
-from datastore.settings import resolve
+from datastore.settings import add_flags, resolve
 from datastore.store import ResourceStore, WriteMode
 from felid import __version__
 from felid.ctl.documents import DocumentError, read_documents
@@ -38,10 +38,7 @@ def add_datastore_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"datastore config file (default {DEFAULT_CONFIG_FILE} if present)",
     )
-    for name, field in DatastoreConfig.model_fields.items():
-        group.add_argument(
-            DatastoreConfig.flag_name(name), dest=name, metavar="VALUE", help=field.description
-        )
+    add_flags(group, DatastoreConfig)
 
 
 def datastore_config(args: argparse.Namespace, environ: dict[str, str]) -> DatastoreConfig:

@@ -128,6 +128,15 @@ class Netlink:
                 return links[msg.get("oif")]
         return None
 
+    async def address_link(self, address: str) -> Link | None:
+        """The link that holds IPv4 ``address``: the NIC the node's BGP address is on."""
+        ipr = await self._sock()
+        links = {link.index: link for link in (await self.links()).values()}
+        async for msg in await ipr.addr("dump", family=socket.AF_INET):
+            if msg.get("address") == address and msg["index"] in links:
+                return links[msg["index"]]
+        return None
+
     # -- VXLAN ---------------------------------------------------------------------
 
     async def ensure_vxlan(self, device: VXLANDevice, parent_index: int | None) -> int:

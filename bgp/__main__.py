@@ -1,0 +1,80 @@
+"""``felid-bgp`` / ``python -m bgp``: settings from flags and the environment, then run the agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+
+from bgp.agent import BGPAgent
+from bgp.config import BGPSettings
+from datastore.config import DatastoreConfig
+from datastore.errors import DatastoreError, NotFound, ValidationFailed
+from datastore.etcd import EtcdKV
+from datastore.keys import KeyLayout
+from datastore.models import Node
+from datastore.settings import add_flags, resolve
+from datastore.store import ResourceStore
+
+REFLECTOR_LABEL = "route-reflector"
+
+
+def make_reflector(store: ResourceStore, name: str, cluster_id: str, address: str | None) -> Node:
+    """This Node as a route reflector: its cluster ID and a label BGPPeers can select it by."""
+    try:
+        node = store.get(Node, name)
+    except NotFound:
+        node = Node.model_validate({"metadata": {"name": name}})
+    data = node.model_dump(by_alias=True, exclude_none=True)
+    bgp = data["spec"].setdefault("bgp", {})
+    if "ipv4Address" not in bgp:
+        if address is None:
+            raise ValidationFailed(f"Node {name}", "has no BGP address: give --address (192.0.2.10/24)")
+        bgp["ipv4Address"] = address
+    bgp["routeReflectorClusterID"] = cluster_id
+    data["metadata"].setdefault("labels", {})[REFLECTOR_LABEL] = "true"
+    return store.apply(Node.model_validate(data))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="felid-bgp", description="felid's BGP agent (ExaBGP underneath)")
+    add_flags(parser, BGPSettings)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    node = environ.get("FELID_NODENAME") or socket.gethostname()
+    try:
+        datastore = resolve(DatastoreConfig, environ=environ)
+        flags = {name: getattr(args, name) for name in BGPSettings.model_fields}
+        settings = resolve(BGPSettings, flags=flags, environ=environ)
+        if settings.route_reflector and settings.cluster_id is None:
+            raise ValidationFailed("--cluster-id", "a route reflector needs a cluster ID (e.g. 244.0.0.1)")
+    except ValidationFailed as exc:
+        print(f"felid-bgp: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=getattr(logging, settings.log_severity.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pyroute2").setLevel(logging.INFO)
+    if settings.route_reflector and settings.cluster_id is not None:
+        kv = EtcdKV(datastore)
+        try:
+            store = ResourceStore(kv, KeyLayout(datastore.etcd_prefix))
+            make_reflector(store, node, settings.cluster_id, settings.address)
+        except (ValidationFailed, DatastoreError) as exc:
+            print(f"felid-bgp: cannot make {node} a route reflector: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            kv.close()
+    try:
+        asyncio.run(BGPAgent(node, datastore, settings).run())
+    except KeyboardInterrupt:
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The bgp agent: datastore -> BGP plan -> ExaBGP; ExaBGP's news -> RIB -> kernel routes.
+
+One reconcile step does everything, so nothing races: it restarts a dead
+ExaBGP, applies peer changes (a reload keeps unchanged sessions up), sends each
+session the difference between what it should carry and what it was given,
+sends end-of-RIB to sessions that came up, and programs the best learned routes
+under protocol 186.  Routes are only removed from the kernel once every
+session has sent its end-of-RIB (or the longest graceful-restart time has
+passed), so restarting the agent or ExaBGP removes no route anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from bgp.adjribout import AdjRibOut, commands, desired
+from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, plan_bgp
+from bgp.config import BGPSettings
+from bgp.metrics import BGPMetrics
+from bgp.rib import RIB, Identity
+from bgp.routing import kernel_routes
+from bgp.speaker import ExaBGPSpeaker
+from bgp.status import SessionStatus
+from datastore.cache import DatastoreCache
+from datastore.config import DatastoreConfig
+from datastore.etcd import EtcdKV
+from datastore.keys import IPAMKeys, KeyLayout
+from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
+from datastore.syncer import InSync, Syncer
+from felix.calc.model import BGP_PROTO
+from felix.dataplane.netlink import KernelError, Netlink
+from felix.dataplane.routetable import RouteTable
+from felix.health import TEXT, Response, health_handlers, serve_http
+from ipam.block import AllocationBlock
+
+log = logging.getLogger("bgp")
+
+TICK = 0.5  # seconds between checks of ExaBGP's health, stale routes and deferred end-of-RIBs
+EOR_DEFERRAL = 10.0  # a reflector waits this long for its other peers before sending end-of-RIB anyway
+RETRY_FAILED_APPLY = 1.0
+
+
+@dataclass
+class BGPAgent:
+    node: str
+    datastore: DatastoreConfig
+    settings: BGPSettings
+    netns: str | None = None  # run ExaBGP in this namespace (tests); normally the agent's own
+    metrics: BGPMetrics = field(default_factory=BGPMetrics)
+
+    def __post_init__(self) -> None:
+        self.layout = KeyLayout(self.datastore.etcd_prefix)
+        self.cache = DatastoreCache(self.layout)
+        self.netlink = Netlink()
+        self.table = RouteTable(self.netlink, BGP_PROTO)
+        self.speaker = ExaBGPSpeaker(self.settings.run_dir, self.node, self.netns, self.settings.exabgp)
+        self.status = SessionStatus()
+        self.rib = RIB(Identity("0.0.0.0", 0))
+        self.plan: BGPPlan | None = None
+        self.sent: AdjRibOut = {}  # what each session's ExaBGP neighbor holds from us
+        self.eor_sent: set[str] = set()
+        self.speaker_started = 0.0
+        self.kernel_synced = False  # every session gave its end-of-RIB once: deleting is safe now
+        self._kick = asyncio.Event()
+        self._in_sync = asyncio.Event()
+        self._blocks: dict[str, tuple[bytes, AllocationBlock | None]] = {}
+        self._nic: tuple[str, str] | None = None  # (address, interface)
+        self._unprogrammed_since: float | None = None
+
+    # -- tasks ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        kv = EtcdKV(self.datastore)
+        ipam = IPAMKeys(self.layout.prefix)
+        syncer = Syncer(kv, [self.layout.resources, ipam.hosts, ipam.blocks])
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._consume(syncer), name="syncer")
+                tasks.create_task(self._control(), name="control")
+                tasks.create_task(self._events(), name="exabgp-events")
+                tasks.create_task(self._ticker(), name="ticker")
+        finally:
+            await self.speaker.stop()
+            kv.close()
+            self.netlink.close()
+
+    async def _consume(self, syncer: Syncer) -> None:
+        async for item in syncer.updates():
+            if isinstance(item, InSync):
+                self._in_sync.set()
+            else:
+                self.cache.apply(item.key, item.value)
+            if self._in_sync.is_set():
+                self._kick.set()
+        raise RuntimeError("the Syncer stopped")
+
+    async def _control(self) -> None:
+        await self._in_sync.wait()
+        if self.settings.metrics_port:
+            await serve_http(self.settings.metrics_host, self.settings.metrics_port, self._handlers())
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._reconcile()
+            except KernelError as exc:
+                log.error("programming routes failed, retrying: %s", exc)
+                self.table.invalidate()
+                await asyncio.sleep(RETRY_FAILED_APPLY)
+                self._kick.set()
+
+    async def _events(self) -> None:
+        while True:
+            event = await self.speaker.events.get()
+            self.rib.apply(event, time.monotonic())
+            self.status.apply(event, time.time())
+            if event.get("type") == "update" and self._unprogrammed_since is None:
+                self._unprogrammed_since = time.perf_counter()
+            self._kick.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            if self.plan is None:
+                continue
+            expired = self.rib.expire(time.monotonic())
+            waiting_eor = any(self.status.established(p) for p in self.sent if p not in self.eor_sent)
+            if expired or waiting_eor or not self.speaker.alive or not self.kernel_synced:
+                self._kick.set()
+
+    # -- one reconcile step --------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        plan = self._compute_plan()
+        if plan is None:
+            if self.plan is None:
+                log.warning("node %s has no Node with a BGP address yet: nothing to do", self.node)
+            return
+        await self._apply_plan(plan)
+        await self._send_routes(plan)
+        await self._send_eors(plan)
+        await self._program(plan)
+        self._update_metrics(plan)
+
+    def _compute_plan(self) -> BGPPlan | None:
+        return plan_bgp(
+            self.node,
+            nodes=self.cache.of(Node).values(),
+            configs=self.cache.of(BGPConfiguration).values(),
+            peers=self.cache.of(BGPPeer).values(),
+            pools=self.cache.of(IPPool).values(),
+            affinities=self.cache.affinities,
+            blocks=self._decoded_blocks(),
+        )
+
+    def _decoded_blocks(self) -> list[AllocationBlock]:
+        """Blocks decoded once per stored version (only borrowed addresses need them)."""
+        decoded = {}
+        for cidr, raw in self.cache.blocks.items():
+            known = self._blocks.get(cidr)
+            decoded[cidr] = known if known is not None and known[0] is raw else (raw, _block(raw))
+        self._blocks = decoded
+        return [block for _, block in decoded.values() if block is not None]
+
+    async def _apply_plan(self, plan: BGPPlan) -> None:
+        old = self.plan
+        self.rib.me = Identity(plan.router_id, plan.local_as, plan.cluster_id)
+        self.rib.restart_times = {s.peer_ip: float(s.timers.restart_time) for s in plan.sessions}
+        self.status.configure(plan, time.time())
+        if old is None or not self.speaker.alive or _identity(plan) != _identity(old):
+            if old is not None:
+                why = "died" if not self.speaker.alive else "changed identity"
+                log.warning("ExaBGP %s: starting it again", why)
+                self.metrics.exabgp_restarts.inc()
+            await self._start_speaker(plan)
+        elif plan.sessions != old.sessions:
+            before = {s.peer_ip: s for s in old.sessions}
+            after = {s.peer_ip: s for s in plan.sessions}
+            for peer, session in before.items():
+                if after.get(peer) != session:
+                    # Removed or redefined: ExaBGP's neighbor is new, so it is given everything when up.
+                    self.sent.pop(peer, None)
+                    self.eor_sent.discard(peer)
+                if peer not in after:
+                    self.rib.forget(peer)
+            log.info("BGP sessions changed: %d -> %d; reloading ExaBGP", len(before), len(after))
+            await self.speaker.reconfigure(plan)
+        self.plan = plan
+
+    async def _start_speaker(self, plan: BGPPlan) -> None:
+        now = time.monotonic()
+        self.rib.all_down(now)
+        self.status.reset(time.time())
+        await self.speaker.stop()
+        # Its neighbors exist from the configuration on: they get everything, queued till the bridge is up.
+        self.sent = {s.peer_ip: {} for s in plan.sessions}
+        self.eor_sent = set()
+        await self.speaker.start(plan)
+        self.speaker_started = now
+        log.info("ExaBGP started (pid %s) with %d session(s)", self.speaker.pid, len(plan.sessions))
+
+    async def _send_routes(self, plan: BGPPlan) -> None:
+        wanted = desired(plan, self.rib.best_paths())
+        for peer in wanted:
+            if peer not in self.sent and self.status.established(peer):
+                self.sent[peer] = {}  # added by a reload and now up: it starts from nothing
+        active = {peer: table for peer, table in wanted.items() if peer in self.sent}
+        for line in commands(self.sent, active):
+            await self.speaker.send(line)
+        self.sent.update(active)
+
+    async def _send_eors(self, plan: BGPPlan) -> None:
+        for peer in sorted(self.sent):
+            if peer not in self.eor_sent and self.status.established(peer) and self._eor_ready(plan, peer):
+                await self.speaker.send(f"neighbor {peer} announce eor ipv4 unicast")
+                self.eor_sent.add(peer)
+
+    def _eor_ready(self, plan: BGPPlan, peer: str) -> bool:
+        """A reflector first hears its other peers out, so it does not end a client's restart early."""
+        if plan.cluster_id is None or time.monotonic() - self.speaker_started > EOR_DEFERRAL:
+            return True
+        others = [s.peer_ip for s in plan.sessions if s.peer_ip != peer and s.peer_as == plan.local_as]
+        return all(self._eor_received(p) for p in others)
+
+    def _eor_received(self, peer: str) -> bool:
+        table = self.rib.peers.get(peer)
+        return self.status.established(peer) and table is not None and table.eor
+
+    async def _program(self, plan: BGPPlan) -> None:
+        me = self.cache.node_named(self.node)
+        address = str(me.spec.bgp.ipv4_address) if me and me.spec.bgp and me.spec.bgp.ipv4_address else None
+        if address is None:
+            return
+        nic = await self._nic_of(address)
+        if nic is None:
+            log.error("no interface holds this node's address %s: learned routes wait", address)
+            return
+        routes = kernel_routes(
+            self.rib.best(),
+            pools=self.cache.of(IPPool).values(),
+            node_address=address,
+            nic=nic,
+            own=plan.announce,
+        )
+        self.table.set_routes(routes)
+        if not self.kernel_synced:
+            longest = max((s.timers.restart_time for s in plan.sessions), default=DEFAULT_RESTART_TIME)
+            everyone = all(self._eor_received(s.peer_ip) for s in plan.sessions)
+            if everyone or time.monotonic() - self.speaker_started > longest:
+                log.info("every BGP session is in sync: stale kernel routes may go now")
+                self.kernel_synced = True
+        links = await self.netlink.links()
+        result = await self.table.apply(links, delete=self.kernel_synced)
+        if result.replace or result.delete:
+            log.info("kernel: %d learned route(s) set, %d removed", len(result.replace), len(result.delete))
+        if self._unprogrammed_since is not None:
+            self.metrics.program_time.observe(time.perf_counter() - self._unprogrammed_since)
+            self._unprogrammed_since = None
+
+    async def _nic_of(self, address: str) -> str | None:
+        ip = address.split("/", maxsplit=1)[0]
+        if self._nic is None or self._nic[0] != ip:
+            link = await self.netlink.address_link(ip)
+            if link is None:
+                return None
+            self._nic = (ip, link.name)
+        return self._nic[1]
+
+    # -- what it tells the world ---------------------------------------------------------
+
+    def _update_metrics(self, plan: BGPPlan) -> None:
+        states = {"up": 0, "start": 0}
+        for session in plan.sessions:
+            up = self.status.established(session.peer_ip)
+            states["up" if up else "start"] += 1
+        for state, count in states.items():
+            self.metrics.sessions.labels(state).set(count)
+        self.metrics.received.clear()
+        self.metrics.advertised.clear()
+        for session in plan.sessions:
+            peer = session.peer_ip
+            self.metrics.received.labels(peer).set(self.rib.received(peer))
+            self.metrics.advertised.labels(peer).set(len(self.sent.get(peer, {})))
+        self.metrics.kernel_routes.set(len(self.table))
+
+    def status_document(self) -> dict[str, Any]:
+        plan = self.plan
+        if plan is None:
+            return {"node": self.node, "running": True, "peers": []}
+        received = {p: self.rib.received(p) for p in self.rib.peers}
+        advertised = {p: len(t) for p, t in self.sent.items()}
+        return {
+            "node": self.node,
+            "running": True,
+            "routerID": plan.router_id,
+            "asNumber": plan.local_as,
+            "clusterID": plan.cluster_id,
+            "exabgpPID": self.speaker.pid,
+            "peers": [
+                {
+                    "address": row.address,
+                    "type": row.kind,
+                    "state": row.state,
+                    "since": row.since,
+                    "info": row.info,
+                    "received": row.received,
+                    "advertised": row.advertised,
+                }
+                for row in self.status.rows(plan, received, advertised)
+            ],
+        }
+
+    def ready(self) -> bool:
+        plan = self.plan
+        return plan is not None and all(self.status.established(s.peer_ip) for s in plan.sessions)
+
+    def _handlers(self) -> Mapping[str, Any]:
+        def status() -> Response:
+            return 200, "application/json", json.dumps(self.status_document()).encode()
+
+        def metrics() -> Response:
+            return 200, TEXT, generate_latest(self.metrics.registry)
+
+        return {**health_handlers(self.ready), "/status": status, "/metrics": metrics}
+
+
+def _identity(plan: BGPPlan) -> tuple[str, int, int]:
+    """What ExaBGP cannot change by a reload: its address, AS and port."""
+    return plan.router_id, plan.local_as, plan.listen_port
+
+
+def _block(raw: bytes) -> AllocationBlock | None:
+    try:
+        return AllocationBlock.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring an unreadable IPAM block: %s", exc)
+        return None

@@ -1,0 +1,57 @@
+"""The bgp agent's settings, declared once (documented in docs/configuration.md from here)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from datastore.settings import Settings
+
+
+class BGPSettings(Settings):
+    ENV_PREFIX: ClassVar[str] = "FELID_BGP_"
+
+    run_dir: Path = Field(
+        default=Path("/var/run/felid/bgp"),
+        description="Where ExaBGP's configuration, API socket and logs live (one directory per agent).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of the /metrics, /status and health server."
+    )
+    metrics_port: int = Field(
+        default=9092, ge=0, le=65535, description="Port of that server (0: do not serve)."
+    )
+    route_reflector: bool = Field(
+        default=False,
+        description="Run as a route reflector: this Node gets the cluster ID and label route-reflector=true.",
+    )
+    cluster_id: str | None = Field(
+        default=None, description="Route reflector cluster ID (an IPv4 address form); with route_reflector."
+    )
+    address: str | None = Field(
+        default=None,
+        description="With route_reflector: this node's BGP address (192.0.2.10/24) if its Node has none.",
+    )
+    exabgp: str | None = Field(
+        default=None, description="The ExaBGP executable (default: the one installed beside felid)."
+    )
+    log_severity: Literal["Debug", "Info", "Warning", "Error"] = Field(
+        default="Info", description="Lowest severity logged to stderr."
+    )
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _dotted(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.IPv4Address(value)
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _interface(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.IPv4Interface(value)
+        return value
