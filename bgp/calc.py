@@ -90,6 +90,10 @@ def _applies_to(peer: BGPPeer, me: Node) -> bool:
     return True
 
 
+def _selects(selector: str | None, node: Node) -> bool:
+    return selector is not None and Selector.parse(selector).matches(node.metadata.labels)
+
+
 def _seconds(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration)
 
@@ -144,8 +148,6 @@ def plan_bgp(
             if session is not None:
                 sessions[session.peer_ip] = session
     for peer in sorted(peers, key=lambda p: p.name):
-        if not _applies_to(peer, me):
-            continue
         spec = peer.spec
         kind: PeerType = "global" if spec.node is None and spec.node_selector is None else "node specific"
         timers = Timers(
@@ -153,6 +155,14 @@ def plan_bgp(
             hold=_seconds(spec.hold_time),
             restart_time=int(_seconds(spec.max_restart_time) or DEFAULT_RESTART_TIME),
         )
+        if _selects(spec.peer_selector, me):
+            # The other end of a node-to-node BGPPeer: as in Calico, a node selected by a
+            # peerSelector peers back with every node the BGPPeer applies to.
+            for other in by_name.values():
+                if _applies_to(peer, other) and (back := session_with(other, kind, spec.password, timers)):
+                    sessions.setdefault(back.peer_ip, back)
+        if not _applies_to(peer, me):
+            continue
         if spec.peer_address is not None and spec.as_number is not None:
             if spec.peer_address != my_ip:
                 sessions[spec.peer_address] = Session(

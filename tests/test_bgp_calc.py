@@ -121,6 +121,10 @@ def test_route_reflectors() -> None:
     }
     reflector = plan("rr1", nodes=nodes, configs=configs, peers=peers)
     assert reflector.cluster_id == "224.0.0.1"
+    # Calico's one-BGPPeer set-up: every node peers with the reflectors, and they peer back.
+    only_to_rrs = plan("rr1", nodes=nodes, configs=configs, peers=peers[:1])
+    assert only_to_rrs.sessions == reflector.sessions
+    assert plan("c1", nodes=nodes, configs=configs, peers=peers[:1]).sessions == client.sessions
     assert {(s.peer_node, s.kind, s.rr_client) for s in reflector.sessions} == {
         ("rr2", "route reflector", False),
         ("c1", "route reflector client", True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.harness.bgp import (
     start_agents,
     wait_until,
 )
+from tests.harness.hosts import BIN
 
 BLOCK_SIZE = 28
 POOL = {
@@ -137,3 +139,136 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
 def all_established(agent: BGPProcess) -> bool:
     status = agent.status()
     return bool(status and status["peers"] and all(p["state"] == "up" for p in status["peers"]))
+
+
+MESH_OFF = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "BGPConfiguration",
+    "metadata": {"name": "default"},
+    "spec": {"nodeToNodeMeshEnabled": False},
+}
+TO_REFLECTORS = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "BGPPeer",
+    "metadata": {"name": "peer-with-route-reflectors"},
+    "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+}
+CLUSTER_ID = "244.0.0.1"
+
+
+def test_one_route_reflector_with_the_mesh_off(tmp_path: Path) -> None:
+    with lab(tmp_path, 4) as cluster:
+        clients, reflector = cluster.hosts[:3], cluster.hosts[3]
+        apply(cluster, POOL, MESH_OFF, TO_REFLECTORS, *(node_doc(h) for h in clients))
+        worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        rr = BGPProcess(
+            reflector,
+            cluster.etcd.url,
+            tmp_path,
+            "--route-reflector",
+            "--cluster-id",
+            CLUSTER_ID,
+            "--address",
+            reflector.interface,
+        )
+        try:
+            blocks = {h.node: worker.claim(h.node)["block"] for h in clients}
+            rr.start()
+            with running([rr, *start_agents(cluster, tmp_path, clients)]) as agents:
+                for host in clients:
+                    want = {blocks[o.node]: o.address for o in clients if o is not host}
+                    wait_until(
+                        lambda h=host, w=want: learned(h) == w, 15, f"{host.node} learns via the reflector"
+                    )
+                assert learned(reflector) == {blocks[h.node]: h.address for h in clients}
+                for agent in agents[1:]:
+                    status = agent.status()
+                    assert status is not None
+                    assert [(p["address"], p["type"], p["state"]) for p in status["peers"]] == [
+                        (reflector.address, "route reflector", "up")
+                    ]
+                status = rr.status()
+                assert status is not None and status["clusterID"] == CLUSTER_ID
+                assert sorted(p["type"] for p in status["peers"]) == ["route reflector client"] * 3
+        finally:
+            worker.close()
+
+
+def test_two_reflectors_one_killed_loses_no_route(tmp_path: Path) -> None:
+    with lab(tmp_path, 5) as cluster:
+        clients, reflectors = cluster.hosts[:3], cluster.hosts[3:]
+        rr_docs = [
+            node_doc(h, routeReflectorClusterID=CLUSTER_ID, labels={"route-reflector": "true"})
+            for h in reflectors
+        ]
+        apply(cluster, POOL, MESH_OFF, TO_REFLECTORS, *(node_doc(h) for h in clients), *rr_docs)
+        worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        try:
+            blocks = {h.node: worker.claim(h.node)["block"] for h in clients}
+            with running(start_agents(cluster, tmp_path)) as agents:
+                want = {h.node: {blocks[o.node]: o.address for o in clients if o is not h} for h in clients}
+                wait_until(lambda: all(learned(h) == want[h.node] for h in clients), 15, "convergence")
+                wait_until(lambda: all(all_established(a) for a in agents[:3]), 10, "clients up with both")
+                with route_deletions(clients) as deleted:
+                    agents[3].kill()
+                    time.sleep(3)
+                    # Routes keep flowing through the other reflector.
+                    claim = worker.claim(clients[0].node)
+                    wait_until(
+                        lambda: all(
+                            learned(h).get(claim["block"]) == clients[0].address for h in clients[1:]
+                        ),
+                        5,
+                        "a new block through the remaining reflector",
+                    )
+                assert deleted == []
+                assert all(set(want[h.node]) <= set(learned(h)) for h in clients)
+        finally:
+            worker.close()
+
+
+def md5_peer(name: str, node: LabHost, peer: LabHost, password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPPeer",
+        "metadata": {"name": name},
+        "spec": {"node": node.node, "peerIP": peer.address, "asNumber": 64512, "password": password},
+    }
+
+
+def node_status(host: LabHost) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", host.netns, str(BIN / "felidctl"), "node", "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_md5_password_mismatch_keeps_the_session_down_and_node_status_says_so(tmp_path: Path) -> None:
+    with lab(tmp_path, 2) as cluster:
+        one, two = cluster.hosts
+        apply(
+            cluster,
+            POOL,
+            MESH_OFF,
+            node_doc(one),
+            node_doc(two),
+            md5_peer("one-to-two", one, two, "right-secret"),
+            md5_peer("two-to-one", two, one, "wrong-secret"),
+        )
+        with running(start_agents(cluster, tmp_path)) as agents:
+            wait_until(lambda: agents[0].status() is not None, 15, "the agent serves its status")
+            time.sleep(4)  # several connection attempts
+            status = agents[0].status()
+            assert status is not None and [p["state"] for p in status["peers"]] == ["start"]
+            shown = node_status(one)
+            assert "felid process is running." in shown
+            row = next(line for line in shown.splitlines() if two.address in line)
+            assert "node specific" in row and "| start" in row and "TCP-MD5" in row, shown
+            apply(cluster, md5_peer("two-to-one", two, one, "right-secret"))
+            wait_until(lambda: all_established(agents[0]) and all_established(agents[1]), 20, "session up")
+            row = next(line for line in node_status(one).splitlines() if two.address in line)
+            assert "| up" in row and "Established" in row

@@ -22,6 +22,7 @@ from felid import __version__
 from felid.ctl.documents import DocumentError, read_documents
 from felid.ctl.ipam import add_ipam_parser
 from felid.ctl.kinds import UnknownKind, kind_named
+from felid.ctl.node import add_node_parser
 from felid.ctl.tables import render_table
 
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("version", cmd_version, "Show the client and cluster versions.")
     add_ipam_parser(sub, add_datastore_flags, open_store)
+    add_node_parser(sub)
     return parser
 
 

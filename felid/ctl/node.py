@@ -1,0 +1,99 @@
+"""``felidctl node status``: is felid running on this host, and its BGP sessions, as calicoctl shows them.
+
+It asks the local processes themselves (run it on the host, or with ``ip netns
+exec`` in a host namespace): felix's health endpoint and the bgp agent's
+``/status``, which reports ExaBGP's live session states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+TIMEOUT = 2.0
+
+
+def _get(port: int, path: str) -> tuple[int, bytes] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT) as reply:
+            return int(reply.status), bytes(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (OSError, ValueError):
+        return None
+
+
+def boxed(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """calicoctl's table: +---+ rules, centred headers."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    head = "|" + "|".join(f" {h.center(w)} " for h, w in zip(headers, widths, strict=True)) + "|"
+    body = [
+        "|" + "|".join(f" {str(c).ljust(w)} " for c, w in zip(r, widths, strict=True)) + "|" for r in rows
+    ]
+    return "\n".join([rule, head, rule, *body, rule]) + "\n"
+
+
+def _since(stamp: float) -> str:
+    if not stamp:
+        return ""
+    fmt = "%H:%M:%S" if time.time() - stamp < 86400 else "%Y-%m-%d"
+    return time.strftime(fmt, time.localtime(stamp))
+
+
+def render_status(felix: tuple[int, bytes] | None, bgp: dict[str, Any] | None) -> tuple[str, int]:
+    running = felix is not None or bgp is not None
+    lines = ["felid process is running." if running else "felid process is not running."]
+    if felix is None:
+        lines.append("felix: not running")
+    else:
+        lines.append("felix: running" + (", ready" if felix[0] == 200 else ", not ready"))
+    if bgp is None:
+        lines.append("bgp: not running")
+        return "\n".join(lines) + "\n", 0 if running else 1
+    lines.append(
+        f"bgp: running (ExaBGP pid {bgp.get('exabgpPID')}), AS {bgp.get('asNumber')}, "
+        f"router id {bgp.get('routerID')}"
+        + (f", route reflector cluster {bgp['clusterID']}" if bgp.get("clusterID") else "")
+    )
+    rows = [
+        [p["address"], p["type"], p["state"], _since(float(p.get("since") or 0)), p["info"]]
+        for p in bgp.get("peers", [])
+    ]
+    text = "\n".join(lines) + "\n\nIPv4 BGP status\n"
+    if rows:
+        text += boxed(["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"], rows)
+    else:
+        text += "No IPv4 peers found.\n"
+    return text, 0
+
+
+def cmd_node_status(args: argparse.Namespace) -> int:
+    felix = _get(args.felix_port, "/liveness")
+    reply = _get(args.bgp_port, "/status")
+    bgp = json.loads(reply[1]) if reply is not None and reply[0] == 200 else None
+    if felix is not None:
+        felix = _get(args.felix_port, "/readiness") or felix
+    text, code = render_status(felix, bgp)
+    print(text, end="")
+    return code
+
+
+def add_node_parser(sub: Any) -> None:
+    node = sub.add_parser(
+        "node", help="This host's felid processes.", description="This host's felid processes."
+    )
+    verbs = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    status = verbs.add_parser(
+        "status", help="Whether felix and bgp run, and the BGP sessions.", description=__doc__
+    )
+    status.add_argument("--felix-port", type=int, default=9099, help="felix's health port (FELIX_HEALTHPORT)")
+    status.add_argument(
+        "--bgp-port", type=int, default=9092, help="the bgp agent's port (FELID_BGP_METRICS_PORT)"
+    )
+    status.set_defaults(handler=cmd_node_status)
