@@ -24,6 +24,7 @@ from tests.harness.bgp import (
     start_agents,
     wait_until,
 )
+from tests.harness.bird import Bird
 from tests.harness.hosts import BIN
 
 BLOCK_SIZE = 28
@@ -272,3 +273,71 @@ def test_md5_password_mismatch_keeps_the_session_down_and_node_status_says_so(tm
             wait_until(lambda: all_established(agents[0]) and all_established(agents[1]), 20, "session up")
             row = next(line for line in node_status(one).splitlines() if two.address in line)
             assert "| up" in row and "Established" in row
+
+
+OUTSIDE = "203.0.113.0/24"  # a route of the outside world, announced by BIRD
+
+
+def bird_routes(host: LabHost) -> dict[str, str]:
+    """What BIRD learned over BGP and put in its kernel (its own static blackhole left out)."""
+    return {r["dst"]: r["gateway"] for r in host.routes() if r.get("protocol") == "bird" and "gateway" in r}
+
+
+def test_bird_as_a_plain_ibgp_peer(tmp_path: Path) -> None:
+    with lab(tmp_path, 3) as cluster:
+        felids, router = cluster.hosts[:2], cluster.hosts[2]
+        peer = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPPeer",
+            "metadata": {"name": "bird"},
+            "spec": {"peerIP": router.address, "asNumber": 64512},
+        }
+        apply(cluster, POOL, peer, *(node_doc(h) for h in felids))
+        worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        bird = Bird(router, tmp_path, felids, statics=[OUTSIDE])
+        try:
+            blocks = {h.node: worker.claim(h.node)["block"] for h in felids}
+            bird.start()
+            with running(start_agents(cluster, tmp_path, felids)):
+                # felid -> BIRD, each block via the node that owns it.
+                want = {blocks[h.node]: h.address for h in felids}
+                wait_until(lambda: bird_routes(router) == want, 20, f"BIRD learns {want}")
+                # BIRD -> felid: its route, via BIRD, next to the other node's block (from the mesh).
+                for host, other in ((felids[0], felids[1]), (felids[1], felids[0])):
+                    expect = {OUTSIDE: router.address, blocks[other.node]: other.address}
+                    wait_until(lambda h=host, e=expect: learned(h) == e, 10, f"{host.node} learns {expect}")
+        finally:
+            bird.stop()
+            worker.close()
+
+
+def test_bird_as_route_reflector_of_felid_nodes(tmp_path: Path) -> None:
+    with lab(tmp_path, 4) as cluster:
+        felids, reflector = cluster.hosts[:3], cluster.hosts[3]
+        peer = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "BGPPeer",
+            "metadata": {"name": "bird-reflector"},
+            "spec": {"peerIP": reflector.address, "asNumber": 64512},
+        }
+        apply(cluster, POOL, MESH_OFF, peer, *(node_doc(h) for h in felids))
+        worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        bird = Bird(reflector, tmp_path, felids, statics=[OUTSIDE], cluster_id=CLUSTER_ID)
+        try:
+            blocks = {h.node: worker.claim(h.node)["block"] for h in felids}
+            bird.start()
+            with running(start_agents(cluster, tmp_path, felids)) as agents:
+                for host in felids:
+                    expect = {blocks[o.node]: o.address for o in felids if o is not host} | {
+                        OUTSIDE: reflector.address
+                    }
+                    wait_until(lambda h=host, e=expect: learned(h) == e, 20, f"{host.node} learns {expect}")
+                assert bird_routes(reflector) == {blocks[h.node]: h.address for h in felids}
+                for agent in agents:
+                    status = agent.status()
+                    assert status is not None and [p["address"] for p in status["peers"]] == [
+                        reflector.address
+                    ]
+        finally:
+            bird.stop()
+            worker.close()
