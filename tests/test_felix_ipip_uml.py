@@ -1,4 +1,4 @@
-"""IPIP for real: the scenario runs inside a User-Mode-Linux kernel that has the ipip module.
+"""IPIP for real, routes learned over BGP: the scenario runs inside a User-Mode-Linux kernel with ipip.
 
 This machine's kernel has no ipip module (DESIGN.md §4); Debian's user-mode-linux
 boots with the host filesystem as its root and loads ipip from its own modules.

@@ -16,6 +16,7 @@ from tests.harness.hosts import Host
 from tests.harness.netns import ip, namespaces
 
 ADDRESSES = {"a": "198.51.100.1", "b": "198.51.100.2"}
+NOWHERE = "198.51.100.254"
 
 ALLOCATE_TUNNEL_ADDRESS = """
 import sys
@@ -50,13 +51,15 @@ def two_hosts(
     """Hosts a and b joined by a veth, etcd on a, a pool with ``encapsulation``, a pod and felix on each."""
     with namespaces("host-a", "host-b", "pod-a", "pod-b") as ns:
         ip("link", "add", "ftcl-a", "type", "veth", "peer", "name", "ftcl-b")
-        for side, other in (("a", "b"), ("b", "a")):
+        for side in "ab":
             host_ns = ns[f"host-{side}"]
             ip("link", "set", f"ftcl-{side}", "netns", host_ns)
             ip("-n", host_ns, "link", "set", f"ftcl-{side}", "name", "uplink0")
             ip("-n", host_ns, "addr", "add", f"{ADDRESSES[side]}/24", "dev", "uplink0")
             ip("-n", host_ns, "link", "set", "uplink0", "up")
-            ip("-n", host_ns, "route", "add", "default", "via", ADDRESSES[other])
+            # A default route to nowhere: proxy ARP for the pods' gateway needs one, but only
+            # felix's or BGP's routes (through the tunnel) may carry pod traffic between hosts.
+            ip("-n", host_ns, "route", "add", "default", "via", NOWHERE)
         etcd = EtcdServer(
             work / "etcd",
             host=ADDRESSES["a"],
