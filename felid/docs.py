@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from bgp.config import BGPSettings
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
 from datastore.settings import reference_table
 from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
@@ -70,6 +71,17 @@ datastore from the `FELID_ETCD_*` settings above.
 """
 
 
+BGP_HEADER = """
+## bgp agent (`felid-bgp`)
+
+Flags, then environment (`FELID_BGP_*`), then the default. The node name comes
+from `FELID_NODENAME`, else the hostname; the datastore from the `FELID_ETCD_*`
+settings above. The BGP sessions themselves come from the datastore: Nodes,
+BGPConfiguration and BGPPeers, as in Calico.
+
+"""
+
+
 def render() -> str:
     return (
         HEADER
@@ -78,6 +90,8 @@ def render() -> str:
         + ipam_table()
         + FELIX_HEADER
         + reference_table(FelixSettings, flags=False)
+        + BGP_HEADER
+        + reference_table(BGPSettings)
     )
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,22 @@ def test_full_mesh_converges_and_follows_block_changes(
         worker.release(first.node, claim["handle"], new)
         wait_until(lambda: all(new not in learned(h) for h in cluster.hosts), 5, f"{new} withdrawn")
         assert converged()
+
+        # A new Node joins: every agent gains a session, and the sessions it had stay up.
+        before = agents[0].status()
+        assert before is not None
+        apply(cluster, node_doc(LabHost("node-9", "", "198.51.100.9")))
+        wait_until(lambda: len((agents[0].status() or {}).get("peers", [])) == 3, 10, "a third peer")
+        after = {p["address"]: p for p in (agents[0].status() or {})["peers"]}
+        for peer in before["peers"]:
+            assert after[peer["address"]]["state"] == "up"
+            assert after[peer["address"]]["since"] == peer["since"], "an unchanged session was reset"
+
+        metrics = metrics_of(first)
+        assert 'felid_bgp_sessions{state="up"} 2.0' in metrics
+        assert 'felid_bgp_prefixes_received{peer="198.51.100.2"} 1.0' in metrics
+        assert 'felid_bgp_prefixes_advertised{peer="198.51.100.2"} 1.0' in metrics
+        assert "felid_bgp_route_program_seconds_count" in metrics
         for agent in agents:
             assert agent.alive(), agent.log.read_text()[-3000:]
 
@@ -135,6 +152,17 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
             time.sleep(1.0)  # time for end-of-RIBs and any (wrong) sweep to happen
         assert deleted == []
         assert all(learned(h) == expected[h.node] for h in cluster.hosts)
+
+
+def metrics_of(host: LabHost) -> str:
+    probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9092/metrics').read().decode())"
+    done = subprocess.run(
+        ["ip", "netns", "exec", host.netns, sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
 
 
 def all_established(agent: BGPProcess) -> bool:

@@ -1,8 +1,9 @@
 """Claims and releases whole IPAM blocks on request (stdin), for BGP tests and benchmarks.
 
 ``claim NODE`` allocates a full block's worth of addresses for NODE (so the
-node gets a new block, confirmed) and answers the block and the wall time of
-the commit; ``release NODE HANDLE BLOCK`` frees them and drops the affinity.
+node gets a new block, confirmed) and answers the block and the wall times
+before the allocation (``t0``) and after its commit (``t``);
+``release NODE HANDLE BLOCK`` frees them and drops the affinity.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def main() -> None:
             allocator = allocators.setdefault(words[1], BlockAllocator(kv, KeyLayout(), words[1]))
             if words[0] == "claim":
                 handle = f"lab-{uuid.uuid4().hex[:10]}"
+                started = time.time()
                 ips = allocator.auto_assign(handle, count=count)
                 block = str(ipaddress.ip_network(f"{ips[0]}/{block_size}", strict=False))
-                reply = {"block": block, "handle": handle, "ips": len(ips), "t": time.time()}
+                reply = {"block": block, "handle": handle, "ips": len(ips), "t0": started, "t": time.time()}
             elif words[0] == "release":
                 allocator.release_handle(words[2])
                 allocator.release_affinity(words[1], words[3])

@@ -1,0 +1,283 @@
+"""BGP convergence and announce throughput through the bgp agent: ``python -m bench.bgp_convergence``.
+
+Convergence: lab clusters (hosts = namespaces on a bridge, real etcd, a
+felid-bgp with its ExaBGP per host) in full mesh and with 2 route reflectors.
+Each change claims a new block for one host in etcd; its latency is from just
+before the claim to the moment the last other host's kernel has the route
+(``ip -ts monitor route`` timestamps).  Median and p99 over ``--changes``.
+
+Throughput: 10,000 confirmed blocks of one node, announced by the agent (from
+its process start: Python start-up, datastore sync, plan, ExaBGP start) and,
+as the baseline in the same run, by a bare ExaBGP fed the same prefixes with
+ExaBGP's bulk ``announce attributes ... nlri`` lines (from its process start);
+both measured at a receiving ExaBGP until the last prefix has arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bgp.calc import BGPPlan, Session
+from bgp.speaker import ExaBGPSpeaker
+from felid.lab import Lab, LabHost, lab
+from tests.harness.bgp import BGPProcess, BlockWorker, host_for
+
+BLOCK_SIZE = 28
+CLUSTER_ID = "244.0.0.1"
+
+
+def docs(
+    cluster: Lab, reflectors: int, pool: str = "10.100.0.0/16", block_size: int = BLOCK_SIZE
+) -> list[Any]:
+    out: list[Any] = [
+        {"kind": "IPPool", "metadata": {"name": "pods"}, "spec": {"cidr": pool, "blockSize": block_size}}
+    ]
+    if reflectors:
+        out.append(
+            {
+                "kind": "BGPConfiguration",
+                "metadata": {"name": "default"},
+                "spec": {"nodeToNodeMeshEnabled": False},
+            }
+        )
+        out.append(
+            {
+                "kind": "BGPPeer",
+                "metadata": {"name": "to-reflectors"},
+                "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+            }
+        )
+    for i, host in enumerate(cluster.hosts):
+        bgp: dict[str, Any] = {"ipv4Address": host.interface}
+        labels = {}
+        if i >= len(cluster.hosts) - reflectors:
+            bgp["routeReflectorClusterID"] = CLUSTER_ID
+            labels["route-reflector"] = "true"
+        out.append({"kind": "Node", "metadata": {"name": host.node, "labels": labels}, "spec": {"bgp": bgp}})
+    return [{"apiVersion": "projectcalico.org/v3", **d} for d in out]
+
+
+def apply(cluster: Lab, documents: list[Any]) -> None:
+    ctl = host_for(cluster)
+    for args, stdin in (
+        (("apply", "-f", "-"), yaml.safe_dump_all(documents)),
+        (("ipam", "configure", "--maxblocksperhost", "0"), None),  # 50 changes on one host need >20 blocks
+    ):
+        done = ctl.felidctl(*args, stdin=stdin)
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+
+
+class RouteWatch:
+    """When each destination first appeared in one host's kernel (``ip -ts monitor route``)."""
+
+    def __init__(self, host: LabHost) -> None:
+        self.seen: dict[str, float] = {}
+        self.process = subprocess.Popen(
+            ["ip", "-ts", "-n", host.netns, "monitor", "route"], stdout=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if not line.startswith("[") or "Deleted" in line:
+                continue
+            stamp, _, rest = line[1:].partition("] ")
+            dst = rest.split(" ", 1)[0]
+            if dst not in self.seen:
+                self.seen[dst] = datetime.fromisoformat(stamp).timestamp()
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="felid-bench-bgp-") as tmp:
+        work = Path(tmp)
+        with lab(work, hosts, prefix="fb") as cluster:
+            apply(cluster, docs(cluster, reflectors))
+            watches = {h.node: RouteWatch(h) for h in cluster.hosts}
+            agents = [BGPProcess(h, cluster.etcd.url, work) for h in cluster.hosts]
+            for agent in agents:
+                agent.env["FELID_BGP_LOG_SEVERITY"] = "Info"
+            worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+            clients = cluster.hosts[: hosts - reflectors]
+            try:
+                started = time.time()
+                for agent in agents:
+                    agent.start()
+                # Ready: one block per client known everywhere.
+                first = [worker.claim(h.node)["block"] for h in clients]
+                _wait_everywhere(watches, cluster, dict(zip(first, clients, strict=True)), timeout=300)
+                ready = time.time() - started
+                latencies = []
+                for i in range(changes):
+                    owner = clients[i % len(clients)]
+                    claim = worker.claim(owner.node)
+                    arrived = _wait_everywhere(watches, cluster, {claim["block"]: owner}, timeout=30)
+                    latencies.append(arrived - claim["t0"])
+                return {
+                    "ready": ready,
+                    "median": statistics.median(latencies),
+                    "p99": percentile(latencies, 0.99),
+                    "max": max(latencies),
+                }
+            finally:
+                worker.close()
+                for agent in agents:
+                    agent.kill()
+                for watch in watches.values():
+                    watch.close()
+
+
+def _wait_everywhere(
+    watches: dict[str, RouteWatch], cluster: Lab, blocks: dict[str, LabHost], timeout: float
+) -> float:
+    """The wall time the last other host's kernel got the last of ``blocks``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        times = [
+            watches[h.node].seen.get(block)
+            for block, owner in blocks.items()
+            for h in cluster.hosts
+            if h is not owner
+        ]
+        if all(t is not None for t in times):
+            return max(t for t in times if t is not None)
+        time.sleep(0.005)
+    raise TimeoutError(f"{sorted(blocks)} did not reach every host in {timeout}s")
+
+
+# -- throughput -----------------------------------------------------------------------------------
+
+WRITE_AFFINITIES = """
+import json, sys
+from datastore.config import DatastoreConfig
+from datastore.etcd import EtcdKV
+from datastore.keys import IPAMKeys
+from datastore.kv import Put
+url, node, cidrs = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
+kv, keys = EtcdKV(DatastoreConfig(etcd_endpoints=(url,))), IPAMKeys()
+value = json.dumps({"state": "confirmed", "deleted": False}).encode()
+for start in range(0, len(cidrs), 100):
+    kv.commit([], [Put(keys.affinity(node, c), value) for c in cidrs[start:start + 100]])
+"""
+
+
+def plan_for(me: LabHost, peer: LabHost) -> BGPPlan:
+    return BGPPlan(
+        node=me.node,
+        router_id=me.address,
+        local_as=64512,
+        listen_port=179,
+        cluster_id=None,
+        sessions=frozenset({Session(peer.address, 64512, "node-to-node mesh", peer_node=peer.node)}),
+        announce=frozenset(),
+    )
+
+
+async def _receive(receiver: ExaBGPSpeaker, count: int, timeout: float) -> float:
+    """Wall time at which ``count`` distinct prefixes have arrived."""
+    got: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        event = await asyncio.wait_for(receiver.events.get(), deadline - time.monotonic())
+        update = (event.get("neighbor") or {}).get("message", {}).get("update", {})
+        for nlris in (update.get("announce") or {}).get("ipv4 unicast", {}).values():
+            got.update(n["nlri"] for n in nlris)
+    return time.time()
+
+
+async def throughput(routes: int) -> dict[str, float]:
+    prefixes = [f"10.{16 + i // 1024}.{(i % 1024) // 4}.{(i % 4) * 64}/26" for i in range(routes)]
+    with tempfile.TemporaryDirectory(prefix="felid-bench-bgp-") as tmp:
+        work = Path(tmp)
+        with lab(work, 2, prefix="fb") as cluster:
+            sender, sink = cluster.hosts
+            apply(cluster, docs(cluster, 0, pool="10.16.0.0/12", block_size=26))
+            host_for(cluster).run(
+                sys.executable,
+                "-c",
+                WRITE_AFFINITIES,
+                cluster.etcd.url,
+                sender.node,
+                stdin=json.dumps(prefixes),
+                check=True,
+            )
+            results = {}
+            for how in ("exabgp bulk", "agent"):
+                receiver = ExaBGPSpeaker(work / f"sink-{how[:3]}", "sink", netns=sink.netns)
+                await receiver.start(plan_for(sink, sender))
+                started = time.time()
+                if how == "agent":
+                    agent = BGPProcess(sender, cluster.etcd.url, work)
+                    agent.env["FELID_BGP_LOG_SEVERITY"] = "Info"
+                    agent.start()
+                    try:
+                        done = await _receive(receiver, routes, timeout=300)
+                    finally:
+                        agent.kill()
+                else:
+                    bare = ExaBGPSpeaker(work / "bare", "bare", netns=sender.netns)
+                    for start in range(0, routes, 500):
+                        nlri = " ".join(prefixes[start : start + 500])
+                        await bare.send(f"announce attributes next-hop self nlri {nlri}")
+                    await bare.start(plan_for(sender, sink))
+                    try:
+                        done = await _receive(receiver, routes, timeout=300)
+                    finally:
+                        await bare.stop()
+                results[how] = done - started
+                await receiver.stop()
+                await asyncio.sleep(1)
+            return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="3,10,25", help="cluster sizes (hosts)")
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--routes", type=int, default=10_000)
+    args = parser.parse_args()
+    print("BGP convergence: block claimed in etcd -> route in every other host's kernel")
+    print(f"{'hosts':>6} {'topology':<22} {'ready s':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+    for size in (int(s) for s in args.sizes.split(",")):
+        for reflectors, name in ((0, "full mesh"), (2, "2 route reflectors")):
+            r = convergence(size, reflectors, args.changes)
+            print(
+                f"{size:>6} {name:<22} {r['ready']:>8.1f} {r['median'] * 1000:>10.1f} "
+                f"{r['p99'] * 1000:>8.1f} {r['max'] * 1000:>8.1f}",
+                flush=True,
+            )
+    t = asyncio.run(throughput(args.routes))
+    base, agent = t["exabgp bulk"], t["agent"]
+    print(f"\nannounce {args.routes} routes, process start -> last prefix at the receiving peer")
+    print(f"  ExaBGP bulk API (baseline) {base:6.2f} s  {args.routes / base:8.0f} routes/s")
+    print(f"  felid-bgp agent            {agent:6.2f} s  {args.routes / agent:8.0f} routes/s")
+    print(f"  agent / baseline throughput ratio: {base / agent:.2f}")
+
+
+if __name__ == "__main__":
+    main()
