@@ -369,3 +369,36 @@ def test_bird_as_route_reflector_of_felid_nodes(tmp_path: Path) -> None:
         finally:
             bird.stop()
             worker.close()
+
+
+def test_etcd_outage_keeps_sessions_and_routes_and_the_agents_catch_up(
+    tmp_path: Path, three: tuple[Lab, BlockWorker]
+) -> None:
+    cluster, worker = three
+    blocks = {h.node: worker.claim(h.node)["block"] for h in cluster.hosts}
+    expected = {
+        h.node: {blocks[o.node]: o.address for o in cluster.hosts if o is not h} for h in cluster.hosts
+    }
+    with running(start_agents(cluster, tmp_path)) as agents:
+        wait_until(lambda: all(learned(h) == expected[h.node] for h in cluster.hosts), 10, "convergence")
+        with route_deletions(cluster.hosts) as deleted:
+            cluster.etcd.stop()
+            time.sleep(8)
+            assert all(agent.alive() for agent in agents)
+            assert all(all_established(agent) for agent in agents)
+            cluster.etcd.start(timeout=60)
+        assert deleted == []
+        assert all(learned(h) == expected[h.node] for h in cluster.hosts)
+        worker.close()
+        fresh = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        try:
+            claim = fresh.claim(cluster.hosts[2].node)
+            wait_until(
+                lambda: all(
+                    learned(h).get(claim["block"]) == cluster.hosts[2].address for h in cluster.hosts[:2]
+                ),
+                20,
+                "a block claimed after the outage",
+            )
+        finally:
+            fresh.close()
