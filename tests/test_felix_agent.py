@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.felix import FelixProcess
-from tests.harness.hosts import POD_POOL, Host, ping
+from tests.harness.hosts import BIN, POD_POOL, Host, ping
 from tests.harness.netns import ip, namespaces
 
 
@@ -229,3 +229,15 @@ def test_a_configuration_change_restarts_felix_cleanly(host: Host, felix: FelixP
         assert routes(host) == before  # and nothing was taken down on the way out
         felix.start()
         felix.wait_ready()
+
+
+def test_node_status_reports_felix(host: Host, felix: FelixProcess) -> None:
+    ctl = [str(BIN / "felidctl"), "node", "status", "--felix-port", str(felix.health_port)]
+    stopped = host.run(*ctl)
+    assert stopped.returncode == 1 and "felid process is not running." in stopped.stdout
+    felix.start()
+    felix.wait_ready()
+    shown = host.run(*ctl)
+    assert shown.returncode == 0, shown.stderr
+    assert "felid process is running." in shown.stdout
+    assert "felix: running, ready" in shown.stdout and "bgp: not running" in shown.stdout
