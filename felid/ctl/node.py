@@ -46,10 +46,29 @@ def _since(stamp: float) -> str:
     return time.strftime(fmt, time.localtime(stamp))
 
 
-def render_status(felix: tuple[int, bytes] | None, bgp: dict[str, Any] | None) -> tuple[str, int]:
-    running = felix is not None or bgp is not None
+def _child(name: str, child: dict[str, Any] | None) -> str:
+    if not child or not child.get("running"):
+        return f"{name}: not running"
+    text = f"{name}: running (pid {child.get('pid')})" + (", ready" if child.get("ready") else ", not ready")
+    return text + (f", restarted {child['restarts']} time(s)" if child.get("restarts") else "")
+
+
+def render_status(
+    felix: tuple[int, bytes] | None, bgp: dict[str, Any] | None, node: dict[str, Any] | None = None
+) -> tuple[str, int]:
+    """``node``: felid-node's /status when felid-node runs here; else felix's health answers alone."""
+    running = felix is not None or bgp is not None or node is not None
     lines = ["felid process is running." if running else "felid process is not running."]
-    if felix is None:
+    if node is not None:
+        children = node.get("children", {})
+        lines.append(
+            f"felid-node: {'ready' if node.get('ready') else 'not ready'}, address {node.get('address')}"
+        )
+        lines.append(_child("felix", children.get("felix")))
+        if "bgp" not in children:
+            lines.append("bgp: not used (networking backend without BGP)")
+            return "\n".join(lines) + "\n", 0
+    elif felix is None:
         lines.append("felix: not running")
     else:
         lines.append("felix: running" + (", ready" if felix[0] == 200 else ", not ready"))
@@ -73,13 +92,23 @@ def render_status(felix: tuple[int, bytes] | None, bgp: dict[str, Any] | None) -
     return text, 0
 
 
+def _json(reply: tuple[int, bytes] | None) -> dict[str, Any] | None:
+    if reply is None or reply[0] != 200:
+        return None
+    try:
+        data = json.loads(reply[1])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def cmd_node_status(args: argparse.Namespace) -> int:
+    node = _json(_get(args.felix_port, "/status"))  # felid-node answers here; a bare felix does not
     felix = _get(args.felix_port, "/liveness")
-    reply = _get(args.bgp_port, "/status")
-    bgp = json.loads(reply[1]) if reply is not None and reply[0] == 200 else None
-    if felix is not None:
+    bgp = _json(_get(args.bgp_port, "/status"))
+    if felix is not None and node is None:
         felix = _get(args.felix_port, "/readiness") or felix
-    text, code = render_status(felix, bgp)
+    text, code = render_status(felix, bgp, node)
     print(text, end="")
     return code
 
@@ -92,7 +121,9 @@ def add_node_parser(sub: Any) -> None:
     status = verbs.add_parser(
         "status", help="Whether felix and bgp run, and the BGP sessions.", description=__doc__
     )
-    status.add_argument("--felix-port", type=int, default=9099, help="felix's health port (FELIX_HEALTHPORT)")
+    status.add_argument(
+        "--felix-port", type=int, default=9099, help="felid-node's (or a bare felix's) health port"
+    )
     status.add_argument(
         "--bgp-port", type=int, default=9092, help="the bgp agent's port (FELID_BGP_METRICS_PORT)"
     )

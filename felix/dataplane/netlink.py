@@ -137,6 +137,26 @@ class Netlink:
                 return links[msg["index"]]
         return None
 
+    async def addresses(self) -> list[tuple[str, str]]:
+        """Every global IPv4 address with its prefix, as (interface, "a.b.c.d/len"), in kernel order."""
+        ipr = await self._sock()
+        names = {link.index: link.name for link in (await self.links()).values()}
+        out = []
+        async for msg in await ipr.addr("dump", family=socket.AF_INET):
+            if msg.get("scope") == 0 and msg["index"] in names:
+                out.append((names[msg["index"]], f"{msg.get('address')}/{msg['prefixlen']}"))
+        return out
+
+    async def source_towards(self, destination: str) -> str | None:
+        """The source address the kernel would use to reach ``destination``."""
+        ipr = await self._sock()
+        try:
+            async for msg in await ipr.route("get", dst=destination):
+                return str(msg.get("prefsrc")) if msg.get("prefsrc") else None
+        except NetlinkError:
+            return None
+        return None
+
     # -- VXLAN ---------------------------------------------------------------------
 
     async def ensure_vxlan(self, device: VXLANDevice, parent_index: int | None) -> int:

@@ -1,0 +1,233 @@
+"""``felid-node``: as calico-node, one per host.
+
+Detects the node's address, registers the Node (creating the default IPPool
+and marking the datastore ready if nobody has), allocates its tunnel
+addresses, writes ``/var/lib/felid/mtu`` and ``/run/felid/subnet.env``, then
+supervises felix and (with the bgp backend) felid-bgp, and answers
+``/liveness``, ``/readiness`` (felix synced and every BGP session established)
+and ``/status`` on 127.0.0.1:9099.  SIGTERM stops the children and leaves the
+dataplane as it is.  ``--check-config`` validates the settings and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bgp.config import BGPSettings
+from datastore.config import DatastoreConfig
+from datastore.errors import DatastoreError, Unavailable, ValidationFailed
+from datastore.etcd import EtcdKV
+from datastore.keys import KeyLayout
+from datastore.settings import add_flags, resolve
+from datastore.store import ResourceStore
+from felid.node import startup
+from felid.node.autodetect import NoAddress, detect, with_prefix
+from felid.node.config import NodeSettings
+from felid.node.supervisor import Child
+from felix.dataplane.netlink import Netlink
+from felix.health import TEXT, Response, serve_http
+
+log = logging.getLogger("felid-node")
+BIN = Path(sys.executable).parent
+PROBE_INTERVAL = 0.5
+
+
+@dataclass
+class Health:
+    """What felid-node last saw of its children (refreshed in the background)."""
+
+    felix_ready: bool = False
+    bgp_ready: bool | None = None  # None: no bgp backend
+    since: float = field(default_factory=time.time)
+
+
+def _probe(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as reply:
+            return int(reply.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class FelidNode:
+    name: str
+    settings: NodeSettings
+    datastore: DatastoreConfig
+    environ: Mapping[str, str]
+    health: Health = field(default_factory=Health)
+    children: list[Child] = field(default_factory=list)
+    address: str | None = None
+
+    async def run(self) -> None:
+        netlink = Netlink()
+        try:
+            self.address = await self._address(netlink)
+            log.info("node %s has address %s", self.name, self.address)
+            link = await netlink.address_link(self.address.split("/", 1)[0])
+            mtu = link.mtu if link and link.mtu else 1500
+        finally:
+            netlink.close()
+        await asyncio.to_thread(self._register, mtu)
+        self.children = self._children()
+        if self.settings.networking_backend != "bgp":
+            self.health.bgp_ready = None
+        server = await serve_http(self.settings.health_host, self.settings.health_port, self._handlers())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for child in self.children:
+                    tasks.create_task(child.supervise(), name=child.name)
+                tasks.create_task(self._probe_children(), name="probe")
+        finally:
+            server.close()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(child.stop() for child in self.children))
+
+    async def _address(self, netlink: Netlink) -> str:
+        if self.settings.ip != "autodetect":
+            return await with_prefix(self.settings.ip, netlink)
+        return await detect(self.settings.ip_autodetection_method, netlink)
+
+    def _register(self, mtu: int) -> None:
+        assert self.address is not None
+        delay = 0.5
+        while True:
+            kv = EtcdKV(self.datastore)
+            try:
+                store = ResourceStore(kv, KeyLayout(self.datastore.etcd_prefix))
+                startup.ensure_default_pool(store, self.settings)
+                startup.mark_datastore_ready(store)
+                startup.register_node(store, kv, self.name, self.address, self.settings)
+                files = startup.host_files(store, kv, self.name, mtu)
+                if files is not None:
+                    files.write(self.settings.var_dir, self.settings.run_dir)
+                return
+            except Unavailable as exc:
+                log.warning("datastore unavailable, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                kv.close()
+
+    def _children(self) -> list[Child]:
+        base = {
+            **self.environ,
+            "FELID_NODENAME": self.name,
+            "FELIX_HEALTHPORT": str(self.settings.felix_health_port),
+        }
+        children = [Child("felix", [str(BIN / "felid-felix")], base)]
+        if self.settings.networking_backend == "bgp":
+            env = {"FELID_BGP_RUN_DIR": str(self.settings.run_dir / "bgp"), **base}
+            children.append(Child("bgp", [str(BIN / "felid-bgp")], env))
+        return children
+
+    async def _probe_children(self) -> None:
+        bgp = self.settings.networking_backend == "bgp"
+        while True:
+            felix = await asyncio.to_thread(_probe, self.settings.felix_health_port, "/readiness")
+            ready = await asyncio.to_thread(_probe, self._bgp_port(), "/readiness") if bgp else None
+            if (felix, ready) != (self.health.felix_ready, self.health.bgp_ready):
+                self.health = Health(felix, ready)
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    def _bgp_port(self) -> int:
+        return resolve(BGPSettings, environ=self.environ).metrics_port
+
+    def ready(self) -> bool:
+        return self.health.felix_ready and self.health.bgp_ready is not False
+
+    def status(self) -> dict[str, Any]:
+        children = {
+            c.name: {
+                "running": c.pid is not None,
+                "pid": c.pid,
+                "restarts": c.restarts,
+                "lastExit": c.last_exit,
+            }
+            for c in self.children
+        }
+        children["felix"]["ready"] = self.health.felix_ready
+        if "bgp" in children:
+            children["bgp"]["ready"] = bool(self.health.bgp_ready)
+        return {"node": self.name, "address": self.address, "ready": self.ready(), "children": children}
+
+    def _handlers(self) -> dict[str, Any]:
+        def readiness() -> Response:
+            return (200, TEXT, b"ready\n") if self.ready() else (503, TEXT, b"not ready\n")
+
+        def status() -> Response:
+            return 200, "application/json", json.dumps(self.status()).encode()
+
+        return {"/liveness": lambda: (200, TEXT, b"live\n"), "/readiness": readiness, "/status": status}
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[NodeSettings, DatastoreConfig]:
+    flags = {name: getattr(args, name) for name in NodeSettings.model_fields}
+    return resolve(NodeSettings, flags=flags, environ=environ), resolve(DatastoreConfig, environ=environ)
+
+
+async def _serve(node: FelidNode) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    try:
+        await node.run()
+    except asyncio.CancelledError:
+        log.info("stopping felix and bgp; the dataplane stays as it is")
+    finally:
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="felid-node", description=__doc__)
+    parser.add_argument("--check-config", action="store_true", help="validate the settings and exit")
+    add_flags(parser, NodeSettings)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    try:
+        settings, datastore = _settings(args, environ)
+    except ValidationFailed as exc:
+        print(f"felid-node: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    name = settings.nodename or socket.gethostname()
+    if args.check_config:
+        shown = settings.model_dump(mode="json") | {
+            "nodename": name,
+            "etcd_endpoints": datastore.etcd_endpoints,
+        }
+        print(json.dumps(shown, indent=2))
+        print("felid-node: configuration is valid")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    node = FelidNode(name, settings, datastore, environ)
+    try:
+        asyncio.run(_serve(node))
+    except NoAddress as exc:
+        print(f"felid-node: cannot find this node's address: {exc}", file=sys.stderr)
+        return 1
+    except DatastoreError as exc:
+        print(f"felid-node: datastore: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
