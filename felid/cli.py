@@ -15,7 +15,7 @@ from felid import __version__, demo
 USAGE = """usage: felid COMMAND
 
 commands:
-  demo [up|down] [--keep]   the local demo (see README.md)
+  demo [up|down] [options]  the local multi-host demo cluster (felid demo --help)
   version                   print the version
 """
 

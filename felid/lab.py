@@ -1,18 +1,24 @@
 """A lab network on one machine: hosts as network namespaces on a bridge, etcd in its own.
 
 Used by ``felid demo``, the end-to-end tests and the cluster benchmarks.
-Everything it makes carries a random tag and is removed on exit, even after
-a failure: namespaces (with their devices) and the etcd process, by PID.
+Everything it makes carries a random tag; ``Lab.destroy`` removes it (etcd by
+PID, then the namespaces with every device in them), and a ``Lab`` can be saved
+to a file so that another process (``felid demo down``) can destroy it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import signal
 import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from felid.etcdserver import EtcdServer
 SUBNET = "198.51.100"  # TEST-NET-2: the hosts' LAN
 ETCD_HOST = 250
 PREFIX_LENGTH = 24
+BIN = Path(sys.executable).parent
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,12 +44,16 @@ def namespaces(*roles: str, prefix: str = "ft") -> Iterator[dict[str, str]]:
     names = {role: f"{prefix}-{role}-{tag}" for role in roles}
     try:
         for name in names.values():
-            ip("netns", "add", name)
-            ip("-n", name, "link", "set", "lo", "up")
+            add_namespace(name)
         yield names
     finally:
         for name in names.values():
             ip("netns", "del", name, check=False)
+
+
+def add_namespace(name: str) -> None:
+    ip("netns", "add", name)
+    ip("-n", name, "link", "set", "lo", "up")
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,50 @@ class Lab:
     etcd: EtcdServer
     lan: str  # the namespace holding the bridge
     hosts: list[LabHost]
+    namespaces: list[str] = field(default_factory=list)  # every namespace it made, pods included
 
     def host(self, node: str) -> LabHost:
         return next(h for h in self.hosts if h.node == node)
+
+    def destroy(self) -> None:
+        self.etcd.stop()
+        for name in self.namespaces:
+            ip("netns", "del", name, check=False)
+
+    def saved(self) -> dict[str, Any]:
+        return {
+            "etcd": {"pid": self.etcd.pid, "url": self.etcd.url, "netns": self.etcd.netns},
+            "lan": self.lan,
+            "hosts": [asdict(h) for h in self.hosts],
+            "namespaces": self.namespaces,
+        }
+
+
+def destroy_saved(saved: Mapping[str, Any]) -> None:
+    """Undo a lab from its ``saved()`` record, in a process other than the one that made it."""
+    pid = saved.get("etcd", {}).get("pid")
+    if pid:
+        kill_tree(int(pid))
+    for name in saved.get("namespaces", []):
+        ip("netns", "del", name, check=False)
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """SIGKILL a process's whole group if it leads one, else the process."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.02)
 
 
 def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:
@@ -83,28 +135,123 @@ def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:
     ip("-n", lan, "link", "set", outside, "master", "br0", "up")
 
 
+def build(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True) -> Lab:
+    """``hosts`` host namespaces (node-1.. at 198.51.100.1..) and etcd at .250, on one bridge.
+
+    The hosts' default route leads to .254, where nothing answers: pods' proxy ARP needs a
+    route, but only felid's routes may carry traffic between hosts.
+    """
+    tag = uuid.uuid4().hex[:6]
+    lan, etcd_ns = f"{prefix}-lan-{tag}", f"{prefix}-etcd-{tag}"
+    members = [LabHost(f"node-{i}", f"{prefix}-h{i}-{tag}", f"{SUBNET}.{i}") for i in range(1, hosts + 1)]
+    made: list[str] = []
+    etcd = EtcdServer(
+        work / "etcd",
+        host=f"{SUBNET}.{ETCD_HOST}",
+        netns=etcd_ns,
+        log_file=work / "etcd.log",
+        fast_election=fast_election,
+    )
+    lab_ = Lab(etcd, lan, members, made)
+    try:
+        for name in (lan, etcd_ns, *(h.netns for h in members)):
+            add_namespace(name)
+            made.append(name)
+        ip("-n", lan, "link", "add", "br0", "type", "bridge")
+        ip("-n", lan, "link", "set", "br0", "up")
+        plug(lan, etcd_ns, f"{SUBNET}.{ETCD_HOST}")
+        for host in members:
+            plug(lan, host.netns, host.address)
+            ip("-n", host.netns, "route", "add", "default", "via", f"{SUBNET}.254")
+        etcd.start(timeout=60)
+    except BaseException:
+        lab_.destroy()
+        raise
+    return lab_
+
+
 @contextlib.contextmanager
 def lab(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True) -> Iterator[Lab]:
-    """``hosts`` host namespaces (node-1.. at 198.51.100.1..) and etcd at .250, on one bridge."""
-    roles = ["lan", "etcd", *(f"h{i}" for i in range(1, hosts + 1))]
-    with namespaces(*roles, prefix=prefix) as ns:
-        ip("-n", ns["lan"], "link", "add", "br0", "type", "bridge")
-        ip("-n", ns["lan"], "link", "set", "br0", "up")
-        plug(ns["lan"], ns["etcd"], f"{SUBNET}.{ETCD_HOST}")
-        members = []
-        for i in range(1, hosts + 1):
-            address = f"{SUBNET}.{i}"
-            plug(ns["lan"], ns[f"h{i}"], address)
-            members.append(LabHost(f"node-{i}", ns[f"h{i}"], address))
-        etcd = EtcdServer(
-            work / "etcd",
-            host=f"{SUBNET}.{ETCD_HOST}",
-            netns=ns["etcd"],
-            log_file=work / "etcd.log",
-            fast_election=fast_election,
-        )
-        etcd.start(timeout=60)
-        try:
-            yield Lab(etcd, ns["lan"], members)
-        finally:
-            etcd.stop()
+    made = build(work, hosts, prefix=prefix, fast_election=fast_election)
+    try:
+        yield made
+    finally:
+        made.destroy()
+
+
+# -- workloads ----------------------------------------------------------------------------------------
+
+
+def cni(
+    netns: str,
+    netconf: Mapping[str, Any],
+    command: str,
+    container: str,
+    netns_path: str = "",
+    *,
+    cni_args: str = "",
+    plugin: str = "felid",
+) -> tuple[int, dict[str, Any] | None]:
+    """Run a CNI plugin as a runtime would, inside host namespace ``netns``: (exit code, result JSON)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_", "FELIX_"))}
+    env |= {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container,
+        "CNI_NETNS": netns_path,
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": cni_args,
+        "CNI_PATH": f"/usr/lib/cni:{BIN}",
+    }
+    binary = str(BIN / plugin) if (BIN / plugin).exists() else f"/usr/lib/cni/{plugin}"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, binary],
+        input=json.dumps(netconf),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    if "Traceback" in done.stderr:
+        raise RuntimeError(f"the {plugin} plugin crashed:\n{done.stderr[-3000:]}")
+    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+@dataclass(frozen=True)
+class PingResult:
+    source: str
+    target: str
+    sent: int
+    received: int
+    rtt_ms: float | None  # average
+
+    @property
+    def ok(self) -> bool:
+        return self.received > 0 and self.received == self.sent
+
+
+def ping(netns: str, target: str, count: int = 3, interval: float = 0.2, wait: float = 1.0) -> PingResult:
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "ping",
+            "-n",
+            "-c",
+            str(count),
+            "-i",
+            str(interval),
+            "-W",
+            str(wait),
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    counts = re.search(r"(\d+) packets transmitted, (\d+) received", done.stdout)
+    rtt = re.search(r"= [\d.]+/([\d.]+)/", done.stdout)
+    sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (count, 0)
+    return PingResult(netns, target, sent, received, float(rtt.group(1)) if rtt else None)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from felid.lab import Lab, LabHost, lab
+from felid.lab import BIN, Lab, LabHost, lab
 from felix.calc.model import BGP_PROTO
 from tests.harness.bgp import (
     BGPProcess,
@@ -26,7 +26,6 @@ from tests.harness.bgp import (
     wait_until,
 )
 from tests.harness.bird import Bird
-from tests.harness.hosts import BIN
 
 BLOCK_SIZE = 28
 POOL = {

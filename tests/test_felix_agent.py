@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from felid.lab import BIN
 from tests.harness.felix import FelixProcess
-from tests.harness.hosts import BIN, POD_POOL, Host, ping
+from tests.harness.hosts import POD_POOL, Host, ping
 from tests.harness.netns import ip, namespaces
 
 

@@ -190,11 +190,15 @@ def host_files(store: ResourceStore, kv: KVStore, name: str, nic_mtu: int) -> Ho
         return None
     allocator = BlockAllocator(kv, store.layout, name)
     handle = f"{GATEWAY_HANDLE}.{name}"
-    gateway = allocator.ips_of_handle(handle) or allocator.auto_assign(
+    reserved = allocator.ips_of_handle(handle) or allocator.auto_assign(
         handle, attrs={"type": "bridgeGateway"}
     )
-    address = ipaddress.IPv4Address(gateway[0])
-    pool = next(p for p in pools if address in ipaddress.IPv4Network(p.spec.cidr))
+    pool = next(p for p in pools if ipaddress.IPv4Address(reserved[0]) in ipaddress.IPv4Network(p.spec.cidr))
+    block = ipaddress.IPv4Network(f"{reserved[0]}/{pool.spec.block_size}", strict=False)
+    if len(reserved) == 1 and ipaddress.IPv4Address(reserved[0]) == block.network_address:
+        # A bridge cannot take its network's own address: keep that one reserved, take the next.
+        reserved = reserved + allocator.auto_assign(handle, attrs={"type": "bridgeGateway"})
+    address = max(ipaddress.IPv4Address(a) for a in reserved)
     overhead = max(
         (
             VXLAN_OVERHEAD

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from felid.lab import Lab, LabHost
-from tests.harness.hosts import BIN, Host
+from felid.lab import BIN, Lab, LabHost
+from tests.harness.hosts import Host
 
 STATUS_PROBE = """
 import sys, urllib.request as u

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from felid.etcdserver import free_port
-from tests.harness.hosts import BIN, Host
+from felid.lab import BIN
+from tests.harness.hosts import Host
 
 
 class FelixProcess:

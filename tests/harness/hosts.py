@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from felid import lab
 from felid.etcdserver import EtcdServer
+from felid.lab import BIN
 from tests.harness.netns import ip, namespaces
 
-BIN = Path(sys.executable).parent
-CNI_PATH = f"/usr/lib/cni:{BIN}"
 POD_POOL = {
     "apiVersion": "projectcalico.org/v3",
     "kind": "IPPool",
@@ -76,27 +74,10 @@ class Host:
         cni_args: str = "",
         plugin: str = "felid",
     ) -> tuple[int, dict[str, Any] | None]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_"))}
-        env |= {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container,
-            "CNI_NETNS": netns_path,
-            "CNI_IFNAME": "eth0",
-            "CNI_ARGS": cni_args,
-            "CNI_PATH": CNI_PATH,
-        }
-        binary = str(BIN / plugin) if (BIN / plugin).exists() else f"/usr/lib/cni/{plugin}"
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.netns, binary],
-            input=json.dumps(netconf),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
+        code, result = lab.cni(
+            self.netns, netconf, command, container, netns_path, cni_args=cni_args, plugin=plugin
         )
-        assert "Traceback" not in done.stdout + done.stderr, done.stderr
-        return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
+        return code, result
 
 
 def make_uplink(netns: str, address: str) -> None:

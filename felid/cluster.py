@@ -1,0 +1,265 @@
+"""A felid cluster on one machine: a lab network with felid-node on every host, workloads by CNI.
+
+The same harness serves ``felid demo``, the end-to-end tests and
+``bench/cluster.py``.  felid-node processes lead their own process groups, so a
+cluster can outlive the process that made it (``felid demo --keep``) and be
+removed from its saved record (``felid demo down``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from felid import lab
+from felid.lab import BIN, Lab, LabHost, PingResult
+
+Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
+MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
+POOL_CIDR = "10.244.0.0/16"
+CLUSTER_ID = "244.0.0.1"
+
+READY_PROBE = """
+import sys, urllib.request as u
+try:
+    sys.exit(u.urlopen('http://127.0.0.1:9099/readiness', timeout=1).status != 200)
+except Exception:
+    sys.exit(1)
+"""
+
+
+def node_environment(mode: Mode) -> dict[str, str]:
+    """felid-node's pool and backend settings for a demo mode."""
+    ipip = {"ipip": "Always", "crosssubnet": "CrossSubnet"}.get(mode, "Never")
+    return {
+        "FELID_IPV4POOL_CIDR": POOL_CIDR,
+        "FELID_IPV4POOL_IPIP": ipip,
+        "FELID_IPV4POOL_VXLAN": "Always" if mode == "vxlan" else "Never",
+        "FELID_IPV4POOL_NAT_OUTGOING": "true",
+        "FELID_NETWORKING_BACKEND": "vxlan" if mode == "vxlan" else "bgp",
+    }
+
+
+REFLECTOR_DOCUMENTS = [
+    {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": False},
+    },
+    {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPPeer",
+        "metadata": {"name": "peer-with-route-reflectors"},
+        "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
+    },
+]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    node: str
+    netns: str
+    address: str
+
+
+@dataclass
+class Cluster:
+    work: Path
+    size: int
+    mode: Mode = "never"
+    route_reflectors: int = 0
+    prefix: str = "fd"
+    fast_election: bool = True
+    lab: Lab | None = None
+    nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
+    workloads: list[Workload] = field(default_factory=list)
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def build(self) -> Lab:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.lab = lab.build(self.work, self.size, prefix=self.prefix, fast_election=self.fast_election)
+        if self.route_reflectors:
+            self.apply(REFLECTOR_DOCUMENTS)
+        return self.lab
+
+    @property
+    def hosts(self) -> list[LabHost]:
+        assert self.lab is not None, "build() first"
+        return self.lab.hosts
+
+    def reflector(self, host: LabHost) -> bool:
+        return self.hosts.index(host) >= self.size - self.route_reflectors
+
+    def start_node(self, host: LabHost) -> int:
+        assert self.lab is not None
+        home = self.work / "hosts" / host.node
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))},
+            **node_environment(self.mode),
+            "FELID_ETCD_ENDPOINTS": self.lab.etcd.url,
+            "FELID_NODENAME": host.node,
+            "FELID_VAR_DIR": str(home / "var"),
+            "FELID_RUN_DIR": str(home / "run"),
+        }
+        if self.reflector(host):
+            env["FELID_ROUTE_REFLECTOR_CLUSTER_ID"] = CLUSTER_ID
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / "felid-node.log", "ab") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", host.netns, str(BIN / "felid-node")],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.nodes[host.node] = process.pid
+        return process.pid
+
+    def kill_node(self, host: LabHost) -> None:
+        """SIGKILL felid-node alone (its felix and bgp follow it by their parent-death signal)."""
+        pid = self.nodes.pop(host.node)
+        os.kill(pid, signal.SIGKILL)
+        lab.kill_tree(pid, 0)  # wait for it to be gone (signal 0 only probes)
+
+    def ready(self, host: LabHost) -> bool:
+        probe = ["ip", "netns", "exec", host.netns, sys.executable, "-c", READY_PROBE]
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+    def wait_ready(self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0) -> float:
+        started = time.monotonic()
+        waiting = list(hosts or self.hosts)
+        while waiting:
+            for host in list(waiting):
+                pid = self.nodes.get(host.node)
+                if pid is None or not _alive(pid):
+                    raise RuntimeError(f"felid-node on {host.node} exited:\n{self.node_log(host)[-3000:]}")
+                if self.ready(host):
+                    waiting.remove(host)
+            if waiting and time.monotonic() - started > timeout:
+                names = ", ".join(h.node for h in waiting)
+                raise TimeoutError(f"felid-node not ready in {timeout:.0f}s on {names}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def node_log(self, host: LabHost) -> str:
+        path = self.work / "hosts" / host.node / "felid-node.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def destroy(self) -> None:
+        for pid in self.nodes.values():
+            lab.kill_tree(pid)
+        self.nodes.clear()
+        if self.lab is not None:
+            self.lab.destroy()
+
+    def save(self, path: Path) -> None:
+        assert self.lab is not None
+        record = {
+            "lab": self.lab.saved(),
+            "nodes": self.nodes,
+            "workloads": [asdict(w) for w in self.workloads],
+            "work": str(self.work),
+        }
+        path.write_text(json.dumps(record, indent=2))
+
+    # -- the datastore ---------------------------------------------------------------------------------
+
+    def felidctl(
+        self, *args: str, stdin: str | None = None, host: LabHost | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """felidctl in a host's namespace (every host reaches etcd)."""
+        assert self.lab is not None
+        where = host or self.hosts[0]
+        env = {**os.environ, "FELID_ETCD_ENDPOINTS": self.lab.etcd.url}
+        return subprocess.run(
+            ["ip", "netns", "exec", where.netns, str(BIN / "felidctl"), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    def apply(self, documents: list[Any]) -> None:
+        done = self.felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        if done.returncode:
+            raise RuntimeError(f"felidctl apply: {done.stderr.strip()}")
+
+    # -- workloads --------------------------------------------------------------------------------------
+
+    def netconf(self, host: LabHost) -> dict[str, Any]:
+        assert self.lab is not None
+        return {
+            "cniVersion": "1.0.0",
+            "name": "felid",
+            "type": "felid",
+            "etcd_endpoints": self.lab.etcd.url,
+            "nodename": host.node,
+            "ipam": {"type": "felid-ipam"},
+        }
+
+    def add_workload(self, host: LabHost, name: str | None = None) -> Workload:
+        assert self.lab is not None
+        name = name or f"w{uuid.uuid4().hex[:6]}"
+        netns = f"{self.prefix}-p-{name}-{uuid.uuid4().hex[:4]}"
+        lab.add_namespace(netns)
+        self.lab.namespaces.append(netns)
+        code, result = lab.cni(host.netns, self.netconf(host), "ADD", name, f"/run/netns/{netns}")
+        if code != 0 or result is None:
+            raise RuntimeError(f"CNI ADD of {name} on {host.node} failed: {result}")
+        workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0])
+        self.workloads.append(workload)
+        return workload
+
+    def delete_workload(self, workload: Workload) -> None:
+        assert self.lab is not None
+        host = self.lab.host(workload.node)
+        code, result = lab.cni(
+            host.netns, self.netconf(host), "DEL", workload.name, f"/run/netns/{workload.netns}"
+        )
+        if code != 0:
+            raise RuntimeError(f"CNI DEL of {workload.name} failed: {result}")
+        lab.ip("netns", "del", workload.netns, check=False)
+        self.lab.namespaces.remove(workload.netns)
+        self.workloads.remove(workload)
+
+    def ping_matrix(self, workloads: list[Workload] | None = None, count: int = 3) -> list[PingResult]:
+        """Every workload pings every other, in parallel."""
+        chosen = workloads or self.workloads
+        pairs = [(a, b) for a in chosen for b in chosen if a is not b]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(lambda p: lab.ping(p[0].netns, p[1].address, count=count), pairs))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def destroy_saved(record: Mapping[str, Any]) -> None:
+    for pid in record.get("nodes", {}).values():
+        lab.kill_tree(int(pid))
+    lab.destroy_saved(record.get("lab", {}))
