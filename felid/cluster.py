@@ -84,6 +84,7 @@ class Cluster:
     route_reflectors: int = 0
     prefix: str = "fd"
     fast_election: bool = True
+    node_env: dict[str, str] = field(default_factory=dict)  # more settings for every felid-node
     lab: Lab | None = None
     nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
     workloads: list[Workload] = field(default_factory=list)
@@ -115,6 +116,7 @@ class Cluster:
             "FELID_NODENAME": host.node,
             "FELID_VAR_DIR": str(home / "var"),
             "FELID_RUN_DIR": str(home / "run"),
+            **self.node_env,
         }
         if self.reflector(host):
             env["FELID_ROUTE_REFLECTOR_CLUSTER_ID"] = CLUSTER_ID

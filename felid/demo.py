@@ -24,7 +24,7 @@ from pathlib import Path
 
 from felid.cluster import MODES, Cluster, Workload, destroy_saved
 from felid.lab import BIN, PingResult
-from felid.uml import kernel_has, run_in_uml
+from felid.uml import IPTABLES_BACKEND, kernel_has, run_in_uml
 
 STATE_DIR = Path("/run/felid-demo")
 STATE_FILE = STATE_DIR / "state.json"
@@ -92,6 +92,7 @@ def up(args: argparse.Namespace) -> int:
         mode=args.mode,
         route_reflectors=args.route_reflectors,
         fast_election=not args.inside_uml,  # an emulated kernel's timers are too coarse for them
+        node_env={"FELIX_IPTABLESBACKEND": IPTABLES_BACKEND} if args.inside_uml else {},
     )
     kept = False
     try:
@@ -108,6 +109,10 @@ def up(args: argparse.Namespace) -> int:
         return 0
     except (DemoFailed, RuntimeError, TimeoutError) as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr)
+        if cluster.lab is not None and not isinstance(exc, DemoFailed):
+            for host in cluster.hosts:
+                tail = "\n".join(cluster.node_log(host).splitlines()[-15:])
+                print(f"--- the end of {host.node}'s felid-node log ---\n{tail}", file=sys.stderr)
         return 1
     finally:
         if not kept:

@@ -13,7 +13,11 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-MODULES = ("drivers/net/veth", "net/ipv4/tunnel4", "net/ipv4/ip_tunnel", "net/ipv4/ipip")
+# What felid uses (modprobe brings their dependencies); vxlan loads on demand. UML's kernel has
+# no nft NAT: inside it, felix must use iptables-legacy (FELIX_IPTABLESBACKEND=Legacy).
+MODULES = ("veth", "ipip", "bridge", "iptable_nat", "xt_MASQUERADE", "xt_comment")
+IPTABLES_BACKEND = "Legacy"
+
 
 INIT = """#!/bin/bash
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -21,10 +25,13 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /run
 mkdir -p /run/netns
-# The host's /lib/modules is not UML's: load its modules by path (kmod's insmod).
-M=/usr/lib/uml/modules/$(uname -r)/kernel
+# The host's /lib/modules is not UML's: show UML its own tree there (inside UML only), so
+# modprobe, and the kernel's on-demand loading (nf_tables for iptables...), find them.
+mount -t tmpfs tmpfs /lib/modules
+mkdir -p /lib/modules/$(uname -r)
+mount --bind /usr/lib/uml/modules/$(uname -r) /lib/modules/$(uname -r)
 for module in {modules}; do
-    insmod $M/$module.ko >> {work}/init.log 2>&1
+    modprobe $module >> {work}/init.log 2>&1
 done
 ip link set lo up
 cd {cwd}

@@ -96,6 +96,7 @@ class Felix:
         await self._in_sync.wait()
         self.settings = self._settings_now()
         self.dataplane.workload_prefix = self.settings.interface_prefix
+        self.dataplane.nat.backend = self.settings.iptables_backend
         await self._start_servers()
         nic = await self.netlink.default_route_link()
         host = HostFacts(self.node, mtu=nic.mtu if nic else 1500, nic=nic.name if nic else None)

@@ -42,6 +42,9 @@ class FelixSettings(Settings):
         default=90.0, ge=0, description="Seconds between full reads of the kernel's routes (0: never)."
     )
     interface_prefix: str = Field(default="cali", description="Name prefix of workload interfaces.")
+    iptables_backend: Literal["Auto", "Legacy", "NFT"] = Field(
+        default="Auto", description="Which iptables: Auto (the system's alternative), Legacy or NFT."
+    )
 
 
 def datastore_values(configs: Mapping[str, FelixConfiguration], node: str) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class Dataplane:
     _desired: DesiredState | None = None
     table: RouteTable = field(init=False)
     _configured: set[tuple[str, int]] = field(default_factory=set)  # (ifname, ifindex) with sysctls set
-    _nat: NatTable = field(default_factory=NatTable)
+    nat: NatTable = field(default_factory=NatTable)
     _nat_applied: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     _devices_applied: tuple[object, ...] | None = None
 
@@ -78,10 +78,6 @@ class Dataplane:
     async def _apply(self, desired: DesiredState) -> routes.RoutePlan:
         # Devices first: routes through vxlan.calico or tunl0 need them to exist.
         sysctl.configure_host(self.sysctl_root)
-        nat = (desired.nat_pools, desired.all_pools)
-        if nat != self._nat_applied:
-            await self._nat.apply(*nat)
-            self._nat_applied = nat
         links = await self.netlink.links()
         devices = (desired.ipip, desired.vxlan, desired.vteps)
         if devices != self._devices_applied:
@@ -104,6 +100,10 @@ class Dataplane:
                 sysctl.configure_workload_interface(name, self.sysctl_root)
                 self._configured.add((name, link.index))
         self._configured = {(n, i) for n, i in self._configured if n in links and links[n].index == i}
+        nat = (desired.nat_pools, desired.all_pools)
+        if nat != self._nat_applied:  # after the routes: a NAT failure must not keep them away
+            await self.nat.apply(*nat)
+            self._nat_applied = nat
         self.stats.routes = len(table)
         self.stats.replaced += len(plan.replace)
         self.stats.deleted += len(plan.delete)

@@ -42,21 +42,28 @@ async def _run(*argv: str, stdin: str | None = None, check: bool = True) -> tupl
     return code, out.decode()
 
 
+COMMANDS = {"Auto": "iptables", "Legacy": "iptables-legacy", "NFT": "iptables-nft"}
+
+
 class NatTable:
+    def __init__(self, backend: str = "Auto") -> None:
+        self.backend = backend  # Calico's IptablesBackend: Auto is the system's iptables alternative
+
     async def apply(self, nat_pools: Sequence[str], all_pools: Sequence[str]) -> bool:
         """Make the chain hold exactly the rules for these pools; whether anything changed."""
         wanted = nat_rules(nat_pools, all_pools)
-        code, current = await _run("iptables", "-t", "nat", "-S", CHAIN, check=False)
+        iptables = COMMANDS[self.backend]
+        code, current = await _run(iptables, "-t", "nat", "-S", CHAIN, check=False)
         have = [line for line in current.splitlines() if line.startswith("-A ")] if code == 0 else None
         if have is None and not wanted:
             return False  # no NAT wanted and none of ours there: leave iptables alone
         changed = False
         if have != wanted:
             script = "\n".join(["*nat", f":{CHAIN} - [0:0]", *wanted, "COMMIT", ""])
-            await _run("iptables-restore", "--noflush", stdin=script)
+            await _run(f"{iptables}-restore", "--noflush", stdin=script)
             changed = True
-        jump_present, _ = await _run("iptables", "-t", "nat", "-C", *JUMP[1:], check=False)
+        jump_present, _ = await _run(iptables, "-t", "nat", "-C", *JUMP[1:], check=False)
         if jump_present != 0:
-            await _run("iptables", "-t", "nat", *JUMP)
+            await _run(iptables, "-t", "nat", *JUMP)
             changed = True
         return changed

@@ -47,8 +47,9 @@ class RouteTable:
         kernel = self._kernel
         wanted = {r.dst for r in self._desired}
         strays = [d for d in kernel if d not in wanted]
+        up = [name for name, link in links.items() if link.up]  # a route over a down link waits for it
         plan = routes.plan(
-            self._desired, kernel, links, self._strays.ages(strays, self.clock()), self.workload_prefix
+            self._desired, kernel, up, self._strays.ages(strays, self.clock()), self.workload_prefix
         )
         if not delete:
             plan = routes.RoutePlan(plan.replace, (), plan.waiting)
