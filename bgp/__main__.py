@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 
@@ -69,9 +70,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             kv.close()
+    return asyncio.run(_serve(BGPAgent(node, datastore, settings)))
+
+
+async def _serve(agent: BGPAgent) -> int:
+    """Until SIGTERM or SIGINT (exit 0: ExaBGP stopped and reaped, routes left) or a failure (exit 1)."""
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
     try:
-        asyncio.run(BGPAgent(node, datastore, settings).run())
-    except KeyboardInterrupt:
+        await agent.run()
+    except asyncio.CancelledError:
         return 0
     return 1
 

@@ -30,6 +30,7 @@ Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
 MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
 POOL_CIDR = "10.244.0.0/16"
 CLUSTER_ID = "244.0.0.1"
+STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
 
 READY_PROBE = """
 import sys, urllib.request as u
@@ -137,7 +138,7 @@ class Cluster:
         """SIGKILL felid-node alone (its felix and bgp follow it by their parent-death signal)."""
         pid = self.nodes.pop(host.node)
         os.kill(pid, signal.SIGKILL)
-        lab.kill_tree(pid, 0)  # wait for it to be gone (signal 0 only probes)
+        lab.kill_tree(pid)  # reaps it; what is left of its group goes too
 
     def ready(self, host: LabHost) -> bool:
         probe = ["ip", "netns", "exec", host.netns, sys.executable, "-c", READY_PROBE]
@@ -165,7 +166,7 @@ class Cluster:
 
     def destroy(self) -> None:
         for pid in self.nodes.values():
-            lab.kill_tree(pid)
+            lab.kill_tree(pid, grace=STOP_GRACE)
         self.nodes.clear()
         if self.lab is not None:
             self.lab.destroy()
@@ -263,5 +264,5 @@ def _alive(pid: int) -> bool:
 
 def destroy_saved(record: Mapping[str, Any]) -> None:
     for pid in record.get("nodes", {}).values():
-        lab.kill_tree(int(pid))
+        lab.kill_tree(int(pid), grace=STOP_GRACE)
     lab.destroy_saved(record.get("lab", {}))

@@ -105,22 +105,33 @@ def destroy_saved(saved: Mapping[str, Any]) -> None:
         ip("netns", "del", name, check=False)
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """SIGKILL a process's whole group if it leads one, else the process."""
+def kill_tree(pid: int, grace: float = 0.0) -> None:
+    """Stop a process: SIGTERM and up to ``grace`` seconds to exit (stopping its own children),
+    then SIGKILL to its whole group if it leads one; reaped if it is our child."""
+    if grace > 0:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+        if _gone(pid, grace):
+            return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
+            os.killpg(pid, signal.SIGKILL)
         else:
-            os.kill(pid, sig)
-    deadline = time.monotonic() + 5
+            os.kill(pid, signal.SIGKILL)
+    _gone(pid, 5.0)
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+            return True
         time.sleep(0.02)
+    return False
 
 
 def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:

@@ -1,0 +1,102 @@
+"""End to end: felid-node on every host of a lab cluster, workloads by the felid CNI plugin, real pings."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from felid.cluster import Cluster, Mode, Workload
+from felid.lab import PingResult, ping
+from tests.harness.bgp import route_deletions, wait_until
+
+
+@contextlib.contextmanager
+def running(work: Path, size: int, mode: Mode = "never", route_reflectors: int = 0) -> Iterator[Cluster]:
+    cluster = Cluster(work, size, mode=mode, route_reflectors=route_reflectors, prefix="ft")
+    try:
+        cluster.build()
+        for host in cluster.hosts:
+            cluster.start_node(host)
+        cluster.wait_ready(timeout=90)
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def unreachable(results: list[PingResult]) -> list[PingResult]:
+    return [r for r in results if not r.ok]
+
+
+def test_three_hosts_full_mesh_every_workload_pings_every_other(tmp_path: Path) -> None:
+    with running(tmp_path, 3) as cluster:
+        for host in cluster.hosts:
+            cluster.add_workload(host)
+            cluster.add_workload(host)
+        assert unreachable(cluster.ping_matrix()) == []
+        node_routes = {r["dst"] for r in cluster.hosts[0].routes(186)}
+        assert len(node_routes) == 2  # the other two hosts' blocks, learned over BGP
+
+
+def test_a_moved_workload_is_reachable_at_its_new_place_within_two_seconds(tmp_path: Path) -> None:
+    with running(tmp_path, 3) as cluster:
+        one, two, three = cluster.hosts
+        watcher = cluster.add_workload(three, "watcher")
+        moving = cluster.add_workload(one, "moving")
+        assert ping(watcher.netns, moving.address).ok
+        cluster.delete_workload(moving)
+        moved = cluster.add_workload(two, "moving")  # the same pod, rescheduled on another host
+        added = time.monotonic()
+        took = wait_until(
+            lambda: ping(watcher.netns, moved.address, count=1, wait=0.2).ok, 5, "moved workload"
+        )
+        print(f"reachable {time.monotonic() - added:.2f}s after CNI ADD returned on its new host")
+        assert took < 2.0
+
+
+def test_a_felid_node_killed_and_restarted_loses_no_ping_and_no_route(tmp_path: Path) -> None:
+    with running(tmp_path, 3) as cluster:
+        one, two, three = cluster.hosts
+        workloads: dict[str, Workload] = {h.node: cluster.add_workload(h) for h in cluster.hosts}
+        assert unreachable(cluster.ping_matrix()) == []
+        a, b = workloads[two.node], workloads[three.node]
+        with route_deletions(cluster.hosts) as deleted:
+            pinger = subprocess.Popen(
+                ["ip", "netns", "exec", a.netns, "ping", "-n", "-i", "0.05", "-w", "12", b.address],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                time.sleep(1)
+                cluster.kill_node(one)
+                time.sleep(1)
+                cluster.start_node(one)
+                cluster.wait_ready([one], timeout=60)
+                time.sleep(2)  # end-of-RIBs, refreshes: any wrong removal would happen here
+            finally:
+                out, _ = pinger.communicate(timeout=30)
+        assert deleted == []
+        summary = next(line for line in out.splitlines() if "packets transmitted" in line)
+        assert " 0% packet loss" in summary, summary
+        assert unreachable(cluster.ping_matrix()) == []
+
+
+def test_three_hosts_in_vxlan_mode(tmp_path: Path) -> None:
+    with running(tmp_path, 3, mode="vxlan") as cluster:
+        for host in cluster.hosts:
+            cluster.add_workload(host)
+        assert unreachable(cluster.ping_matrix()) == []
+        routes = cluster.hosts[0].routes()
+        assert sum(r.get("dev") == "vxlan.calico" for r in routes) == 2
+        assert cluster.hosts[0].routes(186) == []  # no BGP in this mode
+
+
+def test_six_hosts_two_route_reflectors_mesh_off(tmp_path: Path) -> None:
+    with running(tmp_path, 6, route_reflectors=2) as cluster:
+        for host in cluster.hosts:
+            cluster.add_workload(host)
+        assert unreachable(cluster.ping_matrix(count=2)) == []
+        status = cluster.felidctl("node", "status", host=cluster.hosts[0]).stdout
+        assert status.count("| route reflector ") == 2 and "node-to-node mesh" not in status, status
