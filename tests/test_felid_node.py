@@ -1,0 +1,153 @@
+"""felid-node: address autodetection, its settings, and start-up registration on a real etcd."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from datastore.etcd import EtcdKV
+from datastore.models import ClusterInformation, IPPool, Node
+from datastore.store import ResourceStore
+from felid.cluster import Cluster
+from felid.lab import BIN
+from felid.node import startup
+from felid.node.autodetect import NoAddress, choose
+from felid.node.config import NodeSettings
+
+ADDRESSES = [
+    ("lo", "127.0.0.1/8"),
+    ("cali1234", "169.254.1.1/32"),
+    ("docker0", "172.17.0.1/16"),
+    ("eth0", "198.51.100.7/24"),
+    ("eth1", "203.0.113.7/24"),
+]
+
+
+def test_autodetection_methods() -> None:
+    assert choose("first-found", ADDRESSES) == "198.51.100.7/24"
+    assert choose("interface=eth1", ADDRESSES) == "203.0.113.7/24"
+    assert choose("interface=eth.*", ADDRESSES) == "198.51.100.7/24"
+    assert choose("can-reach=203.0.113.99", ADDRESSES, reach_source="203.0.113.7") == "203.0.113.7/24"
+    with pytest.raises(NoAddress, match="interface=wlan0"):
+        choose("interface=wlan0", ADDRESSES)
+    with pytest.raises(NoAddress, match="first-found"):
+        choose("first-found", ADDRESSES[:3])
+
+
+def check_config(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FELID_")}
+    return subprocess.run(
+        [str(BIN / "felid-node"), "--check-config"],
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_config_names_the_bad_setting() -> None:
+    good = check_config(
+        FELID_NODENAME="n1", FELID_IPV4POOL_CIDR="10.10.0.0/16", FELID_IPV4POOL_VXLAN="Always"
+    )
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout.rsplit("}", 1)[0] + "}")["ipv4pool_vxlan"] == "Always"
+    bad = check_config(FELID_IPV4POOL_IPIP="Sometimes")
+    assert bad.returncode == 1 and "FELID_IPV4POOL_IPIP" in bad.stderr, bad.stderr
+    bad = check_config(FELID_IP_AUTODETECTION_METHOD="can-reach=nowhere")
+    assert bad.returncode == 1 and "FELID_IP_AUTODETECTION_METHOD" in bad.stderr, bad.stderr
+    bad = check_config(FELID_IPV4POOL_CIDR="10.10.0.1/16")
+    assert bad.returncode == 1 and "FELID_IPV4POOL_CIDR" in bad.stderr, bad.stderr
+
+
+def test_nodes_starting_at_once_create_one_pool_and_distinct_tunnel_addresses(
+    store: ResourceStore, kv: EtcdKV
+) -> None:
+    settings = NodeSettings(ipv4pool_cidr="10.50.0.0/16", ipv4pool_ipip="Always")
+
+    def start(i: int) -> Node:
+        startup.ensure_default_pool(store, settings)
+        startup.mark_datastore_ready(store)
+        return startup.register_node(store, kv, f"node-{i}", f"198.51.100.{i}/24", settings)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        nodes = list(pool.map(start, range(1, 7)))
+    pools = store.list(IPPool)
+    assert [(p.name, p.spec.cidr, p.spec.ipip_mode) for p in pools] == [
+        ("default-ipv4-ippool", "10.50.0.0/16", "Always")
+    ]
+    assert store.get(ClusterInformation, "default").spec.datastore_ready is True
+    tunnels = {str(n.spec.bgp.ipv4_ipip_tunnel_addr) for n in nodes if n.spec.bgp}
+    assert len(tunnels) == 6 and all(
+        ipaddress.IPv4Address(t) in ipaddress.IPv4Network("10.50.0.0/16") for t in tunnels
+    )
+    # A restart keeps what it had.
+    again = startup.register_node(store, kv, "node-1", "198.51.100.1/24", settings)
+    assert again.spec == nodes[0].spec
+
+
+def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path) -> None:
+    settings = NodeSettings(ipv4pool_cidr="10.60.0.0/16", ipv4pool_ipip="Never", ipv4pool_vxlan="Always")
+    startup.ensure_default_pool(store, settings)
+    startup.register_node(store, kv, "node-1", "198.51.100.1/24", settings)
+    files = startup.host_files(store, kv, "node-1", 1500)
+    assert files is not None
+    files.write(tmp_path / "var", tmp_path / "run")
+    env = dict(line.split("=", 1) for line in (tmp_path / "run" / "subnet.env").read_text().splitlines())
+    assert (
+        env["FELID_NETWORK"] == "10.60.0.0/16"
+        and env["FELID_MTU"] == "1450"
+        and env["FELID_IPMASQ"] == "true"
+    )
+    gateway = ipaddress.IPv4Interface(env["FELID_SUBNET"])
+    assert gateway.network.prefixlen == 26 and gateway.ip != gateway.network.network_address
+    assert (tmp_path / "var" / "mtu").read_text() == "1450\n"
+    assert startup.host_files(store, kv, "node-1", 1500) == files  # the same gateway after a restart
+
+
+def test_sigterm_stops_felix_and_bgp_and_leaves_the_routes(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 2, prefix="ft")
+    try:
+        cluster.build()
+        for host in cluster.hosts:
+            cluster.start_node(host)
+        cluster.wait_ready(timeout=90)
+        first = cluster.hosts[0]
+        cluster.add_workload(first)
+        time.sleep(0.5)
+        before = first.routes()
+        status = json.loads(
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    first.netns,
+                    "python3",
+                    "-c",
+                    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9099/status').read().decode())",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        children = [status["children"][c]["pid"] for c in ("felix", "bgp")]
+        assert status["ready"] and all(children)
+        pid = cluster.nodes.pop(first.node)
+        os.kill(pid, 15)
+        assert os.waitpid(pid, 0)[1] == 0
+        for child in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(child, 0)
+        assert first.routes() == before
+        files = tmp_path / "hosts" / first.node
+        assert (files / "run" / "subnet.env").exists() and (files / "var" / "mtu").exists()
+    finally:
+        cluster.destroy()
