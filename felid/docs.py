@@ -7,6 +7,7 @@ import sys
 from bgp.config import BGPSettings
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
 from datastore.settings import reference_table
+from felid.node.config import NodeSettings
 from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
 from felix.config import FelixSettings
 from ipam.records import IPAMConfig
@@ -82,6 +83,18 @@ BGPConfiguration and BGPPeers, as in Calico.
 """
 
 
+NODE_HEADER = """
+## felid-node
+
+calico-node's settings with `FELID_` for `CALICO_` (and `IP`, `IP_AUTODETECTION_METHOD`,
+`NODENAME`, `AS` as `FELID_IP`, ...): environment, or the flags shown. The default IPPool is
+created only when the cluster has no pool. felid-node passes its environment on to felix and
+felid-bgp (so `FELIX_*` and `FELID_BGP_*` settings given to it reach them) and gives felix
+`FELIX_HEALTHPORT` from `felix_health_port`.
+
+"""
+
+
 def render() -> str:
     return (
         HEADER
@@ -92,6 +105,8 @@ def render() -> str:
         + reference_table(FelixSettings, flags=False)
         + BGP_HEADER
         + reference_table(BGPSettings)
+        + NODE_HEADER
+        + reference_table(NodeSettings)
     )
 
 
