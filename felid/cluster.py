@@ -165,8 +165,7 @@ class Cluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def destroy(self) -> None:
-        for pid in self.nodes.values():
-            lab.kill_tree(pid, grace=STOP_GRACE)
+        lab.kill_trees(self.nodes.values(), grace=STOP_GRACE)
         self.nodes.clear()
         if self.lab is not None:
             self.lab.destroy()
@@ -263,6 +262,5 @@ def _alive(pid: int) -> bool:
 
 
 def destroy_saved(record: Mapping[str, Any]) -> None:
-    for pid in record.get("nodes", {}).values():
-        lab.kill_tree(int(pid), grace=STOP_GRACE)
+    lab.kill_trees((int(pid) for pid in record.get("nodes", {}).values()), grace=STOP_GRACE)
     lab.destroy_saved(record.get("lab", {}))

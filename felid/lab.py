@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,32 +106,41 @@ def destroy_saved(saved: Mapping[str, Any]) -> None:
 
 
 def kill_tree(pid: int, grace: float = 0.0) -> None:
-    """Stop a process: SIGTERM and up to ``grace`` seconds to exit (stopping its own children),
-    then SIGKILL to its whole group if it leads one; reaped if it is our child."""
+    kill_trees([pid], grace)
+
+
+def kill_trees(pids: Iterable[int], grace: float = 0.0) -> None:
+    """Stop processes: SIGTERM to all and up to ``grace`` seconds to exit (stopping their own
+    children), then SIGKILL to the whole group of each one left; reaped if they are our children."""
+    left = list(pids)
     if grace > 0:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        left = [pid for pid in left if not _gone(pid, max(0.0, deadline - time.monotonic()))]
+    for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-        if _gone(pid, grace):
-            return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    _gone(pid, 5.0)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+    for pid in left:
+        _gone(pid, 5.0)
 
 
 def _gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:

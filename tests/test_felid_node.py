@@ -6,9 +6,11 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from felid.lab import BIN
 from felid.node import startup
 from felid.node.autodetect import NoAddress, choose
 from felid.node.config import NodeSettings
+from tests.harness.bgp import wait_until
 
 ADDRESSES = [
     ("lo", "127.0.0.1/8"),
@@ -111,7 +114,18 @@ def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path)
     assert startup.host_files(store, kv, "node-1", 1500) == files  # the same gateway after a restart
 
 
-def test_sigterm_stops_felix_and_bgp_and_leaves_the_routes(tmp_path: Path) -> None:
+def node_status(netns: str) -> dict[str, Any]:
+    probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9099/status').read().decode())"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(done.stdout))
+
+
+def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, 2, prefix="ft")
     try:
         cluster.build()
@@ -122,22 +136,12 @@ def test_sigterm_stops_felix_and_bgp_and_leaves_the_routes(tmp_path: Path) -> No
         cluster.add_workload(first)
         time.sleep(0.5)
         before = first.routes()
-        status = json.loads(
-            subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    first.netns,
-                    "python3",
-                    "-c",
-                    "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9099/status').read().decode())",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        status = node_status(first.netns)
+        # A child that dies is started again, and the node is ready again.
+        os.kill(status["children"]["felix"]["pid"], 9)
+        wait_until(lambda: node_status(first.netns)["children"]["felix"]["restarts"] == 1, 10, "felix again")
+        cluster.wait_ready([first], timeout=30)
+        status = node_status(first.netns)
         children = [status["children"][c]["pid"] for c in ("felix", "bgp")]
         assert status["ready"] and all(children)
         pid = cluster.nodes.pop(first.node)
