@@ -139,11 +139,14 @@ def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path)
         status = node_status(first.netns)
         # A child that dies is started again, and the node is ready again.
         os.kill(status["children"]["felix"]["pid"], 9)
+        assert (
+            wait_until(lambda: not node_status(first.netns)["ready"], 5, "not ready while felix is gone") < 5
+        )
         wait_until(lambda: node_status(first.netns)["children"]["felix"]["restarts"] == 1, 10, "felix again")
-        cluster.wait_ready([first], timeout=30)
+        wait_until(lambda: node_status(first.netns)["ready"], 30, "ready again", interval=0.2)
         status = node_status(first.netns)
         children = [status["children"][c]["pid"] for c in ("felix", "bgp")]
-        assert status["ready"] and all(children)
+        assert status["ready"] and all(children), status
         pid = cluster.nodes.pop(first.node)
         os.kill(pid, 15)
         assert os.waitpid(pid, 0)[1] == 0

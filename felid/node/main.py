@@ -52,7 +52,7 @@ class Health:
 
     felix_ready: bool = False
     bgp_ready: bool | None = None  # None: no bgp backend
-    since: float = field(default_factory=time.time)
+    probe_started: float = 0.0  # monotonic: answers older than a child's start say nothing of it
 
 
 def _probe(port: int, path: str) -> bool:
@@ -139,16 +139,19 @@ class FelidNode:
     async def _probe_children(self) -> None:
         bgp = self.settings.networking_backend == "bgp"
         while True:
+            started = time.monotonic()
             felix = await asyncio.to_thread(_probe, self.settings.felix_health_port, "/readiness")
             ready = await asyncio.to_thread(_probe, self._bgp_port(), "/readiness") if bgp else None
-            if (felix, ready) != (self.health.felix_ready, self.health.bgp_ready):
-                self.health = Health(felix, ready)
+            self.health = Health(felix, ready, started)
             await asyncio.sleep(PROBE_INTERVAL)
 
     def _bgp_port(self) -> int:
         return resolve(BGPSettings, environ=self.environ).metrics_port
 
     def ready(self) -> bool:
+        """Every child running, and ready by a probe made since it (last) started."""
+        if any(c.pid is None or c.started_at > self.health.probe_started for c in self.children):
+            return False
         return self.health.felix_ready and self.health.bgp_ready is not False
 
     def status(self) -> dict[str, Any]:
