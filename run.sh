@@ -53,6 +53,9 @@ setup() {
     need_root
     install_packages
     install_python
+    # Byte-compile felid itself (the editable install does not): agents started together
+    # would otherwise each compile it at their first start, seconds on a small machine.
+    .venv/bin/python -m compileall -q -j 0 datastore ipam typha felix bgp felid >/dev/null
 }
 
 case "${1:-}" in
