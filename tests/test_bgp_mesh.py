@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
@@ -51,8 +52,9 @@ def apply(lab_: Lab, *docs: dict[str, Any]) -> None:
 
 
 def learned(host: LabHost) -> dict[str, str]:
-    """This host's BGP routes: destination -> next hop."""
-    return {r["dst"]: r.get("gateway", "") for r in host.routes(BGP_PROTO)}
+    """This host's BGP routes: destination (ip prints a /32 bare) -> next hop."""
+    routes = host.routes(BGP_PROTO)
+    return {r["dst"] if "/" in r["dst"] else f"{r['dst']}/32": r.get("gateway", "") for r in routes}
 
 
 @contextlib.contextmanager
@@ -401,3 +403,26 @@ def test_etcd_outage_keeps_sessions_and_routes_and_the_agents_catch_up(
             )
         finally:
             fresh.close()
+
+
+def test_a_borrowed_address_is_announced_as_a_host_route(tmp_path: Path) -> None:
+    """Calico's borrowing: node-1 takes an address from node-2's block, and says so over BGP."""
+    small = {**POOL, "spec": {"cidr": "10.100.0.0/27", "blockSize": BLOCK_SIZE}}  # two blocks only
+    with lab(tmp_path, 2) as cluster:
+        one, two = cluster.hosts
+        apply(cluster, small, node_doc(one), node_doc(two))
+        worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
+        try:
+            mine = worker.claim(one.node)["block"]  # node-1's block, full
+            theirs = worker.ask("assign", two.node, "1")["ips"][0]  # node-2's block, one used
+            borrowed = worker.ask("assign", one.node, "1")["ips"][0]
+            assert ipaddress.IPv4Address(borrowed) not in ipaddress.IPv4Network(mine)
+            with running(start_agents(cluster, tmp_path)):
+                block_two = str(ipaddress.IPv4Network(f"{theirs}/{BLOCK_SIZE}", strict=False))
+                expect_two = {mine: one.address, f"{borrowed}/32": one.address}
+                wait_until(lambda: learned(two) == expect_two, 10, f"node-2 learns {expect_two}")
+                wait_until(
+                    lambda: learned(one) == {block_two: two.address}, 10, "node-1 learns node-2's block"
+                )
+        finally:
+            worker.close()

@@ -3,6 +3,7 @@
 ``claim NODE`` allocates a full block's worth of addresses for NODE (so the
 node gets a new block, confirmed) and answers the block and the wall times
 before the allocation (``t0``) and after its commit (``t``);
+``assign NODE COUNT`` allocates COUNT addresses wherever IPAM finds them (borrowing too);
 ``release NODE HANDLE BLOCK`` frees them and drops the affinity.
 """
 
@@ -36,6 +37,10 @@ def main() -> None:
                 ips = allocator.auto_assign(handle, count=count)
                 block = str(ipaddress.ip_network(f"{ips[0]}/{block_size}", strict=False))
                 reply = {"block": block, "handle": handle, "ips": len(ips), "t0": started, "t": time.time()}
+            elif words[0] == "assign":
+                handle = f"lab-{uuid.uuid4().hex[:10]}"
+                ips = allocator.auto_assign(handle, count=int(words[2]))
+                reply = {"ips": ips, "handle": handle, "t": time.time()}
             elif words[0] == "release":
                 allocator.release_handle(words[2])
                 allocator.release_affinity(words[1], words[3])
