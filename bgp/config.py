@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from datastore.models.base import IPv4, IPv4Interface
 from datastore.settings import Settings
 
 
@@ -28,10 +28,10 @@ class BGPSettings(Settings):
         default=False,
         description="Run as a route reflector: this Node gets the cluster ID and label route-reflector=true.",
     )
-    cluster_id: str | None = Field(
+    cluster_id: IPv4 | None = Field(
         default=None, description="Route reflector cluster ID (an IPv4 address form); with route_reflector."
     )
-    address: str | None = Field(
+    address: IPv4Interface | None = Field(
         default=None,
         description="With route_reflector: this node's BGP address (192.0.2.10/24) if its Node has none.",
     )
@@ -41,17 +41,3 @@ class BGPSettings(Settings):
     log_severity: Literal["Debug", "Info", "Warning", "Error"] = Field(
         default="Info", description="Lowest severity logged to stderr."
     )
-
-    @field_validator("cluster_id")
-    @classmethod
-    def _dotted(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.IPv4Address(value)
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _interface(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.IPv4Interface(value)
-        return value

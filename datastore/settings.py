@@ -62,6 +62,8 @@ def _from_text(annotation: Any, text: str) -> Any:
 def _type_name(annotation: Any) -> str:
     if _is_sequence(annotation):
         return "list"
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])  # a validated type: shown as its base
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args:
         return " or ".join(_type_name(a) for a in args)

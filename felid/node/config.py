@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from datastore.models.base import IPv4, IPv4Network
 from datastore.settings import Settings
 
 EncapMode = Literal["Never", "Always", "CrossSubnet"]
@@ -32,7 +33,7 @@ class NodeSettings(Settings):
     networking_backend: Literal["bgp", "vxlan", "none"] = Field(
         default="bgp", description="bgp runs felid-bgp beside felix; vxlan and none run felix alone."
     )
-    ipv4pool_cidr: str = Field(
+    ipv4pool_cidr: IPv4Network = Field(
         default="192.168.0.0/16", description="The default IPPool, created when the cluster has no pool."
     )
     ipv4pool_block_size: int = Field(
@@ -41,7 +42,7 @@ class NodeSettings(Settings):
     ipv4pool_ipip: EncapMode = Field(default="Always", description="ipipMode of the default IPPool.")
     ipv4pool_vxlan: EncapMode = Field(default="Never", description="vxlanMode of the default IPPool.")
     ipv4pool_nat_outgoing: bool = Field(default=True, description="natOutgoing of the default IPPool.")
-    route_reflector_cluster_id: str | None = Field(
+    route_reflector_cluster_id: IPv4 | None = Field(
         default=None,
         description="Make this node a route reflector with this cluster ID (label route-reflector=true).",
     )
@@ -81,16 +82,3 @@ class NodeSettings(Settings):
             ipaddress.IPv4Address(argument)
             return value
         raise ValueError("expected first-found, interface=REGEX or can-reach=IPV4ADDRESS")
-
-    @field_validator("ipv4pool_cidr")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        ipaddress.IPv4Network(value)
-        return value
-
-    @field_validator("route_reflector_cluster_id")
-    @classmethod
-    def _cluster_id(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.IPv4Address(value)
-        return value
