@@ -34,7 +34,7 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
-from datastore.syncer import InSync, Syncer
+from datastore.syncer import Syncer, follow
 from felix.calc.model import BGP_PROTO
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.dataplane.routetable import RouteTable
@@ -83,7 +83,9 @@ class BGPAgent:
         syncer = Syncer(kv, [self.layout.resources, ipam.hosts, ipam.blocks])
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._consume(syncer), name="syncer")
+                tasks.create_task(
+                    follow(syncer, self.cache.apply, self._in_sync, self._kick.set), name="syncer"
+                )
                 tasks.create_task(self._control(), name="control")
                 tasks.create_task(self._events(), name="exabgp-events")
                 tasks.create_task(self._ticker(), name="ticker")
@@ -91,16 +93,6 @@ class BGPAgent:
             await self.speaker.stop()
             kv.close()
             self.netlink.close()
-
-    async def _consume(self, syncer: Syncer) -> None:
-        async for item in syncer.updates():
-            if isinstance(item, InSync):
-                self._in_sync.set()
-            else:
-                self.cache.apply(item.key, item.value)
-            if self._in_sync.is_set():
-                self._kick.set()
-        raise RuntimeError("the Syncer stopped")
 
     async def _control(self) -> None:
         await self._in_sync.wait()

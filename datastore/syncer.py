@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from datastore.errors import Compacted, DatastoreError, Unavailable
 from datastore.kv import KeyValue, KVStore, WatchEvent
@@ -149,3 +150,22 @@ def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Ex
             loop.call_soon_threadsafe(queue.put_nowait, batch)
 
     return feed
+
+
+async def follow(
+    syncer: Syncer,
+    apply: Callable[[str, bytes | None], None],
+    in_sync: asyncio.Event,
+    changed: Callable[[], None],
+) -> NoReturn:
+    """Feed the Syncer's updates to ``apply`` for ever (felix's and bgp's caches): ``in_sync`` is set
+    at the first InSync, and from then on ``changed()`` runs after every update.  The Syncer
+    ending is a failure."""
+    async for item in syncer.updates():
+        if isinstance(item, InSync):
+            in_sync.set()
+        else:
+            apply(item.key, item.value)
+        if in_sync.is_set():
+            changed()
+    raise RuntimeError("the Syncer stopped")

@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
-from datastore.syncer import InSync, Syncer
+from datastore.syncer import Syncer, follow
 from felix.calc.cluster import ClusterState, HostFacts, desired
 from felix.config import FelixSettings, datastore_values, effective
 from felix.dataplane.driver import Dataplane
@@ -61,7 +61,9 @@ class Felix:
         syncer = Syncer(kv, [self.layout.resources, IPAMKeys(self.layout.prefix).hosts])
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._consume(syncer), name="syncer")
+                tasks.create_task(
+                    follow(syncer, self.state.apply, self._in_sync, self._changed), name="syncer"
+                )
                 tasks.create_task(self._apply_loop(), name="dataplane")
                 tasks.create_task(self._watch_links(), name="link-events")
                 tasks.create_task(self._refresh_timer(), name="refresh")
@@ -69,16 +71,9 @@ class Felix:
             kv.close()
             self.netlink.close()
 
-    async def _consume(self, syncer: Syncer) -> None:
-        async for item in syncer.updates():
-            if isinstance(item, InSync):
-                self._in_sync.set()
-            else:
-                self.state.apply(item.key, item.value)
-            if self._in_sync.is_set():
-                self._check_configuration()
-                self._kick.set()
-        raise RuntimeError("the Syncer stopped")
+    def _changed(self) -> None:
+        self._check_configuration()
+        self._kick.set()
 
     def _check_configuration(self) -> None:
         """As Calico's Felix does: a changed FelixConfiguration means a clean restart."""
