@@ -11,6 +11,7 @@ import socket
 import sys
 
 from bgp.agent import BGPAgent
+from bgp.calc import mark_reflector
 from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
 from datastore.errors import DatastoreError, NotFound, ValidationFailed
@@ -19,8 +20,6 @@ from datastore.keys import KeyLayout
 from datastore.models import Node
 from datastore.settings import add_flags, resolve
 from datastore.store import ResourceStore
-
-REFLECTOR_LABEL = "route-reflector"
 
 
 def make_reflector(store: ResourceStore, name: str, cluster_id: str, address: str | None) -> Node:
@@ -35,8 +34,7 @@ def make_reflector(store: ResourceStore, name: str, cluster_id: str, address: st
         if address is None:
             raise ValidationFailed(f"Node {name}", "has no BGP address: give --address (192.0.2.10/24)")
         bgp["ipv4Address"] = address
-    bgp["routeReflectorClusterID"] = cluster_id
-    data["metadata"].setdefault("labels", {})[REFLECTOR_LABEL] = "true"
+    mark_reflector(data, cluster_id)
     return store.apply(Node.model_validate(data))
 
 

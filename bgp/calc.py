@@ -12,13 +12,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration, pool_containing
 from datastore.selector import Selector
 from ipam.block import AllocationBlock
 
 DEFAULT_AS = 64512
+REFLECTOR_LABEL = "route-reflector"  # what BGPPeers select reflectors by, as in Calico's examples
 DEFAULT_RESTART_TIME = 120
 
 PeerType = Literal[
@@ -54,6 +55,12 @@ class BGPPlan:
     cluster_id: str | None
     sessions: frozenset[Session]
     announce: frozenset[str]
+
+
+def mark_reflector(node: dict[str, Any], cluster_id: str) -> None:
+    """Make a Node document (by alias) a route reflector: its cluster ID and its label."""
+    node.setdefault("spec", {}).setdefault("bgp", {})["routeReflectorClusterID"] = cluster_id
+    node.setdefault("metadata", {}).setdefault("labels", {})[REFLECTOR_LABEL] = "true"
 
 
 def _node_ip(node: Node) -> str | None:

@@ -39,7 +39,7 @@ from felid.node.autodetect import NoAddress, detect, with_prefix
 from felid.node.config import NodeSettings
 from felid.node.supervisor import Child
 from felix.dataplane.netlink import Netlink
-from felix.health import TEXT, Response, serve_http
+from felix.health import Response, health_handlers, serve_http
 
 log = logging.getLogger("felid-node")
 BIN = Path(sys.executable).parent
@@ -170,13 +170,10 @@ class FelidNode:
         return {"node": self.name, "address": self.address, "ready": self.ready(), "children": children}
 
     def _handlers(self) -> dict[str, Any]:
-        def readiness() -> Response:
-            return (200, TEXT, b"ready\n") if self.ready() else (503, TEXT, b"not ready\n")
-
         def status() -> Response:
             return 200, "application/json", json.dumps(self.status()).encode()
 
-        return {"/liveness": lambda: (200, TEXT, b"live\n"), "/readiness": readiness, "/status": status}
+        return {**health_handlers(self.ready), "/status": status}
 
 
 def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[NodeSettings, DatastoreConfig]:

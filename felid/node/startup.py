@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgp.calc import mark_reflector
 from datastore.errors import AlreadyExists, Conflict, NotFound
 from datastore.kv import KVStore
 from datastore.models import ClusterInformation, IPPool, Node
@@ -25,7 +26,6 @@ from ipam.allocator import BlockAllocator, tunnel_handle
 log = logging.getLogger("felid-node")
 
 DEFAULT_POOL = "default-ipv4-ippool"
-REFLECTOR_LABEL = "route-reflector"
 GATEWAY_HANDLE = "felid-gateway"  # the address subnet.env offers Docker's bridge (--bip)
 CAS_ATTEMPTS = 10
 
@@ -114,8 +114,7 @@ def _identity(data: dict[str, Any], address: str, settings: NodeSettings) -> Non
     if settings.as_number is not None:
         bgp["asNumber"] = settings.as_number
     if settings.route_reflector_cluster_id is not None:
-        bgp["routeReflectorClusterID"] = settings.route_reflector_cluster_id
-        data["metadata"].setdefault("labels", {})[REFLECTOR_LABEL] = "true"
+        mark_reflector(data, settings.route_reflector_cluster_id)
 
 
 def _write_node(store: ResourceStore, name: str, change: Any) -> Node:
