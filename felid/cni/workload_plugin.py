@@ -31,7 +31,7 @@ from felid.cni.protocol import (
     node_name,
     run,
 )
-from felix.calc.cluster import IPIP_OVERHEAD, VXLAN_OVERHEAD
+from felix.calc.cluster import encapsulation_overhead
 from felix.calc.model import FELIX_PROTO, WORKLOAD_GATEWAY, Route
 from felix.dataplane import sysctl
 from felix.dataplane.netlink import KernelError, Netlink
@@ -89,13 +89,7 @@ class Context:
     def mtu(self, invocation: Invocation) -> int:
         if "mtu" in invocation.config:
             return int(invocation.config["mtu"])
-        pools = [p for p in self.store.list(IPPool) if not p.spec.disabled]
-        overhead = max(
-            [VXLAN_OVERHEAD for p in pools if p.spec.vxlan_mode != "Never"]
-            + [IPIP_OVERHEAD for p in pools if p.spec.ipip_mode != "Never"]
-            + [0]
-        )
-        return DEFAULT_MTU - overhead
+        return DEFAULT_MTU - encapsulation_overhead(self.store.list(IPPool))
 
 
 def cni_add(invocation: Invocation) -> Mapping[str, Any]:

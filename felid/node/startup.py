@@ -17,10 +17,10 @@ from typing import Any
 from bgp.calc import mark_reflector
 from datastore.errors import AlreadyExists, Conflict, NotFound
 from datastore.kv import KVStore
-from datastore.models import ClusterInformation, IPPool, Node
+from datastore.models import ClusterInformation, IPPool, Node, pool_containing
 from datastore.store import ResourceStore
 from felid.node.config import NodeSettings
-from felix.calc.cluster import IPIP_OVERHEAD, VXLAN_OVERHEAD, vxlan_mac
+from felix.calc.cluster import encapsulation_overhead, vxlan_mac
 from ipam.allocator import BlockAllocator, tunnel_handle
 
 log = logging.getLogger("felid-node")
@@ -192,25 +192,16 @@ def host_files(store: ResourceStore, kv: KVStore, name: str, nic_mtu: int) -> Ho
     reserved = allocator.ips_of_handle(handle) or allocator.auto_assign(
         handle, attrs={"type": "bridgeGateway"}
     )
-    pool = next(p for p in pools if ipaddress.IPv4Address(reserved[0]) in ipaddress.IPv4Network(p.spec.cidr))
+    pool = pool_containing(pools, reserved[0])
+    assert pool is not None  # IPAM allocates from these pools only
     block = ipaddress.IPv4Network(f"{reserved[0]}/{pool.spec.block_size}", strict=False)
     if len(reserved) == 1 and ipaddress.IPv4Address(reserved[0]) == block.network_address:
         # A bridge cannot take its network's own address: keep that one reserved, take the next.
         reserved = reserved + allocator.auto_assign(handle, attrs={"type": "bridgeGateway"})
     address = max(ipaddress.IPv4Address(a) for a in reserved)
-    overhead = max(
-        (
-            VXLAN_OVERHEAD
-            if p.spec.vxlan_mode != "Never"
-            else IPIP_OVERHEAD
-            if p.spec.ipip_mode != "Never"
-            else 0
-        )
-        for p in pools
-    )
     return HostFiles(
         network=pool.spec.cidr,
         subnet=f"{address}/{pool.spec.block_size}",
-        mtu=nic_mtu - overhead,
+        mtu=nic_mtu - encapsulation_overhead(pools),
         ipmasq=pool.spec.nat_outgoing,
     )

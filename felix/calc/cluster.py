@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from datastore.cache import DatastoreCache
@@ -24,6 +25,16 @@ from felix.calc.model import (
 
 IPIP_OVERHEAD = 20
 VXLAN_OVERHEAD = 50
+
+
+def encapsulation_overhead(pools: Iterable[IPPool]) -> int:
+    """Bytes the enabled pools' tunnels take from the MTU: the most any of them needs."""
+    enabled = [p for p in pools if not p.spec.disabled]
+    return max(
+        [VXLAN_OVERHEAD for p in enabled if p.spec.vxlan_mode != "Never"]
+        + [IPIP_OVERHEAD for p in enabled if p.spec.ipip_mode != "Never"]
+        + [0]
+    )
 
 
 def vxlan_mac(node: str) -> str:
