@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -30,15 +29,8 @@ Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
 MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
 POOL_CIDR = "10.244.0.0/16"
 CLUSTER_ID = "244.0.0.1"
+NODE_HEALTH_PORT = 9099
 STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
-
-READY_PROBE = """
-import sys, urllib.request as u
-try:
-    sys.exit(u.urlopen('http://127.0.0.1:9099/readiness', timeout=1).status != 200)
-except Exception:
-    sys.exit(1)
-"""
 
 
 def node_environment(mode: Mode) -> dict[str, str]:
@@ -141,8 +133,7 @@ class Cluster:
         lab.kill_tree(pid)  # reaps it; what is left of its group goes too
 
     def ready(self, host: LabHost) -> bool:
-        probe = ["ip", "netns", "exec", host.netns, sys.executable, "-c", READY_PROBE]
-        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+        return lab.http_get(host.netns, NODE_HEALTH_PORT, "/readiness")[0] == 200
 
     def wait_ready(self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0) -> float:
         started = time.monotonic()
@@ -150,7 +141,7 @@ class Cluster:
         while waiting:
             for host in list(waiting):
                 pid = self.nodes.get(host.node)
-                if pid is None or not _alive(pid):
+                if pid is None or lab.wait_gone(pid, 0):
                     raise RuntimeError(f"felid-node on {host.node} exited:\n{self.node_log(host)[-3000:]}")
                 if self.ready(host):
                     waiting.remove(host)
@@ -247,18 +238,6 @@ class Cluster:
         pairs = [(a, b) for a in chosen for b in chosen if a is not b]
         with ThreadPoolExecutor(max_workers=16) as pool:
             return list(pool.map(lambda p: lab.ping(p[0].netns, p[1].address, count=count), pairs))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == 0
 
 
 def destroy_saved(record: Mapping[str, Any]) -> None:

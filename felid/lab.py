@@ -118,7 +118,7 @@ def kill_trees(pids: Iterable[int], grace: float = 0.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        left = [pid for pid in left if not _gone(pid, max(0.0, deadline - time.monotonic()))]
+        left = [pid for pid in left if not wait_gone(pid, max(0.0, deadline - time.monotonic()))]
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:
@@ -126,10 +126,11 @@ def kill_trees(pids: Iterable[int], grace: float = 0.0) -> None:
             else:
                 os.kill(pid, signal.SIGKILL)
     for pid in left:
-        _gone(pid, 5.0)
+        wait_gone(pid, 5.0)
 
 
-def _gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Whether ``pid`` has exited within ``timeout`` seconds (0: just look); reaped if ours."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(ChildProcessError):
@@ -197,6 +198,32 @@ def lab(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = Tru
         yield made
     finally:
         made.destroy()
+
+
+HTTP_PROBE = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as reply:
+        print(reply.status)
+        sys.stdout.write(reply.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except Exception:
+    print(0)
+"""
+
+
+def http_get(netns: str, port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:``port````path`` inside ``netns``: (status, body); 0 when nothing answers."""
+    url = f"http://127.0.0.1:{port}{path}"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", HTTP_PROBE, url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    status, _, body = done.stdout.partition("\n")
+    return (int(status) if status.strip().isdigit() else 0), body
 
 
 # -- workloads ----------------------------------------------------------------------------------------

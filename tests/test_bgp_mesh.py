@@ -7,7 +7,6 @@ import ipaddress
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from felid.lab import BIN, Lab, LabHost, lab
+from felid.lab import BIN, Lab, LabHost, http_get, lab
 from felix.calc.model import BGP_PROTO
 from tests.harness.bgp import (
     BGPProcess,
@@ -156,14 +155,9 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
 
 
 def metrics_of(host: LabHost) -> str:
-    probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9092/metrics').read().decode())"
-    done = subprocess.run(
-        ["ip", "netns", "exec", host.netns, sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
+    code, body = http_get(host.netns, 9092, "/metrics")
+    assert code == 200
+    return body
 
 
 def all_established(agent: BGPProcess) -> bool:

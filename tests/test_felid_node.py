@@ -6,7 +6,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +17,7 @@ from datastore.etcd import EtcdKV
 from datastore.models import ClusterInformation, IPPool, Node
 from datastore.store import ResourceStore
 from felid.cluster import Cluster
-from felid.lab import BIN
+from felid.lab import BIN, http_get
 from felid.node import startup
 from felid.node.autodetect import NoAddress, choose
 from felid.node.config import NodeSettings
@@ -115,14 +114,9 @@ def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path)
 
 
 def node_status(netns: str) -> dict[str, Any]:
-    probe = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9099/status').read().decode())"
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(done.stdout))
+    code, body = http_get(netns, 9099, "/status")
+    assert code == 200
+    return dict(json.loads(body))
 
 
 def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path) -> None:

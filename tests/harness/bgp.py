@@ -13,16 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from felid.lab import BIN, Lab, LabHost
+from felid.lab import BIN, Lab, LabHost, http_get
 from tests.harness.hosts import Host
-
-STATUS_PROBE = """
-import sys, urllib.request as u
-try:
-    print(u.urlopen('http://127.0.0.1:9092/status', timeout=2).read().decode())
-except Exception as exc:
-    print('null')
-"""
 
 
 class BGPProcess:
@@ -53,13 +45,8 @@ class BGPProcess:
             )
 
     def status(self) -> dict[str, Any] | None:
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.host.netns, sys.executable, "-c", STATUS_PROBE],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        result = json.loads(done.stdout or "null")
+        code, body = http_get(self.host.netns, 9092, "/status")
+        result = json.loads(body) if code == 200 else None
         return result if isinstance(result, dict) else None
 
     def exabgp_pid(self) -> int | None:

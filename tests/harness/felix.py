@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from felid.etcdserver import free_port
-from felid.lab import BIN
+from felid.lab import BIN, http_get
 from tests.harness.hosts import Host
 
 
@@ -40,15 +39,7 @@ class FelixProcess:
             )
 
     def ready(self) -> bool:
-        probe = (
-            "import sys, urllib.request as u\n"
-            "try:\n"
-            f"    url = 'http://127.0.0.1:{self.health_port}/readiness'\n"
-            "    sys.exit(u.urlopen(url, timeout=1).status != 200)\n"
-            "except Exception:\n"
-            "    sys.exit(1)\n"
-        )
-        return self.host.run(sys.executable, "-c", probe).returncode == 0
+        return http_get(self.host.netns, self.health_port, "/readiness")[0] == 200
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
