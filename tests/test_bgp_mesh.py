@@ -80,17 +80,10 @@ def test_full_mesh_converges_and_follows_block_changes(
     tmp_path: Path, three: tuple[Lab, BlockWorker]
 ) -> None:
     cluster, worker = three
-    blocks = {h.node: worker.claim(h.node)["block"] for h in cluster.hosts}
+    _, expected = one_block_each(worker, cluster.hosts)
     started = time.monotonic()
     with running(start_agents(cluster, tmp_path)) as agents:
-
-        def converged() -> bool:
-            return all(
-                learned(h) == {blocks[o.node]: o.address for o in cluster.hosts if o is not h}
-                for h in cluster.hosts
-            )
-
-        wait_until(converged, 10, "every host has the other hosts' blocks")
+        wait_until(lambda: all_learned(cluster.hosts, expected), 10, "every host has the other hosts' blocks")
         took = time.monotonic() - started
         print(f"full mesh of 3 converged {took:.2f}s after the agents started")
         assert took < 3.0, f"converged only after {took:.2f}s"
@@ -107,7 +100,7 @@ def test_full_mesh_converges_and_follows_block_changes(
         # Released: withdrawn everywhere; the rest stays.
         worker.release(first.node, claim["handle"], new)
         wait_until(lambda: all(new not in learned(h) for h in cluster.hosts), 5, f"{new} withdrawn")
-        assert converged()
+        assert all_learned(cluster.hosts, expected)
 
         # A new Node joins: every agent gains a session, and the sessions it had stay up.
         before = agents[0].status()
@@ -132,12 +125,9 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
     tmp_path: Path, three: tuple[Lab, BlockWorker]
 ) -> None:
     cluster, worker = three
-    blocks = {h.node: worker.claim(h.node)["block"] for h in cluster.hosts}
-    expected = {
-        h.node: {blocks[o.node]: o.address for o in cluster.hosts if o is not h} for h in cluster.hosts
-    }
+    _, expected = one_block_each(worker, cluster.hosts)
     with running(start_agents(cluster, tmp_path)) as agents:
-        wait_until(lambda: all(learned(h) == expected[h.node] for h in cluster.hosts), 10, "convergence")
+        wait_until(lambda: all_learned(cluster.hosts, expected), 10, "convergence")
         first = agents[0]
         with route_deletions(cluster.hosts) as deleted:
             old = first.exabgp_pid()
@@ -151,7 +141,19 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
             wait_until(lambda: all_established(first), 15, "sessions up after the agent's restart")
             time.sleep(1.0)  # time for end-of-RIBs and any (wrong) sweep to happen
         assert deleted == []
-        assert all(learned(h) == expected[h.node] for h in cluster.hosts)
+        assert all_learned(cluster.hosts, expected)
+
+
+def one_block_each(
+    worker: BlockWorker, hosts: list[LabHost]
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """A block claimed for each host, and what each should then learn: the others' blocks via them."""
+    blocks = {h.node: worker.claim(h.node)["block"] for h in hosts}
+    return blocks, {h.node: {blocks[o.node]: o.address for o in hosts if o is not h} for h in hosts}
+
+
+def all_learned(hosts: list[LabHost], expected: dict[str, dict[str, str]]) -> bool:
+    return all(learned(h) == expected[h.node] for h in hosts)
 
 
 def metrics_of(host: LabHost) -> str:
@@ -196,14 +198,10 @@ def test_one_route_reflector_with_the_mesh_off(tmp_path: Path) -> None:
             reflector.interface,
         )
         try:
-            blocks = {h.node: worker.claim(h.node)["block"] for h in clients}
+            blocks, want = one_block_each(worker, clients)
             rr.start()
             with running([rr, *start_agents(cluster, tmp_path, clients)]) as agents:
-                for host in clients:
-                    want = {blocks[o.node]: o.address for o in clients if o is not host}
-                    wait_until(
-                        lambda h=host, w=want: learned(h) == w, 15, f"{host.node} learns via the reflector"
-                    )
+                wait_until(lambda: all_learned(clients, want), 15, "the clients learn via the reflector")
                 assert learned(reflector) == {blocks[h.node]: h.address for h in clients}
                 for agent in agents[1:]:
                     status = agent.status()
@@ -228,10 +226,9 @@ def test_two_reflectors_one_killed_loses_no_route(tmp_path: Path) -> None:
         apply(cluster, POOL, MESH_OFF, TO_REFLECTORS, *(node_doc(h) for h in clients), *rr_docs)
         worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         try:
-            blocks = {h.node: worker.claim(h.node)["block"] for h in clients}
+            _, want = one_block_each(worker, clients)
             with running(start_agents(cluster, tmp_path)) as agents:
-                want = {h.node: {blocks[o.node]: o.address for o in clients if o is not h} for h in clients}
-                wait_until(lambda: all(learned(h) == want[h.node] for h in clients), 15, "convergence")
+                wait_until(lambda: all_learned(clients, want), 15, "convergence")
                 wait_until(lambda: all(all_established(a) for a in agents[:3]), 10, "clients up with both")
                 with route_deletions(clients) as deleted:
                     agents[3].kill()
@@ -370,12 +367,9 @@ def test_etcd_outage_keeps_sessions_and_routes_and_the_agents_catch_up(
     tmp_path: Path, three: tuple[Lab, BlockWorker]
 ) -> None:
     cluster, worker = three
-    blocks = {h.node: worker.claim(h.node)["block"] for h in cluster.hosts}
-    expected = {
-        h.node: {blocks[o.node]: o.address for o in cluster.hosts if o is not h} for h in cluster.hosts
-    }
+    _, expected = one_block_each(worker, cluster.hosts)
     with running(start_agents(cluster, tmp_path)) as agents:
-        wait_until(lambda: all(learned(h) == expected[h.node] for h in cluster.hosts), 10, "convergence")
+        wait_until(lambda: all_learned(cluster.hosts, expected), 10, "convergence")
         with route_deletions(cluster.hosts) as deleted:
             cluster.etcd.stop()
             time.sleep(8)
@@ -383,7 +377,7 @@ def test_etcd_outage_keeps_sessions_and_routes_and_the_agents_catch_up(
             assert all(all_established(agent) for agent in agents)
             cluster.etcd.start(timeout=60)
         assert deleted == []
-        assert all(learned(h) == expected[h.node] for h in cluster.hosts)
+        assert all_learned(cluster.hosts, expected)
         worker.close()
         fresh = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         try:
