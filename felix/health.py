@@ -1,8 +1,11 @@
-"""A minimal HTTP/1.1 server on asyncio for health, status and metrics: no thread, no framework."""
+"""A minimal HTTP/1.1 server on asyncio for health, status and metrics (no thread, no framework),
+and the blocking client that felid-node and felidctl use to ask one on this host."""
 
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 
 Response = tuple[int, str, bytes]  # status, content type, body
@@ -48,3 +51,14 @@ def health_handlers(ready: Callable[[], bool]) -> dict[str, Handler]:
 
 async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> asyncio.Server:
     return await serve_http(host, port, health_handlers(ready))
+
+
+def get_local(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
+    """GET http://127.0.0.1:``port````path``: (status, body), or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
+            return int(reply.status), bytes(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (OSError, ValueError):
+        return None

@@ -10,22 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-TIMEOUT = 2.0
-
-
-def _get(port: int, path: str) -> tuple[int, bytes] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT) as reply:
-            return int(reply.status), bytes(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, b""
-    except (OSError, ValueError):
-        return None
+from felix.health import get_local
 
 
 def boxed(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -103,11 +91,11 @@ def _json(reply: tuple[int, bytes] | None) -> dict[str, Any] | None:
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
-    node = _json(_get(args.felix_port, "/status"))  # felid-node answers here; a bare felix does not
-    felix = _get(args.felix_port, "/liveness")
-    bgp = _json(_get(args.bgp_port, "/status"))
+    node = _json(get_local(args.felix_port, "/status"))  # felid-node answers here; a bare felix does not
+    felix = get_local(args.felix_port, "/liveness")
+    bgp = _json(get_local(args.bgp_port, "/status"))
     if felix is not None and node is None:
-        felix = _get(args.felix_port, "/readiness") or felix
+        felix = get_local(args.felix_port, "/readiness") or felix
     text, code = render_status(felix, bgp, node)
     print(text, end="")
     return code

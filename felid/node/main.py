@@ -20,8 +20,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ from felid.node.autodetect import NoAddress, detect, with_prefix
 from felid.node.config import NodeSettings
 from felid.node.supervisor import Child
 from felix.dataplane.netlink import Netlink
-from felix.health import Response, health_handlers, serve_http
+from felix.health import Response, get_local, health_handlers, serve_http
 
 log = logging.getLogger("felid-node")
 BIN = Path(sys.executable).parent
@@ -55,12 +53,9 @@ class Health:
     probe_started: float = 0.0  # monotonic: answers older than a child's start say nothing of it
 
 
-def _probe(port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as reply:
-            return int(reply.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+def _ready(port: int) -> bool:
+    answer = get_local(port, "/readiness", timeout=1)
+    return answer is not None and answer[0] == 200
 
 
 @dataclass
@@ -137,16 +132,14 @@ class FelidNode:
         return children
 
     async def _probe_children(self) -> None:
+        bgp_port = resolve(BGPSettings, environ=self.environ).metrics_port
         bgp = self.settings.networking_backend == "bgp"
         while True:
             started = time.monotonic()
-            felix = await asyncio.to_thread(_probe, self.settings.felix_health_port, "/readiness")
-            ready = await asyncio.to_thread(_probe, self._bgp_port(), "/readiness") if bgp else None
+            felix = await asyncio.to_thread(_ready, self.settings.felix_health_port)
+            ready = await asyncio.to_thread(_ready, bgp_port) if bgp else None
             self.health = Health(felix, ready, started)
             await asyncio.sleep(PROBE_INTERVAL)
-
-    def _bgp_port(self) -> int:
-        return resolve(BGPSettings, environ=self.environ).metrics_port
 
     def ready(self) -> bool:
         """Every child running, and ready by a probe made since it (last) started."""
