@@ -28,8 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bgp.calc import BGPPlan, Session
 from bgp.speaker import ExaBGPSpeaker
 from felid.lab import Lab, LabHost, lab
@@ -71,14 +69,11 @@ def docs(
 
 
 def apply(cluster: Lab, documents: list[Any]) -> None:
-    ctl = host_for(cluster)
-    for args, stdin in (
-        (("apply", "-f", "-"), yaml.safe_dump_all(documents)),
-        (("ipam", "configure", "--maxblocksperhost", "0"), None),  # 50 changes on one host need >20 blocks
-    ):
-        done = ctl.felidctl(*args, stdin=stdin)
-        if done.returncode:
-            raise RuntimeError(done.stderr)
+    cluster.apply(documents)
+    # 50 changes on one host need more than the default 20 blocks.
+    done = cluster.felidctl("ipam", "configure", "--maxblocksperhost", "0")
+    if done.returncode:
+        raise RuntimeError(done.stderr)
 
 
 class RouteWatch:

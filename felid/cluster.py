@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from felid import lab
 from felid.lab import BIN, Lab, LabHost, PingResult
 
@@ -176,23 +174,12 @@ class Cluster:
     def felidctl(
         self, *args: str, stdin: str | None = None, host: LabHost | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """felidctl in a host's namespace (every host reaches etcd)."""
-        assert self.lab is not None
-        where = host or self.hosts[0]
-        env = {**os.environ, "FELID_ETCD_ENDPOINTS": self.lab.etcd.url}
-        return subprocess.run(
-            ["ip", "netns", "exec", where.netns, str(BIN / "felidctl"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        assert self.lab is not None, "build() first"
+        return self.lab.felidctl(*args, stdin=stdin, host=host)
 
     def apply(self, documents: list[Any]) -> None:
-        done = self.felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-        if done.returncode:
-            raise RuntimeError(f"felidctl apply: {done.stderr.strip()}")
+        assert self.lab is not None, "build() first"
+        self.lab.apply(documents)
 
     # -- workloads --------------------------------------------------------------------------------------
 

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from felid.etcdserver import EtcdServer
 
@@ -81,6 +83,25 @@ class Lab:
 
     def host(self, node: str) -> LabHost:
         return next(h for h in self.hosts if h.node == node)
+
+    def felidctl(
+        self, *args: str, stdin: str | None = None, host: LabHost | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """felidctl against the lab's etcd, in a host's namespace (the first one by default)."""
+        where = host or self.hosts[0]
+        return subprocess.run(
+            ["ip", "netns", "exec", where.netns, str(BIN / "felidctl"), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "FELID_ETCD_ENDPOINTS": self.etcd.url},
+            check=False,
+        )
+
+    def apply(self, documents: Sequence[Any]) -> None:
+        done = self.felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        if done.returncode:
+            raise RuntimeError(f"felidctl apply: {done.stderr.strip()}")
 
     def destroy(self) -> None:
         self.etcd.stop()

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from felid.lab import BIN, Lab, LabHost, http_get, lab
 from felix.calc.model import BGP_PROTO
 from tests.harness.bgp import (
     BGPProcess,
     BlockWorker,
-    host_for,
     route_deletions,
     start_agents,
     wait_until,
@@ -46,8 +44,7 @@ def node_doc(host: LabHost, **bgp: Any) -> dict[str, Any]:
 
 
 def apply(lab_: Lab, *docs: dict[str, Any]) -> None:
-    done = host_for(lab_).felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
-    assert done.returncode == 0, done.stderr
+    lab_.apply(docs)
 
 
 def learned(host: LabHost) -> dict[str, str]:
