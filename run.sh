@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # felid's two commands (see README.md), for a fresh Debian 12 machine, as root:
-#   ./run.sh demo    the main job: a local cluster datastore driven by felidctl
+#   ./run.sh demo    the main job: a multi-host felid cluster on this machine, workloads pinging
 #   ./run.sh test    ruff, mypy --strict, import-linter contracts, the whole test suite
 # Both install what they need first: Debian packages, then the Python package
 # and its pinned dependencies in ./.venv.
@@ -55,7 +55,7 @@ setup() {
     install_python
     # Byte-compile felid itself (the editable install does not): agents started together
     # would otherwise each compile it at their first start, seconds on a small machine.
-    .venv/bin/python -m compileall -q -j 0 datastore ipam typha felix bgp felid >/dev/null
+    .venv/bin/python -m compileall -q -j 0 datastore ipam typha felix bgp felid lab >/dev/null
 }
 
 case "${1:-}" in

@@ -30,8 +30,8 @@ from typing import Any
 
 from bgp.calc import BGPPlan, Session
 from bgp.speaker import ExaBGPSpeaker
-from felid.lab import Lab, LabHost, lab
-from tests.harness.bgp import BGPProcess, BlockWorker, host_for
+from lab.agents import BGPProcess, BlockWorker
+from lab.network import Lab, LabHost, lab
 
 BLOCK_SIZE = 28
 CLUSTER_ID = "244.0.0.1"
@@ -112,7 +112,7 @@ def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
         with lab(work, hosts, prefix="fb") as cluster:
             apply(cluster, docs(cluster, reflectors))
             watches = {h.node: RouteWatch(h) for h in cluster.hosts}
-            agents = [BGPProcess(h, cluster.etcd.url, work) for h in cluster.hosts]
+            agents = [BGPProcess(h, work) for h in cluster.hosts]
             for agent in agents:
                 agent.env["FELID_BGP_LOG_SEVERITY"] = "Info"
             worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
@@ -210,7 +210,7 @@ async def throughput(routes: int) -> dict[str, float]:
         with lab(work, 2, prefix="fb") as cluster:
             sender, sink = cluster.hosts
             apply(cluster, docs(cluster, 0, pool="10.16.0.0/12", block_size=26))
-            host_for(cluster).run(
+            cluster.etcd_host.run(
                 sys.executable,
                 "-c",
                 WRITE_AFFINITIES,
@@ -225,7 +225,7 @@ async def throughput(routes: int) -> dict[str, float]:
                 await receiver.start(plan_for(sink, sender))
                 started = time.time()
                 if how == "agent":
-                    agent = BGPProcess(sender, cluster.etcd.url, work)
+                    agent = BGPProcess(sender, work)
                     agent.env["FELID_BGP_LOG_SEVERITY"] = "Info"
                     agent.start()
                     try:

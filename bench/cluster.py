@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from felid.cluster import Cluster
-from felid.lab import LabHost
+from lab.cluster import Cluster
+from lab.network import LabHost
 
 
 def descendants(pid: int) -> list[int]:

@@ -11,7 +11,7 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
+from lab.etcd import EtcdServer
 
 
 @contextlib.contextmanager

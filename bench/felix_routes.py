@@ -30,11 +30,11 @@ from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import WorkloadEndpoint
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer, free_port
 from felix.calc.model import DesiredState, Route
 from felix.dataplane.driver import Dataplane
 from felix.dataplane.netlink import Netlink
 from felix.dataplane.rtnl import Rtnl
+from lab.etcd import EtcdServer, free_port
 
 SIZES = (1_000, 10_000, 100_000)
 

@@ -41,6 +41,11 @@ class Settings(BaseModel):
     def flag_name(cls, field: str) -> str:
         return "--" + field.replace("_", "-")
 
+    @classmethod
+    def default_of(cls, field: str) -> Any:
+        """The declared default of ``field``: other modules ask for it instead of repeating it."""
+        return cls.model_fields[field].get_default(call_default_factory=True)
+
 
 S = TypeVar("S", bound=Settings)
 

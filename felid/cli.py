@@ -1,23 +1,32 @@
 """The ``felid`` command: the user CLI (``felid demo``, ``felid version``).
 
 Its second face is the CNI plugin, selected by CNI_COMMAND in the
-environment as the CNI spec allows.
+environment as the CNI spec allows.  Commands beyond ``version`` are found
+through the ``felid.commands`` entry points (``demo`` is the lab's), so this
+package never imports the lab that is built on top of it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
-from felid import __version__, demo
+from felid import __version__
 
+COMMANDS_GROUP = "felid.commands"
 USAGE = """usage: felid COMMAND
 
 commands:
   demo [up|down] [options]  the local multi-host demo cluster (felid demo --help)
   version                   print the version
 """
+
+
+def _command(name: str) -> Callable[[list[str]], int] | None:
+    found = entry_points(group=COMMANDS_GROUP, name=name)
+    return next((ep.load() for ep in found), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,13 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command == "demo":
-        return demo.main(rest)
     if command == "version":
         print(f"felid v{__version__}")
         return 0
-    print(f"felid: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
-    return 2
+    run = _command(command)
+    if run is None:
+        print(f"felid: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    return run(rest)
 
 
 if __name__ == "__main__":

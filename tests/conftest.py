@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -14,9 +13,10 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
-from tests.harness.hosts import POD_POOL, Host, host_with_etcd
+from lab.etcd import EtcdServer
+from lab.network import Lab, LabHost, single_host
 from tests.harness.tls import PKI, make_pki
+from tests.ipam_helpers import POD_POOL
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -72,9 +72,13 @@ def etcd_tls(tmp_path: Path, pki: PKI) -> Iterator[EtcdServer]:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
+def host_lab(tmp_path: Path) -> Iterator[Lab]:
     """A host namespace (uplink, default route) with etcd inside and the pod pool applied."""
-    with host_with_etcd(tmp_path) as h:
-        done = h.felidctl("apply", "-f", "-", stdin=json.dumps(POD_POOL))
-        assert done.returncode == 0, done.stderr
-        yield h
+    with single_host(tmp_path) as made:
+        made.hosts[0].apply([POD_POOL])
+        yield made
+
+
+@pytest.fixture
+def host(host_lab: Lab) -> LabHost:
+    return host_lab.hosts[0]

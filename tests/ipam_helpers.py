@@ -16,6 +16,12 @@ from ipam.records import Handle, IPAMConfig
 
 LAYOUT = KeyLayout("/felid")
 KEYS = IPAMKeys("/felid")
+POD_POOL: dict[str, Any] = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "IPPool",
+    "metadata": {"name": "pods"},
+    "spec": {"cidr": "10.100.0.0/22", "blockSize": 26},
+}
 
 
 def make_pool(store: ResourceStore, name: str, cidr: str, block_size: int = 26, **spec: Any) -> IPPool:

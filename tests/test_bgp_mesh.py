@@ -14,15 +14,10 @@ from typing import Any
 
 import pytest
 
-from felid.lab import BIN, Lab, LabHost, http_get, lab
 from felix.calc.model import BGP_PROTO
-from tests.harness.bgp import (
-    BGPProcess,
-    BlockWorker,
-    route_deletions,
-    start_agents,
-    wait_until,
-)
+from lab.agents import BGP_PORT, BGPProcess, BlockWorker, route_deletions, start_agents
+from lab.network import Lab, LabHost, http_get, lab
+from lab.processes import BIN, wait_until
 from tests.harness.bird import Bird
 
 BLOCK_SIZE = 28
@@ -154,7 +149,7 @@ def all_learned(hosts: list[LabHost], expected: dict[str, dict[str, str]]) -> bo
 
 
 def metrics_of(host: LabHost) -> str:
-    code, body = http_get(host.netns, 9092, "/metrics")
+    code, body = http_get(host.netns, BGP_PORT, "/metrics")
     assert code == 200
     return body
 
@@ -186,7 +181,6 @@ def test_one_route_reflector_with_the_mesh_off(tmp_path: Path) -> None:
         worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         rr = BGPProcess(
             reflector,
-            cluster.etcd.url,
             tmp_path,
             "--route-reflector",
             "--cluster-id",

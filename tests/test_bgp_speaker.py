@@ -8,7 +8,7 @@ from typing import Any
 
 from bgp.calc import BGPPlan, Session
 from bgp.speaker import ExaBGPSpeaker
-from tests.harness.netns import ip, namespaces
+from lab.network import ip, namespaces
 
 ADDRESSES = {"a": "198.51.100.1", "b": "198.51.100.2"}
 

@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from felid.cluster import Cluster, Mode, Workload
-from felid.lab import PingResult, ping
-from tests.harness.bgp import route_deletions, wait_until
+from lab.agents import route_deletions
+from lab.cluster import Cluster, Mode, Workload
+from lab.processes import wait_until
+from lab.workloads import PingResult, ping
 
 
 @contextlib.contextmanager

@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from datastore.kv import KVStore
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer, free_port
 from ipam.allocator import pod_handle
-from tests.harness.hosts import Host
-from tests.harness.netns import ip, namespaces
+from lab.etcd import EtcdServer, free_port
+from lab.network import LabHost, ip, namespaces
+from lab.processes import BIN
 from tests.ipam_helpers import allocated, assert_consistent, in_pool, make_pool
 
-BIN = Path(sys.executable).parent
 PLUGIN = str(BIN / "felid-ipam")
 CNI_PATH = f"/usr/lib/cni:{BIN}"
 
@@ -164,15 +161,14 @@ def test_exhausted_pool_is_a_clear_error(etcd: EtcdServer, store: ResourceStore)
     assert error["code"] == 100 and "pool exhausted" in error["msg"] and "IPPool tiny" in error["msg"]
 
 
-def test_chained_under_the_reference_bridge_plugin(host: Host) -> None:
+def test_chained_under_the_reference_bridge_plugin(host: LabHost) -> None:
     """bridge (Debian's containernetworking-plugins) with felid-ipam as its IPAM."""
-    assert host.etcd is not None
     netconf = {
         "cniVersion": "1.0.0",
         "name": "pods",
         "type": "bridge",
         "bridge": "felid-test0",
-        "etcd_endpoints": host.etcd.url,
+        "etcd_endpoints": host.etcd_url,
         "nodename": "node-1",
         "ipam": {"type": "felid-ipam", "ipv4_pools": ["pods"]},
     }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.harness.hosts import Host, ping
-from tests.harness.netns import ip, namespaces
+from lab.network import LabHost, ip, namespaces
+from lab.workloads import ping
 
 
 def address_of(result: dict[str, Any] | None) -> str:
@@ -14,7 +14,7 @@ def address_of(result: dict[str, Any] | None) -> str:
     return str(result["ips"][0]["address"]).split("/")[0]
 
 
-def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
+def test_two_workloads_ping_each_other_and_the_host(host: LabHost) -> None:
     with namespaces("pod-a", "pod-b") as pods:
         code, a = host.cni(
             "ADD",
@@ -33,8 +33,8 @@ def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
             and len(a["interfaces"][0]["name"]) == 15
         )
         assert a["interfaces"][0]["mac"] == "ee:ee:ee:ee:ee:ee"
-        assert ping(pods["pod-a"], ip_b) and ping(pods["pod-b"], ip_a)
-        assert ping(pods["pod-a"], host.address)
+        assert ping(pods["pod-a"], ip_b).ok and ping(pods["pod-b"], ip_a).ok
+        assert ping(pods["pod-a"], host.address).ok
         inside = ip("-n", pods["pod-a"], "route").stdout
         assert "default via 169.254.1.1 dev eth0" in inside and "169.254.1.1 dev eth0 scope link" in inside
         weps = host.felidctl("get", "wep", "-A", "-o", "json").stdout
@@ -53,13 +53,13 @@ def test_two_workloads_ping_each_other_and_the_host(host: Host) -> None:
         assert code == 0
         code, _ = host.cni("DEL", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")
         assert code == 0
-        assert ping(pods["pod-a"], host.address)
-        assert not ping(pods["pod-a"], ip_b, count=1)
+        assert ping(pods["pod-a"], host.address).ok
+        assert not ping(pods["pod-a"], ip_b, count=1).ok
         assert "is not assigned" in host.felidctl("ipam", "show", "--ip", ip_b).stdout
         assert host.cni("DEL", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")[0] == 0  # idempotent
 
 
-def test_del_after_the_namespace_is_gone(host: Host) -> None:
+def test_del_after_the_namespace_is_gone(host: LabHost) -> None:
     with namespaces("pod") as pods:
         code, result = host.cni("ADD", host.netconf(), "c1", f"/run/netns/{pods['pod']}")
         assert code == 0
@@ -71,7 +71,7 @@ def test_del_after_the_namespace_is_gone(host: Host) -> None:
     assert json.loads(host.felidctl("get", "wep", "-A", "-o", "json").stdout)["items"] == []
 
 
-def test_failed_add_rolls_back_everything(host: Host) -> None:
+def test_failed_add_rolls_back_everything(host: LabHost) -> None:
     # A namespace path that does not exist: the veth cannot be moved there.
     code, error = host.cni("ADD", host.netconf(), "c1", "/run/netns/ft-does-not-exist")
     assert code != 0 and error is not None and "code" in error and "msg" in error
@@ -81,14 +81,14 @@ def test_failed_add_rolls_back_everything(host: Host) -> None:
     assert "| 0 (0%)" in usage
 
 
-def test_version_and_bad_input(host: Host) -> None:
+def test_version_and_bad_input(host: LabHost) -> None:
     code, result = host.cni("VERSION", {"cniVersion": "0.4.0"}, "x")
     assert code == 0 and result is not None and "1.0.0" in result["supportedVersions"]
     code, error = host.cni("ADD", {"name": "no-version", "type": "felid"}, "x", "/run/netns/x")
     assert code != 0 and error is not None and error["code"] == 7
 
 
-def test_chained_with_portmap_and_tuning(host: Host) -> None:
+def test_chained_with_portmap_and_tuning(host: LabHost) -> None:
     """The runtime's part, done by hand: each plugin gets the previous one's result."""
     base = host.netconf()
     chain = [

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from felid.demo import STATE_DIR
+from lab.demo import STATE_DIR
 
 FELID = str(Path(sys.executable).parent / "felid")
 

@@ -16,12 +16,12 @@ import pytest
 from datastore.etcd import EtcdKV
 from datastore.models import ClusterInformation, IPPool, Node
 from datastore.store import ResourceStore
-from felid.cluster import Cluster
-from felid.lab import BIN, http_get
 from felid.node import startup
 from felid.node.autodetect import NoAddress, choose
 from felid.node.config import NodeSettings
-from tests.harness.bgp import wait_until
+from lab.cluster import NODE_HEALTH_PORT, Cluster
+from lab.network import http_get
+from lab.processes import BIN, wait_until
 
 ADDRESSES = [
     ("lo", "127.0.0.1/8"),
@@ -114,7 +114,7 @@ def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path)
 
 
 def node_status(netns: str) -> dict[str, Any]:
-    code, body = http_get(netns, 9099, "/status")
+    code, body = http_get(netns, NODE_HEALTH_PORT, "/status")
     assert code == 200
     return dict(json.loads(body))
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from datastore.kv import KVStore
-from felid.etcdserver import EtcdServer, free_port
+from lab.etcd import EtcdServer, free_port
 from tests.harness.tls import PKI
 
 FELIDCTL = str(Path(sys.executable).parent / "felidctl")

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from felid.lab import BIN
-from tests.harness.felix import FelixProcess
-from tests.harness.hosts import POD_POOL, Host, ping
-from tests.harness.netns import ip, namespaces
+from lab.agents import FelixProcess
+from lab.network import Lab, LabHost, ip, namespaces
+from lab.processes import BIN
+from lab.workloads import ping
+from tests.ipam_helpers import POD_POOL
 
 
 @pytest.fixture
-def felix(host: Host, tmp_path: Path) -> Iterator[FelixProcess]:
+def felix(host: LabHost, tmp_path: Path) -> Iterator[FelixProcess]:
     process = FelixProcess(host, tmp_path / "felix.log", FELIX_ROUTEREFRESHINTERVAL="1")
     try:
         yield process
@@ -26,7 +27,7 @@ def felix(host: Host, tmp_path: Path) -> Iterator[FelixProcess]:
         process.kill()
 
 
-def routes(host: Host, proto: str = "80") -> list[str]:
+def routes(host: LabHost, proto: str = "80") -> list[str]:
     return sorted(ip("-n", host.netns, "route", "show", "proto", proto).stdout.strip().splitlines())
 
 
@@ -39,7 +40,7 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
     return time.monotonic() - start
 
 
-def test_felix_programs_blocks_and_workloads_and_removes_strays(host: Host, felix: FelixProcess) -> None:
+def test_felix_programs_blocks_and_workloads_and_removes_strays(host: LabHost, felix: FelixProcess) -> None:
     with namespaces("pod-a", "pod-b") as pods:
         for name, ns in (("ca", pods["pod-a"]), ("cb", pods["pod-b"])):
             assert host.cni("ADD", host.netconf(), name, f"/run/netns/{ns}")[0] == 0
@@ -56,10 +57,10 @@ def test_felix_programs_blocks_and_workloads_and_removes_strays(host: Host, feli
         assert "blackhole 10.98.0.0/24" in ip("-n", host.netns, "route").stdout
         ip_b = json.loads(host.felidctl("get", "wep", "-o", "json").stdout)["items"]
         assert len(ip_b) == 2
-        assert ping(pods["pod-a"], host.address)
+        assert ping(pods["pod-a"], host.address).ok
 
 
-def test_route_appears_when_the_interface_does(host: Host, felix: FelixProcess) -> None:
+def test_route_appears_when_the_interface_does(host: LabHost, felix: FelixProcess) -> None:
     felix.start()
     felix.wait_ready()
     wep = {
@@ -78,7 +79,7 @@ def test_route_appears_when_the_interface_does(host: Host, felix: FelixProcess) 
     assert host.run("cat", "/proc/sys/net/ipv4/conf/calilate00001/proxy_arp").stdout.strip() == "1"
 
 
-def test_restarts_remove_no_route(host: Host, felix: FelixProcess, tmp_path: Path) -> None:
+def test_restarts_remove_no_route(host: LabHost, felix: FelixProcess, tmp_path: Path) -> None:
     with namespaces(*[f"p{i}" for i in range(50)]) as pods:
         for i in range(50):
             code, result = host.cni("ADD", host.netconf(), f"c{i}", f"/run/netns/{pods[f'p{i}']}")
@@ -103,20 +104,21 @@ def test_restarts_remove_no_route(host: Host, felix: FelixProcess, tmp_path: Pat
         assert routes(host) == before
 
 
-def test_etcd_outage_changes_nothing_and_felix_catches_up(host: Host, felix: FelixProcess) -> None:
-    assert host.etcd is not None
+def test_etcd_outage_changes_nothing_and_felix_catches_up(
+    host: LabHost, host_lab: Lab, felix: FelixProcess
+) -> None:
     with namespaces("pod") as pods:
         assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{pods['pod']}")[0] == 0
         felix.start()
         felix.wait_ready()
         before = ip("-n", host.netns, "route").stdout
-        host.etcd.stop()
+        host_lab.etcd.stop()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert ip("-n", host.netns, "route").stdout == before
             assert felix.process is not None and felix.process.poll() is None
             time.sleep(1)
-        host.etcd.start()
+        host_lab.etcd.start()
         # A change made once etcd is back reaches the kernel.
         wep = {
             "apiVersion": "projectcalico.org/v3",
@@ -130,7 +132,7 @@ def test_etcd_outage_changes_nothing_and_felix_catches_up(host: Host, felix: Fel
         until(lambda: "10.100.3.9 dev calinew000001" in " ".join(routes(host)), timeout=15)
 
 
-def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: FelixProcess) -> None:
+def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: LabHost, felix: FelixProcess) -> None:
     with namespaces("outside", "pod") as ns:
         # A network outside the cluster that has no route back to the pods.
         ip(
@@ -154,11 +156,11 @@ def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: F
         assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{ns['pod']}")[0] == 0
         felix.start()
         felix.wait_ready()
-        assert not ping(ns["pod"], "192.0.2.2", count=1)  # natOutgoing is off
-        nat_pool = {**POD_POOL, "spec": {**POD_POOL["spec"], "natOutgoing": True}}  # type: ignore[dict-item]
+        assert not ping(ns["pod"], "192.0.2.2", count=1).ok  # natOutgoing is off
+        nat_pool = {**POD_POOL, "spec": {**POD_POOL["spec"], "natOutgoing": True}}
         assert host.felidctl("apply", "-f", "-", stdin=json.dumps(nat_pool)).returncode == 0
         until(lambda: "MASQUERADE" in host.run("iptables", "-t", "nat", "-S", "FELID-NAT-OUTGOING").stdout)
-        assert ping(ns["pod"], "192.0.2.2")
+        assert ping(ns["pod"], "192.0.2.2").ok
         rules = host.run("iptables", "-t", "nat", "-S").stdout
         assert "-A FELID-NAT-OUTGOING -s 10.100.0.0/22 -d 10.100.0.0/22 -j RETURN" in rules
         assert "-j FELID-NAT-OUTGOING" in rules
@@ -168,8 +170,8 @@ def test_nat_outgoing_masquerades_traffic_leaving_the_pools(host: Host, felix: F
         )
 
 
-def test_metrics_and_health(host: Host, tmp_path: Path) -> None:
-    from felid.etcdserver import free_port
+def test_metrics_and_health(host: LabHost, tmp_path: Path) -> None:
+    from lab.etcd import free_port
 
     port = free_port()
     felix = FelixProcess(
@@ -207,7 +209,7 @@ def test_metrics_and_health(host: Host, tmp_path: Path) -> None:
         felix.kill()
 
 
-def test_a_configuration_change_restarts_felix_cleanly(host: Host, felix: FelixProcess) -> None:
+def test_a_configuration_change_restarts_felix_cleanly(host: LabHost, felix: FelixProcess) -> None:
     with namespaces("pod") as ns:
         assert host.cni("ADD", host.netconf(), "c1", f"/run/netns/{ns['pod']}")[0] == 0
         felix.start()
@@ -232,7 +234,7 @@ def test_a_configuration_change_restarts_felix_cleanly(host: Host, felix: FelixP
         felix.wait_ready()
 
 
-def test_node_status_reports_felix(host: Host, felix: FelixProcess) -> None:
+def test_node_status_reports_felix(host: LabHost, felix: FelixProcess) -> None:
     ctl = [str(BIN / "felidctl"), "node", "status", "--felix-port", str(felix.health_port)]
     stopped = host.run(*ctl)
     assert stopped.returncode == 1 and "felid process is not running." in stopped.stdout

@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from datastore.kv import KVStore
 from datastore.models import Node, WorkloadEndpoint
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
 from ipam.allocator import pod_handle, tunnel_handle
 from ipam.gc import GarbageCollector
 from ipam.inventory import load_inventory
 from ipam.metrics import IPAMCollector
+from lab.etcd import EtcdServer
 from tests.ipam_helpers import LAYOUT, allocated, allocator, assert_consistent, make_node, make_pool
 
 FELIDCTL = str(Path(sys.executable).parent / "felidctl")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from datastore.kv import KVStore
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
+from lab.etcd import EtcdServer
 from tests.ipam_helpers import (
     KEYS,
     allocated,

@@ -10,7 +10,7 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.kv import Delete, KVStore, Put
 from datastore.syncer import InSync, Syncer, Update
-from felid.etcdserver import EtcdServer
+from lab.etcd import EtcdServer
 from tests.harness.proxy import CuttableProxy
 
 A, B = "/felid/a/", "/felid/b/"

@@ -10,7 +10,7 @@ from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import Node
 from datastore.store import ResourceStore
-from felid.etcdserver import EtcdServer
+from lab.etcd import EtcdServer
 from tests.harness.tls import PKI
 
 

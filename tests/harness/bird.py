@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from felid.lab import LabHost
+from lab.network import LabHost
 
 TEMPLATE = """
 router id {router_id};

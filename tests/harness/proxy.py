@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from felid.etcdserver import free_port
+from lab.etcd import free_port
 
 
 class CuttableProxy:

@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from felid.etcdserver import TLSFiles
+from lab.etcd import TLSFiles
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """A lab network on one machine: hosts as network namespaces on a bridge, etcd in its own.
 
-Used by ``felid demo``, the end-to-end tests and the cluster benchmarks.
-Everything it makes carries a random tag; ``Lab.destroy`` removes it (etcd by
-PID, then the namespaces with every device in them), and a ``Lab`` can be saved
-to a file so that another process (``felid demo down``) can destroy it.
+Used by ``felid demo``, the end-to-end tests and the benchmarks.  Everything it
+makes carries a random tag; ``Lab.destroy`` removes it (etcd by PID, then the
+namespaces with every device in them), and a ``Lab`` can be saved to a file so
+that another process (``felid demo down``) can destroy it.  ``single_host`` is
+the smallest lab: one host namespace with etcd inside it.
 """
 
 from __future__ import annotations
@@ -11,25 +12,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from felid.etcdserver import EtcdServer
+from lab.etcd import EtcdServer
+from lab.processes import BIN, kill_tree
+from lab.workloads import cni
 
 SUBNET = "198.51.100"  # TEST-NET-2: the hosts' LAN
 ETCD_HOST = 250
+NOWHERE = 254  # the hosts' default gateway, where nothing answers
 PREFIX_LENGTH = 24
-BIN = Path(sys.executable).parent
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -60,9 +60,12 @@ def add_namespace(name: str) -> None:
 
 @dataclass(frozen=True)
 class LabHost:
+    """A host: a network namespace with an uplink ``nic``, and the etcd its tools talk to."""
+
     node: str
     netns: str
     address: str  # on its uplink, without prefix
+    etcd_url: str = ""
     nic: str = "eth0"
 
     @property
@@ -72,6 +75,58 @@ class LabHost:
     def routes(self, proto: int | None = None) -> list[dict[str, Any]]:
         args = ["-n", self.netns, "-j", "route", "show"] + (["proto", str(proto)] if proto else [])
         return list(json.loads(ip(*args).stdout or "[]"))
+
+    def run(
+        self, *argv: str, env: Mapping[str, str] | None = None, stdin: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` inside this host's namespace."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            check=False,
+            timeout=120,
+        )
+        if check and done.returncode:
+            raise RuntimeError(
+                f"{' '.join(argv)[:200]} failed in {self.netns}: {done.stderr.strip()[-2000:]}"
+            )
+        return done
+
+    def felidctl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """felidctl against this host's etcd, from inside the host."""
+        return self.run(
+            str(BIN / "felidctl"), *args, env={"FELID_ETCD_ENDPOINTS": self.etcd_url}, stdin=stdin
+        )
+
+    def apply(self, documents: Sequence[Any]) -> None:
+        done = self.felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+        if done.returncode:
+            raise RuntimeError(f"felidctl apply: {done.stderr.strip()}")
+
+    def netconf(self, version: str = "1.0.0") -> dict[str, Any]:
+        """A network config of the felid CNI plugin for this host."""
+        return {
+            "cniVersion": version,
+            "name": "pods",
+            "type": "felid",
+            "etcd_endpoints": self.etcd_url,
+            "nodename": self.node,
+            "ipam": {"type": "felid-ipam"},
+        }
+
+    def cni(  # noqa: PLR0917 - the CNI call's own parameters, in the spec's order
+        self,
+        command: str,
+        netconf: Mapping[str, Any],
+        container: str,
+        netns_path: str = "",
+        cni_args: str = "",
+        plugin: str = "felid",
+    ) -> tuple[int, dict[str, Any] | None]:
+        return cni(self.netns, netconf, command, container, netns_path, cni_args=cni_args, plugin=plugin)
 
 
 @dataclass
@@ -88,20 +143,15 @@ class Lab:
         self, *args: str, stdin: str | None = None, host: LabHost | None = None
     ) -> subprocess.CompletedProcess[str]:
         """felidctl against the lab's etcd, in a host's namespace (the first one by default)."""
-        where = host or self.hosts[0]
-        return subprocess.run(
-            ["ip", "netns", "exec", where.netns, str(BIN / "felidctl"), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "FELID_ETCD_ENDPOINTS": self.etcd.url},
-            check=False,
-        )
+        return (host or self.hosts[0]).felidctl(*args, stdin=stdin)
 
     def apply(self, documents: Sequence[Any]) -> None:
-        done = self.felidctl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-        if done.returncode:
-            raise RuntimeError(f"felidctl apply: {done.stderr.strip()}")
+        self.hosts[0].apply(documents)
+
+    @property
+    def etcd_host(self) -> LabHost:
+        """etcd's own namespace as a host (felidctl and scripts run there, off every lab host)."""
+        return LabHost("etcd", self.etcd.netns or "", self.etcd.host, self.etcd.url)
 
     def destroy(self) -> None:
         self.etcd.stop()
@@ -126,50 +176,14 @@ def destroy_saved(saved: Mapping[str, Any]) -> None:
         ip("netns", "del", name, check=False)
 
 
-def kill_tree(pid: int, grace: float = 0.0) -> None:
-    kill_trees([pid], grace)
-
-
-def kill_trees(pids: Iterable[int], grace: float = 0.0) -> None:
-    """Stop processes: SIGTERM to all and up to ``grace`` seconds to exit (stopping their own
-    children), then SIGKILL to the whole group of each one left; reaped if they are our children."""
-    left = list(pids)
-    if grace > 0:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        left = [pid for pid in left if not wait_gone(pid, max(0.0, deadline - time.monotonic()))]
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
-            else:
-                os.kill(pid, signal.SIGKILL)
-    for pid in left:
-        wait_gone(pid, 5.0)
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Whether ``pid`` has exited within ``timeout`` seconds (0: just look); reaped if ours."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-
-
-def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:
+def plug(lan: str, netns: str, address: str, nic: str = "eth0", mtu: int | None = None) -> None:
     """A veth from the bridge into ``netns``, named ``nic`` there, with ``address``/24 and up."""
     tag = uuid.uuid4().hex[:8]
     outside, inside = f"fl{tag}", f"fi{tag}"
     ip("-n", lan, "link", "add", outside, "type", "veth", "peer", "name", inside)
+    if mtu is not None:
+        for end in (outside, inside):
+            ip("-n", lan, "link", "set", end, "mtu", str(mtu))
     ip("-n", lan, "link", "set", inside, "netns", netns)
     ip("-n", netns, "link", "set", inside, "name", nic)
     ip("-n", netns, "addr", "add", f"{address}/{PREFIX_LENGTH}", "dev", nic)
@@ -177,16 +191,17 @@ def plug(lan: str, netns: str, address: str, nic: str = "eth0") -> None:
     ip("-n", lan, "link", "set", outside, "master", "br0", "up")
 
 
-def build(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True) -> Lab:
+def build(
+    work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True, mtu: int | None = None
+) -> Lab:
     """``hosts`` host namespaces (node-1.. at 198.51.100.1..) and etcd at .250, on one bridge.
 
     The hosts' default route leads to .254, where nothing answers: pods' proxy ARP needs a
-    route, but only felid's routes may carry traffic between hosts.
+    route, but only felid's routes may carry traffic between hosts.  ``mtu`` is the MTU of
+    the hosts' NICs (and the bridge's ports), by default the kernel's 1500.
     """
     tag = uuid.uuid4().hex[:6]
     lan, etcd_ns = f"{prefix}-lan-{tag}", f"{prefix}-etcd-{tag}"
-    members = [LabHost(f"node-{i}", f"{prefix}-h{i}-{tag}", f"{SUBNET}.{i}") for i in range(1, hosts + 1)]
-    made: list[str] = []
     etcd = EtcdServer(
         work / "etcd",
         host=f"{SUBNET}.{ETCD_HOST}",
@@ -194,6 +209,10 @@ def build(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = T
         log_file=work / "etcd.log",
         fast_election=fast_election,
     )
+    members = [
+        LabHost(f"node-{i}", f"{prefix}-h{i}-{tag}", f"{SUBNET}.{i}", etcd.url) for i in range(1, hosts + 1)
+    ]
+    made: list[str] = []
     lab_ = Lab(etcd, lan, members, made)
     try:
         for name in (lan, etcd_ns, *(h.netns for h in members)):
@@ -201,10 +220,10 @@ def build(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = T
             made.append(name)
         ip("-n", lan, "link", "add", "br0", "type", "bridge")
         ip("-n", lan, "link", "set", "br0", "up")
-        plug(lan, etcd_ns, f"{SUBNET}.{ETCD_HOST}")
+        plug(lan, etcd_ns, f"{SUBNET}.{ETCD_HOST}", mtu=mtu)
         for host in members:
-            plug(lan, host.netns, host.address)
-            ip("-n", host.netns, "route", "add", "default", "via", f"{SUBNET}.254")
+            plug(lan, host.netns, host.address, mtu=mtu)
+            ip("-n", host.netns, "route", "add", "default", "via", f"{SUBNET}.{NOWHERE}")
         etcd.start(timeout=60)
     except BaseException:
         lab_.destroy()
@@ -213,12 +232,35 @@ def build(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = T
 
 
 @contextlib.contextmanager
-def lab(work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True) -> Iterator[Lab]:
-    made = build(work, hosts, prefix=prefix, fast_election=fast_election)
+def lab(
+    work: Path, hosts: int, *, prefix: str = "ft", fast_election: bool = True, mtu: int | None = None
+) -> Iterator[Lab]:
+    made = build(work, hosts, prefix=prefix, fast_election=fast_election, mtu=mtu)
     try:
         yield made
     finally:
         made.destroy()
+
+
+@contextlib.contextmanager
+def single_host(work: Path, address: str = "203.0.113.1", node: str = "node-1") -> Iterator[Lab]:
+    """The smallest lab: one host namespace with etcd inside it on loopback, and a veth pair
+    standing in for its NIC (its default route points there, so proxy ARP for the pods'
+    gateway works while nothing leaves the namespace)."""
+    with namespaces("host") as ns:
+        netns = ns["host"]
+        ip("-n", netns, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
+        ip("-n", netns, "addr", "add", f"{address}/{PREFIX_LENGTH}", "dev", "uplink0")
+        ip("-n", netns, "link", "set", "uplink0", "up")
+        ip("-n", netns, "link", "set", "uplink1", "up")
+        gateway = f"{address.rsplit('.', 1)[0]}.{NOWHERE}"
+        ip("-n", netns, "route", "add", "default", "via", gateway, "dev", "uplink0")
+        etcd = EtcdServer(work / "etcd", netns=netns, log_file=work / "etcd.log")
+        etcd.start()
+        try:
+            yield Lab(etcd, netns, [LabHost(node, netns, address, etcd.url, nic="uplink0")])
+        finally:
+            etcd.stop()
 
 
 HTTP_PROBE = """
@@ -245,81 +287,3 @@ def http_get(netns: str, port: int, path: str) -> tuple[int, str]:
     )
     status, _, body = done.stdout.partition("\n")
     return (int(status) if status.strip().isdigit() else 0), body
-
-
-# -- workloads ----------------------------------------------------------------------------------------
-
-
-def cni(
-    netns: str,
-    netconf: Mapping[str, Any],
-    command: str,
-    container: str,
-    netns_path: str = "",
-    *,
-    cni_args: str = "",
-    plugin: str = "felid",
-) -> tuple[int, dict[str, Any] | None]:
-    """Run a CNI plugin as a runtime would, inside host namespace ``netns``: (exit code, result JSON)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_", "FELIX_"))}
-    env |= {
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": container,
-        "CNI_NETNS": netns_path,
-        "CNI_IFNAME": "eth0",
-        "CNI_ARGS": cni_args,
-        "CNI_PATH": f"/usr/lib/cni:{BIN}",
-    }
-    binary = str(BIN / plugin) if (BIN / plugin).exists() else f"/usr/lib/cni/{plugin}"
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, binary],
-        input=json.dumps(netconf),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    if "Traceback" in done.stderr:
-        raise RuntimeError(f"the {plugin} plugin crashed:\n{done.stderr[-3000:]}")
-    return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
-
-
-@dataclass(frozen=True)
-class PingResult:
-    source: str
-    target: str
-    sent: int
-    received: int
-    rtt_ms: float | None  # average
-
-    @property
-    def ok(self) -> bool:
-        return self.received > 0 and self.received == self.sent
-
-
-def ping(netns: str, target: str, count: int = 3, interval: float = 0.2, wait: float = 1.0) -> PingResult:
-    done = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            "ping",
-            "-n",
-            "-c",
-            str(count),
-            "-i",
-            str(interval),
-            "-W",
-            str(wait),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    counts = re.search(r"(\d+) packets transmitted, (\d+) received", done.stdout)
-    rtt = re.search(r"= [\d.]+/([\d.]+)/", done.stdout)
-    sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (count, 0)
-    return PingResult(netns, target, sent, received, float(rtt.group(1)) if rtt else None)

@@ -1,4 +1,9 @@
-"""felid-bgp as a real process in a lab host, and a worker that claims and releases IPAM blocks."""
+"""felid's agents as real processes inside lab hosts, stopped by PID; and helpers that watch them.
+
+``FelixProcess`` and ``BGPProcess`` run one felix or felid-bgp outside felid-node (the tests of
+each agent, the benchmarks); ``BlockWorker`` claims and releases whole IPAM blocks on request;
+``route_deletions`` records every route a set of kernels deletes.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,82 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from felid.lab import BIN, Lab, LabHost, http_get
-from tests.harness.hosts import Host
+from bgp.config import BGPSettings
+from lab.etcd import free_port
+from lab.network import Lab, LabHost, http_get
+from lab.processes import BIN
+
+BGP_PORT: int = BGPSettings.default_of("metrics_port")
+
+
+def _clean_environment() -> dict[str, str]:
+    """This process's environment without felid's own settings, which would leak into the agent."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))}
+
+
+class FelixProcess:
+    def __init__(self, host: LabHost, log: Path, **env: str) -> None:
+        self.host = host
+        self.log = log
+        self.health_port = free_port()
+        self.env = {
+            **_clean_environment(),
+            "FELID_ETCD_ENDPOINTS": host.etcd_url,
+            "FELID_NODENAME": host.node,
+            "FELIX_HEALTHPORT": str(self.health_port),
+            "FELIX_LOGSEVERITYSCREEN": "Debug",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.host.netns, str(BIN / "felid-felix")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> bool:
+        return http_get(self.host.netns, self.health_port, "/readiness")[0] == 200
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log.read_text()[-3000:]
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"felix not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class BGPProcess:
     """One agent, in its own process group so that its ExaBGP and bridge go with it."""
 
-    def __init__(self, host: LabHost, etcd_url: str, work: Path, *args: str, **env: str) -> None:
+    def __init__(self, host: LabHost, work: Path, *args: str, **env: str) -> None:
         self.host = host
         self.args = args
         self.log = work / f"bgp-{host.node}.log"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))},
-            "FELID_ETCD_ENDPOINTS": etcd_url,
+            **_clean_environment(),
+            "FELID_ETCD_ENDPOINTS": host.etcd_url,
             "FELID_NODENAME": host.node,
             "FELID_BGP_RUN_DIR": str(work / f"bgp-{host.node}"),
             "FELID_BGP_LOG_SEVERITY": "Debug",
@@ -45,7 +112,7 @@ class BGPProcess:
             )
 
     def status(self) -> dict[str, Any] | None:
-        code, body = http_get(self.host.netns, 9092, "/status")
+        code, body = http_get(self.host.netns, BGP_PORT, "/status")
         result = json.loads(body) if code == 200 else None
         return result if isinstance(result, dict) else None
 
@@ -67,20 +134,10 @@ class BGPProcess:
 
 
 def start_agents(lab: Lab, work: Path, hosts: list[LabHost] | None = None) -> list[BGPProcess]:
-    agents = [BGPProcess(h, lab.etcd.url, work) for h in (hosts or lab.hosts)]
+    agents = [BGPProcess(h, work) for h in (hosts or lab.hosts)]
     for agent in agents:
         agent.start()
     return agents
-
-
-def wait_until(check: Any, timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll ``check()`` until true; the seconds it took (AssertionError naming ``what`` after timeout)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 @contextlib.contextmanager
@@ -103,16 +160,15 @@ def route_deletions(hosts: list[LabHost]) -> Iterator[list[str]]:
 
 
 class BlockWorker:
-    """``python -m tests.harness.block_worker`` in a lab namespace, one JSON reply per command."""
+    """``python -m lab.block_worker`` in a lab namespace, one JSON reply per command."""
 
     def __init__(self, netns: str, etcd_url: str, block_size: int) -> None:
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-m", "tests.harness.block_worker"],
+            ["ip", "netns", "exec", netns, sys.executable, "-m", "lab.block_worker"],
             env={**os.environ, "FELID_ETCD_ENDPOINTS": etcd_url, "BLOCK_SIZE": str(block_size)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=Path(__file__).resolve().parents[2],
         )
 
     def ask(self, *words: str) -> dict[str, Any]:
@@ -136,8 +192,3 @@ class BlockWorker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-
-
-def host_for(lab: Lab) -> Host:
-    """felidctl against the lab's etcd, run in etcd's namespace."""
-    return Host(lab.etcd.netns or "", lab.etcd.host, lab.etcd)

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from felid.cluster import MODES, Cluster, Workload, destroy_saved
-from felid.lab import BIN, PingResult
-from felid.uml import IPTABLES_BACKEND, kernel_has, run_in_uml
+from lab.cluster import MODES, Cluster, Workload, destroy_saved
+from lab.processes import BIN
+from lab.uml import IPTABLES_BACKEND, kernel_has, run_in_uml
+from lab.workloads import PingResult
 
 STATE_DIR = Path("/run/felid-demo")
 STATE_FILE = STATE_DIR / "state.json"

@@ -20,14 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from felid import lab
-from felid.lab import BIN, Lab, LabHost, PingResult
+from felid.node.config import NodeSettings
+from lab import network
+from lab.network import Lab, LabHost
+from lab.processes import BIN, kill_tree, kill_trees, wait_gone
+from lab.workloads import PingResult, ping
 
 Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
 MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
 POOL_CIDR = "10.244.0.0/16"
 CLUSTER_ID = "244.0.0.1"
-NODE_HEALTH_PORT = 9099
+NODE_HEALTH_PORT: int = NodeSettings.default_of("health_port")
 STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
 
 
@@ -84,7 +87,7 @@ class Cluster:
 
     def build(self) -> Lab:
         self.work.mkdir(parents=True, exist_ok=True)
-        self.lab = lab.build(self.work, self.size, prefix=self.prefix, fast_election=self.fast_election)
+        self.lab = network.build(self.work, self.size, prefix=self.prefix, fast_election=self.fast_election)
         if self.route_reflectors:
             self.apply(REFLECTOR_DOCUMENTS)
         return self.lab
@@ -128,10 +131,10 @@ class Cluster:
         """SIGKILL felid-node alone (its felix and bgp follow it by their parent-death signal)."""
         pid = self.nodes.pop(host.node)
         os.kill(pid, signal.SIGKILL)
-        lab.kill_tree(pid)  # reaps it; what is left of its group goes too
+        kill_tree(pid)  # reaps it; what is left of its group goes too
 
     def ready(self, host: LabHost) -> bool:
-        return lab.http_get(host.netns, NODE_HEALTH_PORT, "/readiness")[0] == 200
+        return network.http_get(host.netns, NODE_HEALTH_PORT, "/readiness")[0] == 200
 
     def wait_ready(self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0) -> float:
         started = time.monotonic()
@@ -139,7 +142,7 @@ class Cluster:
         while waiting:
             for host in list(waiting):
                 pid = self.nodes.get(host.node)
-                if pid is None or lab.wait_gone(pid, 0):
+                if pid is None or wait_gone(pid, 0):
                     raise RuntimeError(f"felid-node on {host.node} exited:\n{self.node_log(host)[-3000:]}")
                 if self.ready(host):
                     waiting.remove(host)
@@ -154,7 +157,7 @@ class Cluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def destroy(self) -> None:
-        lab.kill_trees(self.nodes.values(), grace=STOP_GRACE)
+        kill_trees(self.nodes.values(), grace=STOP_GRACE)
         self.nodes.clear()
         if self.lab is not None:
             self.lab.destroy()
@@ -183,24 +186,13 @@ class Cluster:
 
     # -- workloads --------------------------------------------------------------------------------------
 
-    def netconf(self, host: LabHost) -> dict[str, Any]:
-        assert self.lab is not None
-        return {
-            "cniVersion": "1.0.0",
-            "name": "felid",
-            "type": "felid",
-            "etcd_endpoints": self.lab.etcd.url,
-            "nodename": host.node,
-            "ipam": {"type": "felid-ipam"},
-        }
-
     def add_workload(self, host: LabHost, name: str | None = None) -> Workload:
         assert self.lab is not None
         name = name or f"w{uuid.uuid4().hex[:6]}"
         netns = f"{self.prefix}-p-{name}-{uuid.uuid4().hex[:4]}"
-        lab.add_namespace(netns)
+        network.add_namespace(netns)
         self.lab.namespaces.append(netns)
-        code, result = lab.cni(host.netns, self.netconf(host), "ADD", name, f"/run/netns/{netns}")
+        code, result = host.cni("ADD", host.netconf(), name, f"/run/netns/{netns}")
         if code != 0 or result is None:
             raise RuntimeError(f"CNI ADD of {name} on {host.node} failed: {result}")
         workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0])
@@ -210,12 +202,10 @@ class Cluster:
     def delete_workload(self, workload: Workload) -> None:
         assert self.lab is not None
         host = self.lab.host(workload.node)
-        code, result = lab.cni(
-            host.netns, self.netconf(host), "DEL", workload.name, f"/run/netns/{workload.netns}"
-        )
+        code, result = host.cni("DEL", host.netconf(), workload.name, f"/run/netns/{workload.netns}")
         if code != 0:
             raise RuntimeError(f"CNI DEL of {workload.name} failed: {result}")
-        lab.ip("netns", "del", workload.netns, check=False)
+        network.ip("netns", "del", workload.netns, check=False)
         self.lab.namespaces.remove(workload.netns)
         self.workloads.remove(workload)
 
@@ -224,9 +214,9 @@ class Cluster:
         chosen = workloads or self.workloads
         pairs = [(a, b) for a in chosen for b in chosen if a is not b]
         with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(lambda p: lab.ping(p[0].netns, p[1].address, count=count), pairs))
+            return list(pool.map(lambda p: ping(p[0].netns, p[1].address, count=count), pairs))
 
 
 def destroy_saved(record: Mapping[str, Any]) -> None:
-    lab.kill_trees((int(pid) for pid in record.get("nodes", {}).values()), grace=STOP_GRACE)
-    lab.destroy_saved(record.get("lab", {}))
+    kill_trees((int(pid) for pid in record.get("nodes", {}).values()), grace=STOP_GRACE)
+    network.destroy_saved(record.get("lab", {}))
