@@ -171,9 +171,10 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys
 from datastore.kv import Put
+from datastore.models.ipam import AffinityState, affinity_json
 url, node, cidrs = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
 kv, keys = EtcdKV(DatastoreConfig(etcd_endpoints=(url,))), IPAMKeys()
-value = json.dumps({"state": "confirmed", "deleted": False}).encode()
+value = affinity_json(AffinityState.CONFIRMED)
 for start in range(0, len(cidrs), 100):
     kv.commit([], [Put(keys.affinity(node, c), value) for c in cidrs[start:start + 100]])
 """

@@ -31,12 +31,14 @@ from datastore.keys import KeyLayout
 from datastore.models import WorkloadEndpoint
 from datastore.store import ResourceStore
 from felix.calc.model import DesiredState, Route
+from felix.config import FelixSettings
 from felix.dataplane.driver import Dataplane
 from felix.dataplane.netlink import Netlink
 from felix.dataplane.rtnl import Rtnl
 from lab.etcd import EtcdServer, free_port
 
 SIZES = (1_000, 10_000, 100_000)
+PREFIX: str = FelixSettings.default_of("interface_prefix")
 
 
 def addresses(n: int, second_octet: int) -> list[str]:
@@ -56,7 +58,7 @@ def ip_batch(n: int, tmp: Path) -> float:
 
 
 async def felix_add(n: int) -> float:
-    dataplane = Dataplane(Netlink(), sysctl_root=Path("/proc/sys"))
+    dataplane = Dataplane(Netlink(), PREFIX, sysctl_root=Path("/proc/sys"))
     dataplane.set_desired(
         DesiredState(routes=frozenset(Route(a, "local", ifname="bench0") for a in addresses(n, 10)))
     )
@@ -68,7 +70,7 @@ async def felix_add(n: int) -> float:
 
 
 async def felix_resync(n: int) -> tuple[float, float, int]:
-    dataplane = Dataplane(Netlink())
+    dataplane = Dataplane(Netlink(), PREFIX)
     routes = [Route(a, "local", ifname="bench0") for a in addresses(n, 10)]
     dataplane.set_desired(DesiredState(routes=frozenset(routes)))
     await dataplane.apply()

@@ -29,8 +29,8 @@ from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import Put
 from datastore.models import IPPool
-from ipam.allocator import BlockAllocator, pod_handle
-from ipam.records import IPAMConfig
+from datastore.models.ipam import IPAMConfig, pod_handle
+from ipam.allocator import BlockAllocator
 
 HOSTS = 8
 HOST_LOCAL = "/usr/lib/cni/host-local"

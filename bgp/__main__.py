@@ -11,13 +11,13 @@ import socket
 import sys
 
 from bgp.agent import BGPAgent
-from bgp.calc import mark_reflector
 from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
 from datastore.errors import DatastoreError, NotFound, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import Node
+from datastore.models.node import mark_reflector
 from datastore.settings import add_flags, resolve
 from datastore.store import ResourceStore
 

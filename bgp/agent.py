@@ -39,7 +39,6 @@ from felix.calc.model import BGP_PROTO
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.dataplane.routetable import RouteTable
 from felix.health import TEXT, Response, health_handlers, serve_http
-from ipam.block import AllocationBlock
 
 log = logging.getLogger("bgp")
 
@@ -71,7 +70,6 @@ class BGPAgent:
         self.kernel_synced = False  # every session gave its end-of-RIB once: deleting is safe now
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
-        self._blocks: dict[str, tuple[bytes, AllocationBlock | None]] = {}
         self._nic: tuple[str, str] | None = None  # (address, interface)
         self._unprogrammed_since: float | None = None
 
@@ -150,17 +148,8 @@ class BGPAgent:
             peers=self.cache.of(BGPPeer).values(),
             pools=self.cache.of(IPPool).values(),
             affinities=self.cache.affinities,
-            blocks=self._decoded_blocks(),
+            blocks=self.cache.blocks.values(),
         )
-
-    def _decoded_blocks(self) -> list[AllocationBlock]:
-        """Blocks decoded once per stored version (only borrowed addresses need them)."""
-        decoded = {}
-        for cidr, raw in self.cache.blocks.items():
-            known = self._blocks.get(cidr)
-            decoded[cidr] = known if known is not None and known[0] is raw else (raw, _block(raw))
-        self._blocks = decoded
-        return [block for _, block in decoded.values() if block is not None]
 
     async def _apply_plan(self, plan: BGPPlan) -> None:
         old = self.plan
@@ -228,17 +217,17 @@ class BGPAgent:
 
     async def _program(self, plan: BGPPlan) -> None:
         me = self.cache.node_named(self.node)
-        address = str(me.spec.bgp.ipv4_address) if me and me.spec.bgp and me.spec.bgp.ipv4_address else None
+        address = me.address if me else None
         if address is None:
             return
-        nic = await self._nic_of(address)
+        nic = await self._nic_of(str(address.ip))
         if nic is None:
             log.error("no interface holds this node's address %s: learned routes wait", address)
             return
         routes = kernel_routes(
             self.rib.best(),
             pools=self.cache.of(IPPool).values(),
-            node_address=address,
+            subnet=address.network,
             nic=nic,
             own=plan.announce,
         )
@@ -257,8 +246,7 @@ class BGPAgent:
             self.metrics.program_time.observe(time.perf_counter() - self._unprogrammed_since)
             self._unprogrammed_since = None
 
-    async def _nic_of(self, address: str) -> str | None:
-        ip = address.split("/", maxsplit=1)[0]
+    async def _nic_of(self, ip: str) -> str | None:
         if self._nic is None or self._nic[0] != ip:
             link = await self.netlink.address_link(ip)
             if link is None:
@@ -327,11 +315,3 @@ class BGPAgent:
 def _identity(plan: BGPPlan) -> tuple[str, int, int]:
     """What ExaBGP cannot change by a reload: its address, AS and port."""
     return plan.router_id, plan.local_as, plan.listen_port
-
-
-def _block(raw: bytes) -> AllocationBlock | None:
-    try:
-        return AllocationBlock.from_json(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.error("ignoring an unreadable IPAM block: %s", exc)
-        return None

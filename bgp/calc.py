@@ -9,17 +9,16 @@ from other nodes' blocks, except from disabled pools or pools with
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration, pool_containing
+from datastore.models.block import AllocationBlock
+from datastore.models.ipam import AffinityState, confirmed
 from datastore.selector import Selector
-from ipam.block import AllocationBlock
 
 DEFAULT_AS = 64512
-REFLECTOR_LABEL = "route-reflector"  # what BGPPeers select reflectors by, as in Calico's examples
 DEFAULT_RESTART_TIME = 120
 
 PeerType = Literal[
@@ -57,36 +56,19 @@ class BGPPlan:
     announce: frozenset[str]
 
 
-def mark_reflector(node: dict[str, Any], cluster_id: str) -> None:
-    """Make a Node document (by alias) a route reflector: its cluster ID and its label."""
-    node.setdefault("spec", {}).setdefault("bgp", {})["routeReflectorClusterID"] = cluster_id
-    node.setdefault("metadata", {}).setdefault("labels", {})[REFLECTOR_LABEL] = "true"
-
-
-def _node_ip(node: Node) -> str | None:
-    bgp = node.spec.bgp
-    if bgp is None or bgp.ipv4_address is None:
-        return None
-    return str(ipaddress.IPv4Interface(bgp.ipv4_address).ip)
-
-
 def _named(configs: Iterable[BGPConfiguration], name: str) -> BGPConfiguration | None:
     return next((c for c in configs if c.name == name), None)
 
 
 def node_as(node: Node, configs: Iterable[BGPConfiguration]) -> int:
     configs = list(configs)
-    if node.spec.bgp and node.spec.bgp.as_number:
-        return node.spec.bgp.as_number
+    if node.as_number:
+        return node.as_number
     for name in (f"node.{node.name}", "default"):
         config = _named(configs, name)
         if config is not None and config.spec.as_number:
             return config.spec.as_number
     return DEFAULT_AS
-
-
-def _cluster_id(node: Node) -> str | None:
-    return node.spec.bgp.route_reflector_cluster_id if node.spec.bgp else None
 
 
 def _applies_to(peer: BGPPeer, me: Node) -> bool:
@@ -112,25 +94,28 @@ def plan_bgp(
     configs: Iterable[BGPConfiguration],
     peers: Iterable[BGPPeer],
     pools: Iterable[IPPool],
-    affinities: Mapping[tuple[str, str], str],
+    affinities: Mapping[tuple[str, str], AffinityState],
     blocks: Iterable[AllocationBlock],
 ) -> BGPPlan | None:
-    """None when this node cannot speak BGP yet (no Node, or no IPv4 address on it)."""
+    """None when this node cannot speak BGP yet (no Node, or no IPv4 address on it).
+
+    ``affinities``: ``(node, cidr) -> state``; ``blocks``: the IPAM blocks.
+    """
     by_name = {n.name: n for n in nodes}
     config_list = list(configs)
     me = by_name.get(node_name)
-    my_ip = _node_ip(me) if me else None
+    my_ip = me.ip if me else None
     if me is None or my_ip is None:
         return None
     default = _named(config_list, "default")
-    my_cluster = _cluster_id(me)
+    my_cluster = me.route_reflector_cluster_id
     sessions: dict[str, Session] = {}
 
     def session_with(node: Node, kind: PeerType, password: str | None, timers: Timers) -> Session | None:
-        ip = _node_ip(node)
+        ip = node.ip
         if ip is None or node.name == node_name:
             return None
-        theirs = _cluster_id(node)
+        theirs = node.route_reflector_cluster_id
         rr_client = bool(my_cluster and not theirs)
         if rr_client:
             kind = "route reflector client"
@@ -202,12 +187,11 @@ def plan_bgp(
 def _announcements(
     node: str,
     pools: Iterable[IPPool],
-    affinities: Mapping[tuple[str, str], str],
+    affinities: Mapping[tuple[str, str], AffinityState],
     blocks: Iterable[AllocationBlock],
 ) -> set[str]:
-    exported = [p for p in pools if not p.spec.disabled and not p.spec.disable_bgp_export]
-
-    out = {cidr for (owner, cidr), state in affinities.items() if owner == node and state == "confirmed"}
+    exported = [p for p in pools if p.enabled and not p.spec.disable_bgp_export]
+    out = {cidr for _, cidr in confirmed(affinities, node)}
     for block in blocks:
         if block.host == node:
             continue

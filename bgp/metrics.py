@@ -1,4 +1,4 @@
-"""The bgp agent's Prometheus metrics, in their own registry (served on 9092)."""
+"""The bgp agent's Prometheus metrics, in their own registry (served on its metrics port)."""
 
 from __future__ import annotations
 

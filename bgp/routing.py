@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from datastore.models import IPPool, pool_containing
+from datastore.models import Encapsulation, IPPool, enabled_pools, pool_containing
 from felix.calc.model import IPIP_DEVICE, Route
 
 
@@ -20,26 +20,22 @@ def kernel_routes(
     best: Mapping[str, str],
     *,
     pools: Iterable[IPPool],
-    node_address: str,
+    subnet: ipaddress.IPv4Network,
     nic: str,
     own: Iterable[str] = (),
 ) -> frozenset[Route]:
-    """``best``: prefix -> next hop; ``node_address``: this node's address with its prefix."""
-    subnet = ipaddress.IPv4Interface(node_address).network
-    pool_list = [p for p in pools if not p.spec.disabled]
+    """``best``: prefix -> next hop; ``subnet``: this node's (``Node.network``)."""
+    pool_list = enabled_pools(pools)
     mine = set(own)
     out = set()
     for prefix, next_hop in best.items():
         if prefix in mine:
             continue
         pool = pool_containing(pool_list, prefix)
-        if pool is not None and pool.spec.vxlan_mode != "Never":
+        if pool is not None and pool.encapsulation is Encapsulation.VXLAN:
             continue
-        ipip = pool is not None and (
-            pool.spec.ipip_mode == "Always"
-            or (pool.spec.ipip_mode == "CrossSubnet" and ipaddress.IPv4Address(next_hop) not in subnet)
-        )
-        if ipip:
+        across = ipaddress.IPv4Address(next_hop) not in subnet
+        if pool is not None and pool.encapsulation is Encapsulation.IPIP and pool.encapsulates(across):
             out.add(Route(prefix, "via", ifname=IPIP_DEVICE, gateway=next_hop, onlink=True))
         else:
             out.add(Route(prefix, "via", ifname=nic, gateway=next_hop))

@@ -1,14 +1,13 @@
 """DatastoreCache: the datastore as typed values, fed key by key from a Syncer.
 
 Resources are decoded into their models and kept by kind; IPAM's host
-affinities are kept as ``(node, cidr) -> state`` and its blocks as raw JSON by
-CIDR (their model lives in ``ipam``, above this layer).  felix and the bgp agent
-each compute from one of these, keeping no history of their own.
+affinities are kept as ``(node, cidr) -> AffinityState`` and its blocks as
+``AllocationBlock`` by CIDR, each decoded once, when its key changes.  felix and
+the bgp agent each compute from one of these, keeping no history of their own.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -16,7 +15,9 @@ from typing import TypeVar
 from datastore.errors import ValidationFailed
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import KeyValue
-from datastore.models import Node, Resource
+from datastore.models import IPPool, Node, Resource, pool_containing
+from datastore.models.block import AllocationBlock
+from datastore.models.ipam import AffinityState, affinity_state, confirmed
 from datastore.store import decode
 
 log = logging.getLogger(__name__)
@@ -27,27 +28,29 @@ R = TypeVar("R", bound=Resource)
 class DatastoreCache:
     layout: KeyLayout
     resources: dict[type[Resource], dict[str, Resource]] = field(default_factory=dict)  # kind -> key -> it
-    affinities: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, cidr) -> state
-    blocks: dict[str, bytes] = field(default_factory=dict)  # cidr -> the block's stored JSON
+    affinities: dict[tuple[str, str], AffinityState] = field(default_factory=dict)  # (node, cidr) -> state
+    blocks: dict[str, AllocationBlock] = field(default_factory=dict)  # cidr -> the block
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One Syncer update: ``value`` None means deleted.  Invalid values are logged and dropped."""
         ipam = IPAMKeys(self.layout.prefix)
         if key.startswith(ipam.hosts):
             ident = (ipam.affinity_node(key), ipam.cidr_of(key))
-            if value is None:
-                self.affinities.pop(ident, None)
-            else:
+            self.affinities.pop(ident, None)
+            if value is not None:
                 try:
-                    self.affinities[ident] = str(json.loads(value).get("state", ""))
-                except (ValueError, AttributeError):
+                    self.affinities[ident] = affinity_state(value)
+                except (ValueError, KeyError, TypeError):
                     log.error("ignoring invalid affinity %s", key)
             return
         if key.startswith(ipam.blocks):
-            if value is None:
-                self.blocks.pop(ipam.cidr_of(key), None)
-            else:
-                self.blocks[ipam.cidr_of(key)] = value
+            cidr = ipam.cidr_of(key)
+            self.blocks.pop(cidr, None)
+            if value is not None:
+                try:
+                    self.blocks[cidr] = AllocationBlock.from_json(value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("ignoring an unreadable IPAM block %s: %s", key, exc)
             return
         parsed = self.layout.parse(key)
         if parsed is None:
@@ -73,3 +76,10 @@ class DatastoreCache:
 
     def node_named(self, name: str) -> Node | None:
         return self.named(Node, name)
+
+    def pool_of(self, cidr: str) -> IPPool | None:
+        return pool_containing(self.of(IPPool).values(), cidr)
+
+    def confirmed_blocks(self, node: str | None = None) -> list[tuple[str, str]]:
+        """``(node, cidr)`` of every confirmed affinity, or only ``node``'s."""
+        return confirmed(self.affinities, node)

@@ -6,11 +6,11 @@ import sys
 
 from bgp.config import BGPSettings
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
+from datastore.models.ipam import IPAMConfig
 from datastore.settings import reference_table
 from felid.node.config import NodeSettings
 from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
 from felix.config import FelixSettings
-from ipam.records import IPAMConfig
 
 HEADER = f"""# Configuration reference
 

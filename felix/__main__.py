@@ -11,7 +11,7 @@ from datastore.config import DatastoreConfig, read_config_file
 from datastore.errors import ValidationFailed
 from datastore.settings import resolve
 from felix.agent import Felix, run_forever
-from felix.config import DEFAULT_CONFIG_FILE, effective
+from felix.config import DEFAULT_CONFIG_FILE, SettingsSources
 
 LEVELS = {
     "Debug": logging.DEBUG,
@@ -29,8 +29,8 @@ def main() -> int:
         path = environ.get("FELIX_CONFIGFILE") or (
             DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
         )
-        file_values = read_config_file(path) if path else {}
-        settings = effective(environ, file_values, {})
+        sources = SettingsSources(environ, read_config_file(path) if path else {})
+        settings = sources.local()
     except ValidationFailed as exc:
         print(f"felix: invalid setting: {exc}", file=sys.stderr)
         return 1
@@ -39,7 +39,7 @@ def main() -> int:
     )
     logging.getLogger("pyroute2").setLevel(logging.INFO)  # its debug log is every netlink message
     node = environ.get("FELID_NODENAME") or socket.gethostname()
-    return run_forever(Felix(node, datastore, environ, file_values))
+    return run_forever(Felix(node, datastore, sources, settings))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -22,7 +20,7 @@ from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.syncer import Syncer, follow
 from felix.calc.cluster import ClusterState, HostFacts, desired
-from felix.config import FelixSettings, datastore_values, effective
+from felix.config import FelixSettings, SettingsSources
 from felix.dataplane.driver import Dataplane
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.health import serve_health
@@ -42,8 +40,8 @@ class ConfigurationChanged(Exception):
 class Felix:
     node: str
     datastore: DatastoreConfig
-    environ: Mapping[str, str]
-    file_values: Mapping[str, Any]
+    sources: SettingsSources
+    settings: FelixSettings  # from the environment and the file; the datastore's join after the first sync
     metrics: FelixMetrics = field(default_factory=FelixMetrics)
     ready: bool = False
 
@@ -51,10 +49,9 @@ class Felix:
         self.layout = KeyLayout(self.datastore.etcd_prefix)
         self.state = ClusterState(self.layout)
         self.netlink = Netlink()
-        self.dataplane = Dataplane(self.netlink)
+        self.dataplane = Dataplane(self.netlink, self.settings.interface_prefix)
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
-        self.settings = effective(self.environ, self.file_values, {})
 
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
@@ -84,8 +81,7 @@ class Felix:
 
     def _settings_now(self) -> FelixSettings:
         """The datastore's FelixConfiguration beneath the environment and the config file."""
-        stored = datastore_values(self.state.felix_configs, self.node)
-        return effective(self.environ, self.file_values, stored)
+        return self.sources.with_datastore(self.state.felix_configs, self.node)
 
     async def _apply_loop(self) -> None:
         await self._in_sync.wait()

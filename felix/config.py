@@ -8,6 +8,7 @@ built-in default.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -66,3 +67,19 @@ def effective(
     """Datastore values sit below the file: feed them in as the lowest source."""
     file_keys = {to_camel(k): v for k, v in datastore.items()} | dict(file_values)
     return resolve(FelixSettings, environ=environ, file_values=file_keys)
+
+
+@dataclass(frozen=True)
+class SettingsSources:
+    """Where felix's settings come from: the environment and the config file, read once at start,
+    and the datastore's FelixConfigurations, known once the first sync is in."""
+
+    environ: Mapping[str, str]
+    file_values: Mapping[str, Any]
+
+    def local(self) -> FelixSettings:
+        """Without the datastore (before the first sync): what felix starts with."""
+        return effective(self.environ, self.file_values, {})
+
+    def with_datastore(self, configs: Mapping[str, FelixConfiguration], node: str) -> FelixSettings:
+        return effective(self.environ, self.file_values, datastore_values(configs, node))

@@ -22,9 +22,9 @@ from datastore.errors import Unavailable
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import Absent, Delete, Guard, KVStore, Operation, Put, Unchanged
 from datastore.models import IPPool
-from ipam.block import AllocationBlock, Attribute
+from datastore.models.block import AllocationBlock, Attribute
+from datastore.models.ipam import AffinityState, Handle, affinity_json, affinity_state
 from ipam.errors import PoolExhausted, TooManyRetries
-from ipam.records import AffinityState, Handle, affinity_json, affinity_state
 from ipam.view import IPAMView, Versioned, block_cidrs, load_view
 
 log = logging.getLogger(__name__)
@@ -35,15 +35,6 @@ RETRY_JITTER = 0.01  # seconds
 
 class _Stale(Exception):
     """A guard on the view (config, pool, node) failed: reload it and start over."""
-
-
-def pod_handle(container_id: str) -> str:
-    return f"k8s-pod-network.{container_id}"
-
-
-def tunnel_handle(kind: str, node: str) -> str:
-    """``ipip-tunnel-addr-<node>`` or ``vxlan-tunnel-addr-<node>``."""
-    return f"{kind}-tunnel-addr-{node}"
 
 
 class BlockAllocator:

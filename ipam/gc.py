@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from datastore.keys import KeyLayout
 from datastore.kv import KVStore
 from datastore.models import Node, WorkloadEndpoint
+from datastore.models.ipam import container_of
 from datastore.store import decode
 from ipam.allocator import BlockAllocator
-from ipam.inventory import POD_HANDLE_PREFIX, Leak, check, load_inventory
+from ipam.inventory import Leak, check, load_inventory
 
 
 def _age(timestamp: str | None, now: datetime) -> float | None:
@@ -52,10 +53,9 @@ class GarbageCollector:
         """Re-read what owns the allocation, just before releasing it."""
         if leak.node is not None and self.kv.get(self.layout.resource(Node, leak.node)) is None:
             return True
-        handle = leak.handle_id or ""
-        if not handle.startswith(POD_HANDLE_PREFIX):
+        container = container_of(leak.handle_id)
+        if container is None:
             return False
-        container = handle[len(POD_HANDLE_PREFIX) :]
         endpoints = (decode(i) for i in self.kv.list(self.layout.kind_prefix(WorkloadEndpoint))[0])
         return not any(
             isinstance(w, WorkloadEndpoint) and w.spec.container_id == container for w in endpoints

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import KVStore
 from datastore.models import IPPool, Node, WorkloadEndpoint, pool_containing
+from datastore.models.block import AllocationBlock, Attribute
+from datastore.models.ipam import AffinityState, Handle, affinity_state, container_of
 from datastore.store import decode
-from ipam.block import AllocationBlock, Attribute
-from ipam.records import AffinityState, Handle, affinity_state
-
-POD_HANDLE_PREFIX = "k8s-pod-network."
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,8 @@ def leak_reason(attr: Attribute, inventory: Inventory) -> str | None:
     node = attr.attrs.get("node")
     if node is not None and node not in inventory.nodes:
         return f"node {node} does not exist"
-    handle = attr.handle_id or ""
-    if (
-        handle.startswith(POD_HANDLE_PREFIX)
-        and handle[len(POD_HANDLE_PREFIX) :] not in inventory.container_ids
-    ):
+    container = container_of(attr.handle_id)
+    if container is not None and container not in inventory.container_ids:
         return "no WorkloadEndpoint has this container"
     if attr.handle_id is None:
         return "no handle"

@@ -17,11 +17,11 @@ from typing import Generic, TypeVar
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import Absent, Guard, KVStore, Unchanged
 from datastore.models import IPPool, Node
+from datastore.models.block import AllocationBlock
+from datastore.models.ipam import AffinityState, Handle, IPAMConfig, affinity_state
 from datastore.selector import Selector
 from datastore.store import decode
-from ipam.block import AllocationBlock
 from ipam.errors import NoUsablePool
-from ipam.records import AffinityState, Handle, IPAMConfig, affinity_state
 
 T = TypeVar("T")
 
@@ -63,8 +63,7 @@ class IPAMView:
         usable = [
             p
             for p in pools
-            if not p.value.spec.disabled
-            and Selector.parse(p.value.spec.node_selector).matches(self.node_labels)
+            if p.value.enabled and Selector.parse(p.value.spec.node_selector).matches(self.node_labels)
         ]
         if not usable:
             names = ", ".join(p.value.name for p in pools) or "none exist"

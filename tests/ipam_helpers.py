@@ -9,10 +9,10 @@ from typing import Any
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import KVStore, Put
 from datastore.models import IPPool, Node
+from datastore.models.block import AllocationBlock
+from datastore.models.ipam import Handle, IPAMConfig
 from datastore.store import ResourceStore
 from ipam.allocator import BlockAllocator
-from ipam.block import AllocationBlock
-from ipam.records import Handle, IPAMConfig
 
 LAYOUT = KeyLayout("/felid")
 KEYS = IPAMKeys("/felid")

@@ -6,7 +6,8 @@ from typing import Any
 
 from bgp.calc import BGPPlan, Session, Timers, plan_bgp
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
-from ipam.block import AllocationBlock, Attribute
+from datastore.models.block import AllocationBlock, Attribute
+from datastore.models.ipam import AffinityState
 
 
 def node(name: str, ip: str, labels: dict[str, str] | None = None, **bgp: Any) -> Node:
@@ -139,11 +140,11 @@ def test_announcements() -> None:
         pool("off", "10.2.0.0/16", disabled=True),
     ]
     affinities = {
-        ("n1", "10.0.0.0/26"): "confirmed",
-        ("n1", "10.0.0.64/26"): "pending",
-        ("n1", "10.1.0.0/26"): "confirmed",
-        ("n1", "10.2.0.0/26"): "confirmed",
-        ("n2", "10.0.1.0/26"): "confirmed",
+        ("n1", "10.0.0.0/26"): AffinityState.CONFIRMED,
+        ("n1", "10.0.0.64/26"): AffinityState.PENDING,
+        ("n1", "10.1.0.0/26"): AffinityState.CONFIRMED,
+        ("n1", "10.2.0.0/26"): AffinityState.CONFIRMED,
+        ("n2", "10.0.1.0/26"): AffinityState.CONFIRMED,
     }
     theirs, _ = AllocationBlock.empty("10.0.1.0/26", "n2").assign(1, Attribute.of("h", {"node": "n2"}))
     theirs, _ = theirs.assign(2, Attribute.of("borrowed", {"node": "n1"}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from bgp.rib import RIB, Identity
@@ -127,7 +128,9 @@ def test_kernel_routes_by_encapsulation() -> None:
         "192.0.2.128/25": "198.51.100.254",  # external, outside every pool
         "10.3.9.0/26": "198.51.100.6",  # our own block, echoed back
     }
-    routes = kernel_routes(best, pools=pools, node_address="198.51.100.1/24", nic="eth0", own={"10.3.9.0/26"})
+    routes = kernel_routes(
+        best, pools=pools, subnet=ipaddress.IPv4Network("198.51.100.0/24"), nic="eth0", own={"10.3.9.0/26"}
+    )
     assert routes == {
         Route("10.1.0.0/26", "via", ifname="tunl0", gateway="198.51.100.2", onlink=True),
         Route("10.2.0.0/26", "via", ifname="eth0", gateway="198.51.100.3"),

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from datastore.kv import KVStore
+from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
-from ipam.allocator import pod_handle
 from lab.etcd import EtcdServer, free_port
 from lab.network import LabHost, ip, namespaces
 from lab.processes import BIN

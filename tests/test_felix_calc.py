@@ -7,8 +7,9 @@ from typing import Any
 
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import IPPool, Node, WorkloadEndpoint
+from datastore.models.node import derived_vtep_mac
 from datastore.store import encode
-from felix.calc.cluster import ClusterState, HostFacts, desired, vxlan_mac
+from felix.calc.cluster import ClusterState, HostFacts, desired
 from felix.calc.model import VTEP, Route
 from felix.dataplane.routes import StrayClock, plan
 
@@ -77,7 +78,11 @@ def test_vxlan_routes_vteps_and_device() -> None:
     affinity(state, "bare", "10.0.2.0/26")
     out = desired(state, HostFacts("me", mtu=1500, nic="eth0"))
     assert out.vxlan is not None and (out.vxlan.mtu, out.vxlan.vni, out.vxlan.port) == (1450, 4096, 4789)
-    assert out.vxlan.mac == vxlan_mac("me") and out.vxlan.address == "10.0.0.0" and out.vxlan.parent == "eth0"
+    assert (
+        out.vxlan.mac == derived_vtep_mac("me")
+        and out.vxlan.address == "10.0.0.0"
+        and out.vxlan.parent == "eth0"
+    )
     assert out.vteps == {VTEP("peer", "10.0.1.0", "66:00:00:00:00:02", "198.51.100.2")}
     assert Route("10.0.1.0/26", "via", ifname="vxlan.calico", gateway="10.0.1.0", onlink=True) in out.routes
     assert not any(r.dst == "10.0.2.0/26" for r in out.routes)
@@ -127,9 +132,9 @@ def test_plan_replaces_only_what_differs_and_waits_for_interfaces() -> None:
 def test_plan_deletes_strays_but_gives_cni_routes_a_grace_period() -> None:
     stray_hole = Route("10.9.0.0/24", "blackhole")
     cni_route = Route("10.0.0.9/32", "local", ifname="cali123")
-    p = plan(set(), kernel(stray_hole, cni_route), ["cali123"], {"10.0.0.9/32": 1.0})
+    p = plan(set(), kernel(stray_hole, cni_route), ["cali123"], {"10.0.0.9/32": 1.0}, "cali")
     assert p.delete == ("10.9.0.0/24",)
-    p = plan(set(), kernel(stray_hole, cni_route), ["cali123"], {"10.0.0.9/32": 30.0})
+    p = plan(set(), kernel(stray_hole, cni_route), ["cali123"], {"10.0.0.9/32": 30.0}, "cali")
     assert set(p.delete) == {"10.9.0.0/24", "10.0.0.9/32"}
 
 

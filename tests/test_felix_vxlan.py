@@ -23,7 +23,8 @@ import sys
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from ipam.allocator import BlockAllocator, tunnel_handle
+from ipam.allocator import BlockAllocator
+from datastore.models.ipam import tunnel_handle
 url, node = sys.argv[1:]
 kv = EtcdKV(DatastoreConfig(etcd_endpoints=(url,)))
 print(BlockAllocator(kv, KeyLayout(), node).auto_assign(tunnel_handle("vxlan", node))[0])

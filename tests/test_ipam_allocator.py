@@ -6,9 +6,9 @@ import pytest
 
 from datastore.kv import KVStore
 from datastore.models import IPPool
+from datastore.models.ipam import AffinityState, affinity_state
 from datastore.store import ResourceStore
 from ipam.errors import NoUsablePool, PoolExhausted
-from ipam.records import AffinityState, affinity_state
 from tests.ipam_helpers import (
     KEYS,
     allocated,
@@ -179,7 +179,7 @@ def test_release_affinity(kv: KVStore, store: ResourceStore) -> None:
 
 def test_a_pending_affinity_left_by_a_crash_is_taken_over(kv: KVStore, store: ResourceStore) -> None:
     from datastore.kv import Put
-    from ipam.records import affinity_json
+    from datastore.models.ipam import affinity_json
 
     make_pool(store, "p", "10.10.0.0/29", block_size=29)
     kv.commit([], [Put(KEYS.affinity("n1", "10.10.0.0/29"), affinity_json(AffinityState.PENDING))])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ipam.block import AllocationBlock, Attribute
-from ipam.records import Handle
+from datastore.models.block import AllocationBlock, Attribute
+from datastore.models.ipam import Handle
 
 
 def test_assign_takes_the_free_list_in_order_and_shares_attributes() -> None:

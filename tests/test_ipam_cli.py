@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from datastore.kv import KVStore
 from datastore.models import Node, WorkloadEndpoint
+from datastore.models.ipam import pod_handle, tunnel_handle
 from datastore.store import ResourceStore
-from ipam.allocator import pod_handle, tunnel_handle
 from ipam.gc import GarbageCollector
 from ipam.inventory import load_inventory
 from ipam.metrics import IPAMCollector

@@ -13,7 +13,16 @@ from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_durat
 from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
 from datastore.models.felixconfig import FelixConfiguration, FelixConfigurationSpec
-from datastore.models.ippool import IPPool, IPPoolSpec, overlapping_pool, pool_containing
+from datastore.models.ippool import (
+    Encapsulation,
+    IPPool,
+    IPPoolSpec,
+    enabled_pools,
+    encapsulation_overhead,
+    encapsulations,
+    overlapping_pool,
+    pool_containing,
+)
 from datastore.models.node import Node, NodeBGPSpec, NodeSpec
 from datastore.models.workload import WorkloadEndpoint, WorkloadEndpointSpec
 
@@ -42,6 +51,7 @@ __all__ = [
     "BGPPeerSpec",
     "ClusterInformation",
     "ClusterInformationSpec",
+    "Encapsulation",
     "FelixConfiguration",
     "FelixConfigurationSpec",
     "IPPool",
@@ -53,6 +63,9 @@ __all__ = [
     "Resource",
     "WorkloadEndpoint",
     "WorkloadEndpointSpec",
+    "enabled_pools",
+    "encapsulation_overhead",
+    "encapsulations",
     "overlapping_pool",
     "parse_duration",
     "parse_resource",

@@ -1,7 +1,8 @@
-"""IPPool: a CIDR that workload addresses come from, cut into blocks."""
+"""IPPool: a CIDR that workload addresses come from, cut into blocks, and how it is encapsulated."""
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections.abc import Iterable
 from typing import ClassVar, Literal
@@ -11,6 +12,19 @@ from pydantic import Field, model_validator
 from datastore.models.base import EncapMode, IPv4Network, Model, Resource, SelectorText
 
 DEFAULT_BLOCK_SIZE = 26
+
+
+class Encapsulation(enum.StrEnum):
+    """How traffic between hosts to a pool's addresses travels, and what it costs of the MTU."""
+
+    NONE = "none"
+    IPIP = "ipip"
+    VXLAN = "vxlan"
+
+    @property
+    def overhead(self) -> int:
+        """Bytes of outer headers: IPv4 (20) for IPIP; IPv4, UDP, VXLAN and Ethernet (50) for VXLAN."""
+        return {"none": 0, "ipip": 20, "vxlan": 50}[self.value]
 
 
 class IPPoolSpec(Model):
@@ -47,12 +61,48 @@ class IPPool(Resource):
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.spec.cidr)
 
+    @property
+    def enabled(self) -> bool:
+        return not self.spec.disabled
+
+    @property
+    def encapsulation(self) -> Encapsulation:
+        """The pool's tunnel (``Always`` or ``CrossSubnet``); at most one, by validation."""
+        if self.spec.vxlan_mode != "Never":
+            return Encapsulation.VXLAN
+        if self.spec.ipip_mode != "Never":
+            return Encapsulation.IPIP
+        return Encapsulation.NONE
+
+    @property
+    def encap_mode(self) -> EncapMode:
+        """``Never``, ``Always`` or ``CrossSubnet``: when its encapsulation is used."""
+        return self.spec.vxlan_mode if self.spec.vxlan_mode != "Never" else self.spec.ipip_mode
+
+    def encapsulates(self, across_subnets: bool) -> bool:
+        """Whether traffic to a host (in another subnet, or in ours) goes through the tunnel."""
+        return self.encap_mode == "Always" or (self.encap_mode == "CrossSubnet" and across_subnets)
+
     def check_update(self, old: Resource) -> None:
         assert isinstance(old, IPPool)
         if old.spec.cidr != self.spec.cidr:
             raise ValueError(f"spec.cidr: is immutable (was {old.spec.cidr}); create a new pool instead")
         if old.spec.block_size != self.spec.block_size:
             raise ValueError(f"spec.blockSize: is immutable (was {old.spec.block_size})")
+
+
+def enabled_pools(pools: Iterable[IPPool]) -> list[IPPool]:
+    return [p for p in pools if p.enabled]
+
+
+def encapsulation_overhead(pools: Iterable[IPPool]) -> int:
+    """Bytes the enabled pools' tunnels take from the MTU: the most any of them needs."""
+    return max((p.encapsulation.overhead for p in enabled_pools(pools)), default=0)
+
+
+def encapsulations(pools: Iterable[IPPool]) -> frozenset[Encapsulation]:
+    """The tunnels the enabled pools need."""
+    return frozenset(p.encapsulation for p in enabled_pools(pools)) - {Encapsulation.NONE}
 
 
 def pool_containing(pools: Iterable[IPPool], cidr: str) -> IPPool | None:

@@ -1,12 +1,29 @@
-"""Node: one host of the cluster, as BGP and the tunnels see it."""
+"""Node: one host of the cluster, as BGP and the tunnels see it, and the facts derived from it."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import hashlib
+import ipaddress
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from datastore.models.base import MAC, ASNumber, IPv4, IPv4Interface, Model, Resource
+
+# The label BGPPeers select route reflectors by, as in Calico's examples.
+REFLECTOR_LABEL = "route-reflector"
+
+
+def derived_vtep_mac(node: str) -> str:
+    """A stable, locally administered unicast MAC for a node whose Node sets none."""
+    digest = hashlib.sha256(node.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x66, *digest[:5]))
+
+
+def mark_reflector(document: dict[str, Any], cluster_id: str) -> None:
+    """Make a Node document (by alias) a route reflector: its cluster ID and its label."""
+    document.setdefault("spec", {}).setdefault("bgp", {})["routeReflectorClusterID"] = cluster_id
+    document.setdefault("metadata", {}).setdefault("labels", {})[REFLECTOR_LABEL] = "true"
 
 
 class NodeBGPSpec(Model):
@@ -28,3 +45,44 @@ class Node(Resource):
 
     kind: Literal["Node"] = "Node"
     spec: NodeSpec = Field(default_factory=NodeSpec)
+
+    @property
+    def address(self) -> ipaddress.IPv4Interface | None:
+        """The node's IPv4 address with its subnet prefix (``spec.bgp.ipv4Address``)."""
+        bgp = self.spec.bgp
+        return None if bgp is None or bgp.ipv4_address is None else ipaddress.IPv4Interface(bgp.ipv4_address)
+
+    @property
+    def ip(self) -> str | None:
+        """The node's IPv4 address alone: its BGP router ID, next hop and VXLAN outer source."""
+        address = self.address
+        return None if address is None else str(address.ip)
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | None:
+        """The node's subnet: what CrossSubnet compares a peer's address with."""
+        address = self.address
+        return None if address is None else address.network
+
+    @property
+    def as_number(self) -> int | None:
+        """The node's own AS, if it sets one (else the cluster's applies)."""
+        return self.spec.bgp.as_number if self.spec.bgp else None
+
+    @property
+    def ipip_tunnel_address(self) -> str | None:
+        return self.spec.bgp.ipv4_ipip_tunnel_addr if self.spec.bgp else None
+
+    @property
+    def vxlan_tunnel_address(self) -> str | None:
+        return self.spec.ipv4_vxlan_tunnel_addr
+
+    @property
+    def vtep_mac(self) -> str:
+        """The MAC of the node's vxlan.calico: the one its Node sets, else derived from its name."""
+        return self.spec.vxlan_tunnel_mac_addr or derived_vtep_mac(self.name)
+
+    @property
+    def route_reflector_cluster_id(self) -> str | None:
+        """Set on a route reflector: the cluster ID it reflects with."""
+        return self.spec.bgp.route_reflector_cluster_id if self.spec.bgp else None

@@ -15,6 +15,7 @@ from typing import Any
 
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
+from datastore.models.ipam import pod_handle
 from felid.cni.protocol import (
     INVALID_CONFIG,
     IPAM_FAILURE,
@@ -27,7 +28,7 @@ from felid.cni.protocol import (
     node_name,
     run,
 )
-from ipam.allocator import BlockAllocator, pod_handle
+from ipam.allocator import BlockAllocator
 from ipam.errors import NoUsablePool
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from datastore.errors import NotFound
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from datastore.models import IPPool, WorkloadEndpoint
+from datastore.models import IPPool, WorkloadEndpoint, encapsulation_overhead
+from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
 from felid.cni.ipam_plugin import requested_pools
 from felid.cni.protocol import (
@@ -31,15 +32,17 @@ from felid.cni.protocol import (
     node_name,
     run,
 )
-from felix.calc.cluster import encapsulation_overhead
 from felix.calc.model import FELIX_PROTO, WORKLOAD_GATEWAY, Route
+from felix.config import FelixSettings
 from felix.dataplane import sysctl
 from felix.dataplane.netlink import KernelError, Netlink
-from ipam.allocator import BlockAllocator, pod_handle
+from ipam.allocator import BlockAllocator
 from ipam.errors import NoUsablePool
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 DEFAULT_MTU = 1500
+# felix recognises workload interfaces by this prefix (FelixSettings.interface_prefix).
+INTERFACE_PREFIX: str = FelixSettings.default_of("interface_prefix")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Workload:
     @property
     def host_interface(self) -> str:
         ident = f"{self.namespace}.{self.pod}" if self.orchestrator == "k8s" else self.container_id
-        return "cali" + hashlib.sha1(ident.encode()).hexdigest()[:11]
+        return INTERFACE_PREFIX + hashlib.sha1(ident.encode()).hexdigest()[:11]
 
     @property
     def endpoint_name(self) -> str:

@@ -13,11 +13,11 @@ from datastore.errors import ValidationFailed
 from datastore.keys import IPAMKeys
 from datastore.kv import Absent, Put, Unchanged
 from datastore.models import parse_duration
+from datastore.models.ipam import IPAMConfig
 from datastore.store import ResourceStore
 from ipam.allocator import BlockAllocator
 from ipam.gc import GarbageCollector
 from ipam.inventory import check, find_address, load_inventory, pool_usage
-from ipam.records import IPAMConfig
 
 
 def boxed(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:

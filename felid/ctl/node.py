@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bgp.config import BGPSettings
+from felid.node.config import NodeSettings
 from felix.health import get_local
 
 
@@ -110,9 +112,15 @@ def add_node_parser(sub: Any) -> None:
         "status", help="Whether felix and bgp run, and the BGP sessions.", description=__doc__
     )
     status.add_argument(
-        "--felix-port", type=int, default=9099, help="felid-node's (or a bare felix's) health port"
+        "--felix-port",
+        type=int,
+        default=NodeSettings.default_of("health_port"),
+        help="felid-node's (or a bare felix's) health port",
     )
     status.add_argument(
-        "--bgp-port", type=int, default=9092, help="the bgp agent's port (FELID_BGP_METRICS_PORT)"
+        "--bgp-port",
+        type=int,
+        default=BGPSettings.default_of("metrics_port"),
+        help="the bgp agent's port (FELID_BGP_METRICS_PORT)",
     )
     status.set_defaults(handler=cmd_node_status)

@@ -9,10 +9,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from datastore.models.base import IPv4, IPv4Network
+from datastore.models.base import EncapMode, IPv4, IPv4Network
 from datastore.settings import Settings
-
-EncapMode = Literal["Never", "Always", "CrossSubnet"]
+from felix.config import FelixSettings
 
 
 class NodeSettings(Settings):
@@ -48,7 +47,10 @@ class NodeSettings(Settings):
     )
     health_host: str = Field(default="127.0.0.1", description="Address of /liveness, /readiness and /status.")
     health_port: int = Field(
-        default=9099, ge=1, le=65535, description="Port of /liveness, /readiness and /status."
+        default=FelixSettings.default_of("health_port"),
+        ge=1,
+        le=65535,
+        description="Port of /liveness, /readiness and /status (felix's own port, taken over for the host).",
     )
     felix_health_port: int = Field(
         default=9098,

@@ -5,7 +5,7 @@ and marking the datastore ready if nobody has), allocates its tunnel
 addresses, writes ``/var/lib/felid/mtu`` and ``/run/felid/subnet.env``, then
 supervises felix and (with the bgp backend) felid-bgp, and answers
 ``/liveness``, ``/readiness`` (felix synced and every BGP session established)
-and ``/status`` on 127.0.0.1:9099.  SIGTERM stops the children and leaves the
+and ``/status`` on its health port.  SIGTERM stops the children and leaves the
 dataplane as it is.  ``--check-config`` validates the settings and exits.
 """
 

@@ -14,19 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgp.calc import mark_reflector
 from datastore.errors import AlreadyExists, Conflict, NotFound
 from datastore.kv import KVStore
-from datastore.models import ClusterInformation, IPPool, Node, pool_containing
+from datastore.models import (
+    ClusterInformation,
+    Encapsulation,
+    IPPool,
+    Node,
+    enabled_pools,
+    encapsulation_overhead,
+    pool_containing,
+)
+from datastore.models.ipam import TunnelKind, gateway_handle, tunnel_handle
+from datastore.models.node import derived_vtep_mac, mark_reflector
 from datastore.store import ResourceStore
 from felid.node.config import NodeSettings
-from felix.calc.cluster import encapsulation_overhead, vxlan_mac
-from ipam.allocator import BlockAllocator, tunnel_handle
+from ipam.allocator import BlockAllocator
 
 log = logging.getLogger("felid-node")
 
 DEFAULT_POOL = "default-ipv4-ippool"
-GATEWAY_HANDLE = "felid-gateway"  # the address subnet.env offers Docker's bridge (--bip)
 CAS_ATTEMPTS = 10
 
 
@@ -80,10 +87,10 @@ def mark_datastore_ready(store: ResourceStore) -> None:
 def register_node(store: ResourceStore, kv: KVStore, name: str, address: str, settings: NodeSettings) -> Node:
     """This node's Node: address, AS, reflector role, then the tunnel addresses its pools need."""
     node = _write_node(store, name, lambda data: _identity(data, address, settings))
-    pools = [p for p in store.list(IPPool) if not p.spec.disabled]
+    pools = enabled_pools(store.list(IPPool))
     allocator = BlockAllocator(kv, store.layout, name)
-    ipip = [p.name for p in pools if p.spec.ipip_mode != "Never"]
-    vxlan = [p.name for p in pools if p.spec.vxlan_mode != "Never"]
+    ipip = [p.name for p in pools if p.encapsulation is Encapsulation.IPIP]
+    vxlan = [p.name for p in pools if p.encapsulation is Encapsulation.VXLAN]
     ipip_addr = _tunnel_address(allocator, "ipip", name, ipip)
     vxlan_addr = _tunnel_address(allocator, "vxlan", name, vxlan)
 
@@ -91,12 +98,11 @@ def register_node(store: ResourceStore, kv: KVStore, name: str, address: str, se
         bgp = data["spec"].setdefault("bgp", {})
         _set(bgp, "ipv4IPIPTunnelAddr", ipip_addr)
         _set(data["spec"], "ipv4VXLANTunnelAddr", vxlan_addr)
-        _set(data["spec"], "vxlanTunnelMACAddr", vxlan_mac(name) if vxlan_addr else None)
+        _set(data["spec"], "vxlanTunnelMACAddr", derived_vtep_mac(name) if vxlan_addr else None)
 
-    if (ipip_addr, vxlan_addr) != (
-        node.spec.bgp.ipv4_ipip_tunnel_addr if node.spec.bgp else None,
-        node.spec.ipv4_vxlan_tunnel_addr,
-    ) or (vxlan_addr is not None and node.spec.vxlan_tunnel_mac_addr is None):
+    if (ipip_addr, vxlan_addr) != (node.ipip_tunnel_address, node.vxlan_tunnel_address) or (
+        vxlan_addr is not None and node.spec.vxlan_tunnel_mac_addr is None
+    ):
         node = _write_node(store, name, tunnels)
     return node
 
@@ -142,7 +148,7 @@ def _write_node(store: ResourceStore, name: str, change: Any) -> Node:
     raise Conflict(f"Node {name}")
 
 
-def _tunnel_address(allocator: BlockAllocator, kind: str, node: str, pools: list[str]) -> str | None:
+def _tunnel_address(allocator: BlockAllocator, kind: TunnelKind, node: str, pools: list[str]) -> str | None:
     """The node's tunnel address from one of ``pools`` (kept across restarts); released if none needs it."""
     handle = tunnel_handle(kind, node)
     have = allocator.ips_of_handle(handle)
@@ -184,11 +190,11 @@ def _atomic(path: Path, text: str) -> None:
 
 def host_files(store: ResourceStore, kv: KVStore, name: str, nic_mtu: int) -> HostFiles | None:
     """The node's pool, an address reserved in its first block as the bridge gateway, and the MTU."""
-    pools = [p for p in store.list(IPPool) if not p.spec.disabled]
+    pools = enabled_pools(store.list(IPPool))
     if not pools:
         return None
     allocator = BlockAllocator(kv, store.layout, name)
-    handle = f"{GATEWAY_HANDLE}.{name}"
+    handle = gateway_handle(name)
     reserved = allocator.ips_of_handle(handle) or allocator.auto_assign(
         handle, attrs={"type": "bridgeGateway"}
     )

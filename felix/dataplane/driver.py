@@ -37,7 +37,7 @@ class ApplyStats:
 @dataclass
 class Dataplane:
     netlink: Netlink
-    workload_prefix: str = "cali"
+    workload_prefix: str  # FelixSettings.interface_prefix
     sysctl_root: Path = sysctl.PROC_SYS
     clock: Callable[[], float] = time.monotonic
     stats: ApplyStats = field(default_factory=ApplyStats)
@@ -90,7 +90,6 @@ class Dataplane:
             links = await self.netlink.links()
             self._devices_applied = devices
         table = self.table
-        table.workload_prefix = self.workload_prefix
         reads = table.full_reads
         plan = await table.apply(links)
         self.stats.full_reads += table.full_reads - reads

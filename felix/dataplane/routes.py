@@ -3,7 +3,7 @@
 ``plan`` is pure: given the desired routes, the kernel's routes of our protocol
 and the interfaces present, it says which routes to ``replace`` and which to
 delete.  A route to a workload interface that does not exist yet is left for
-the link event that brings it; a stray route on a ``cali`` interface is kept
+the link event that brings it; a stray route on a workload interface (``cali*``) is kept
 for a grace period, because the CNI plugin installs the route before it writes
 the endpoint felix learns from.
 """
@@ -30,7 +30,7 @@ def plan(
     kernel: Mapping[str, Route | None],
     interfaces: Iterable[str],
     stray_age: Mapping[str, float],
-    workload_prefix: str = "cali",
+    workload_prefix: str | None = None,
 ) -> RoutePlan:
     present = set(interfaces)
     wanted = {r.dst: r for r in desired}
@@ -44,7 +44,11 @@ def plan(
     for dst, current in kernel.items():
         if dst in wanted:
             continue
-        on_workload = current is not None and (current.ifname or "").startswith(workload_prefix)
+        on_workload = (
+            workload_prefix is not None
+            and current is not None
+            and (current.ifname or "").startswith(workload_prefix)
+        )
         if on_workload and stray_age.get(dst, 0.0) < CNI_GRACE_SECONDS:
             continue
         delete.append(dst)

@@ -22,7 +22,7 @@ from felix.dataplane.netlink import Link, Netlink
 class RouteTable:
     netlink: Netlink
     proto: int
-    workload_prefix: str = "cali"
+    workload_prefix: str | None = None  # routes on these interfaces get the CNI grace period
     clock: Callable[[], float] = time.monotonic
     full_reads: int = 0
     _desired: frozenset[Route] = frozenset()

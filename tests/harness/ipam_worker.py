@@ -15,8 +15,9 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import WorkloadEndpoint
+from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
-from ipam.allocator import BlockAllocator, pod_handle
+from ipam.allocator import BlockAllocator
 
 
 def main() -> None:

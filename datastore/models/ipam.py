@@ -1,4 +1,10 @@
-"""The small IPAM records beside the blocks: handles, host affinities, IPAM config."""
+"""The IPAM records beside the blocks: handle names and handles, host affinities, the IPAM config.
+
+A handle names what holds addresses: a pod (``k8s-pod-network.<containerID>``, Calico's
+name), a node's tunnel (``ipip-tunnel-addr-<node>``, ``vxlan-tunnel-addr-<node>``) or the
+bridge gateway felid-node reserves for Docker (``felid-gateway.<node>``).  They are built
+and recognised here only.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,51 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+POD_HANDLE_PREFIX = "k8s-pod-network."
+GATEWAY_HANDLE_PREFIX = "felid-gateway."
+TunnelKind = Literal["ipip", "vxlan"]
+
+
+def pod_handle(container_id: str) -> str:
+    return f"{POD_HANDLE_PREFIX}{container_id}"
+
+
+def container_of(handle_id: str | None) -> str | None:
+    """The container a pod's handle is for; None for every other handle."""
+    if handle_id is None or not handle_id.startswith(POD_HANDLE_PREFIX):
+        return None
+    return handle_id[len(POD_HANDLE_PREFIX) :]
+
+
+def tunnel_handle(kind: TunnelKind, node: str) -> str:
+    """``ipip-tunnel-addr-<node>`` or ``vxlan-tunnel-addr-<node>``."""
+    return f"{kind}-tunnel-addr-{node}"
+
+
+def gateway_handle(node: str) -> str:
+    """The address felid-node reserves in its first block for a Docker bridge (``--bip``)."""
+    return f"{GATEWAY_HANDLE_PREFIX}{node}"
 
 
 class AffinityState(enum.StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
     PENDING_DELETION = "pendingDeletion"
+
+
+def confirmed(
+    affinities: Mapping[tuple[str, str], AffinityState], node: str | None = None
+) -> list[tuple[str, str]]:
+    """``(node, cidr)`` of every confirmed affinity, or only ``node``'s: the blocks hosts own."""
+    return sorted(
+        (owner, cidr)
+        for (owner, cidr), state in affinities.items()
+        if state is AffinityState.CONFIRMED and node in (None, owner)
+    )
 
 
 def affinity_json(state: AffinityState) -> bytes:

@@ -1,4 +1,4 @@
-"""AllocationBlock: one block of a pool, which of its addresses are used and by whom.
+"""AllocationBlock: one IPAM block of a pool, which of its addresses are used and by whom.
 
 Pure and immutable: ``assign`` and ``release`` return a new block.  The JSON
 shape follows Calico's: ``allocations[ordinal]`` indexes ``attributes`` (or is
