@@ -19,9 +19,11 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.syncer import Syncer, follow
-from felix.calc.cluster import ClusterState, HostFacts, desired
+from felix.calc.cluster import ClusterState, desired
+from felix.calc.host import HostFacts, Interface, host_mtu
 from felix.config import FelixSettings, SettingsSources
 from felix.dataplane.driver import Dataplane
+from felix.dataplane.hostfile import MTUFile
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.health import serve_health
 from felix.metrics import FelixMetrics
@@ -49,7 +51,9 @@ class Felix:
         self.layout = KeyLayout(self.datastore.etcd_prefix)
         self.state = ClusterState(self.layout)
         self.netlink = Netlink()
-        self.dataplane = Dataplane(self.netlink, self.settings.interface_prefix)
+        self.dataplane = Dataplane(
+            self.netlink, self.settings.interface_prefix, mtu_file=MTUFile(self.settings.mtu_file)
+        )
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
 
@@ -89,8 +93,7 @@ class Felix:
         self.dataplane.workload_prefix = self.settings.interface_prefix
         self.dataplane.nat.backend = self.settings.iptables_backend
         await self._start_servers()
-        nic = await self.netlink.default_route_link()
-        host = HostFacts(self.node, mtu=nic.mtu if nic else 1500, nic=nic.name if nic else None)
+        host = await self._host_facts()
         while True:
             await self._kick.wait()
             self._kick.clear()
@@ -114,6 +117,19 @@ class Felix:
                 self.ready = True
             if plan.waiting:
                 log.debug("%d route(s) wait for their interface", len(plan.waiting))
+
+    async def _host_facts(self) -> HostFacts:
+        """This host's MTU and NIC, found once: a changed NIC MTU takes a felix restart, as in Calico."""
+        links = await self.netlink.links()
+        nic = await self.netlink.default_route_link()
+        mtu = host_mtu(
+            [Interface(link.name, link.mtu, link.up) for link in links.values()],
+            self.settings.mtu_iface_pattern,
+            self.settings.interface_prefix,
+            Interface(nic.name, nic.mtu, nic.up) if nic else None,
+        )
+        log.info("host MTU %d (pattern %s)", mtu, self.settings.mtu_iface_pattern)
+        return HostFacts(self.node, mtu=mtu, nic=nic.name if nic else None)
 
     async def _watch_links(self) -> None:
         prefix = self.settings.interface_prefix

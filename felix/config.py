@@ -7,11 +7,13 @@ built-in default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from datastore.models import FelixConfiguration, parse_duration
@@ -46,6 +48,26 @@ class FelixSettings(Settings):
     iptables_backend: Literal["Auto", "Legacy", "NFT"] = Field(
         default="Auto", description="Which iptables: Auto (the system's alternative), Legacy or NFT."
     )
+    mtu_iface_pattern: str = Field(
+        default=r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)",
+        description=(
+            "Host interfaces the MTU is detected from (the smallest of those up); when none matches, "
+            "the interface of the default route. Workloads, tunl0 and vxlan.calico are sized from it."
+        ),
+    )
+    mtu_file: Path = Field(
+        default=Path("/var/lib/felid/mtu"),
+        description="Where felix writes the MTU workloads get, for the CNI plugin (as Calico's mtu file).",
+    )
+
+    @field_validator("mtu_iface_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+        return value
 
 
 def datastore_values(configs: Mapping[str, FelixConfiguration], node: str) -> dict[str, Any]:

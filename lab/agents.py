@@ -41,6 +41,7 @@ class FelixProcess:
             "FELID_ETCD_ENDPOINTS": host.etcd_url,
             "FELID_NODENAME": host.node,
             "FELIX_HEALTHPORT": str(self.health_port),
+            "FELIX_MTUFILE": str(host.mtu_file),
             "FELIX_LOGSEVERITYSCREEN": "Debug",
             **env,
         }

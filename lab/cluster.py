@@ -78,6 +78,7 @@ class Cluster:
     route_reflectors: int = 0
     prefix: str = "fd"
     fast_election: bool = True
+    nic_mtu: int | None = None  # the hosts' NICs' MTU (default the kernel's 1500)
     node_env: dict[str, str] = field(default_factory=dict)  # more settings for every felid-node
     lab: Lab | None = None
     nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
@@ -87,7 +88,9 @@ class Cluster:
 
     def build(self) -> Lab:
         self.work.mkdir(parents=True, exist_ok=True)
-        self.lab = network.build(self.work, self.size, prefix=self.prefix, fast_election=self.fast_election)
+        self.lab = network.build(
+            self.work, self.size, prefix=self.prefix, fast_election=self.fast_election, mtu=self.nic_mtu
+        )
         if self.route_reflectors:
             self.apply(REFLECTOR_DOCUMENTS)
         return self.lab
@@ -102,13 +105,13 @@ class Cluster:
 
     def start_node(self, host: LabHost) -> int:
         assert self.lab is not None
-        home = self.work / "hosts" / host.node
+        home = Path(host.home)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))},
             **node_environment(self.mode),
             "FELID_ETCD_ENDPOINTS": self.lab.etcd.url,
             "FELID_NODENAME": host.node,
-            "FELID_VAR_DIR": str(home / "var"),
+            "FELID_VAR_DIR": str(host.var_dir),
             "FELID_RUN_DIR": str(home / "run"),
             **self.node_env,
         }
@@ -153,7 +156,7 @@ class Cluster:
         return time.monotonic() - started
 
     def node_log(self, host: LabHost) -> str:
-        path = self.work / "hosts" / host.node / "felid-node.log"
+        path = Path(host.home) / "felid-node.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def destroy(self) -> None:

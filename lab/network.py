@@ -67,6 +67,16 @@ class LabHost:
     address: str  # on its uplink, without prefix
     etcd_url: str = ""
     nic: str = "eth0"
+    home: str = ""  # its own directory: felid-node's and felix's state files, logs
+
+    @property
+    def var_dir(self) -> Path:
+        """Where felix writes the MTU file and felid-node its state (FELID_VAR_DIR)."""
+        return Path(self.home) / "var"
+
+    @property
+    def mtu_file(self) -> Path:
+        return self.var_dir / "mtu"
 
     @property
     def interface(self) -> str:
@@ -114,6 +124,7 @@ class LabHost:
             "type": "felid",
             "etcd_endpoints": self.etcd_url,
             "nodename": self.node,
+            "mtu_file": str(self.mtu_file),
             "ipam": {"type": "felid-ipam"},
         }
 
@@ -210,7 +221,14 @@ def build(
         fast_election=fast_election,
     )
     members = [
-        LabHost(f"node-{i}", f"{prefix}-h{i}-{tag}", f"{SUBNET}.{i}", etcd.url) for i in range(1, hosts + 1)
+        LabHost(
+            f"node-{i}",
+            f"{prefix}-h{i}-{tag}",
+            f"{SUBNET}.{i}",
+            etcd.url,
+            home=str(work / "hosts" / f"node-{i}"),
+        )
+        for i in range(1, hosts + 1)
     ]
     made: list[str] = []
     lab_ = Lab(etcd, lan, members, made)
@@ -258,7 +276,8 @@ def single_host(work: Path, address: str = "203.0.113.1", node: str = "node-1") 
         etcd = EtcdServer(work / "etcd", netns=netns, log_file=work / "etcd.log")
         etcd.start()
         try:
-            yield Lab(etcd, netns, [LabHost(node, netns, address, etcd.url, nic="uplink0")])
+            home = str(work / "hosts" / node)
+            yield Lab(etcd, netns, [LabHost(node, netns, address, etcd.url, nic="uplink0", home=home)])
         finally:
             etcd.stop()
 

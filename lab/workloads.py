@@ -61,27 +61,24 @@ class PingResult:
         return self.received > 0 and self.received == self.sent
 
 
-def ping(netns: str, target: str, count: int = 3, interval: float = 0.2, wait: float = 1.0) -> PingResult:
-    done = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            "ping",
-            "-n",
-            "-c",
-            str(count),
-            "-i",
-            str(interval),
-            "-W",
-            str(wait),
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def ping(
+    netns: str,
+    target: str,
+    count: int = 3,
+    interval: float = 0.2,
+    wait: float = 1.0,
+    *,
+    size: int | None = None,
+    dont_fragment: bool = False,
+) -> PingResult:
+    """``count`` pings from ``netns``; ``size`` bytes of payload, ``dont_fragment`` sets DF (``-M do``)."""
+    argv = ["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count), "-i", str(interval)]
+    argv += ["-W", str(wait)]
+    if size is not None:
+        argv += ["-s", str(size)]
+    if dont_fragment:
+        argv += ["-M", "do"]
+    done = subprocess.run([*argv, target], capture_output=True, text=True, check=False)
     counts = re.search(r"(\d+) packets transmitted, (\d+) received", done.stdout)
     rtt = re.search(r"= [\d.]+/([\d.]+)/", done.stdout)
     sent, received = (int(counts.group(1)), int(counts.group(2))) if counts else (count, 0)

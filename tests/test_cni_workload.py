@@ -122,3 +122,21 @@ def test_chained_with_portmap_and_tuning(host: LabHost) -> None:
         assert host.cni("DEL", base, "c1", netns)[0] == 0
         assert "--dport 8080" not in host.run("iptables", "-t", "nat", "-S").stdout
         assert "cali" not in ip("-n", host.netns, "link").stdout
+
+
+def test_mtu_from_the_config_else_from_felix_s_file(host: LabHost) -> None:
+    def pod_mtu(netconf: dict[str, Any], container: str) -> int:
+        with namespaces("pod") as pods:
+            code, result = host.cni("ADD", netconf, container, f"/run/netns/{pods['pod']}")
+            assert code == 0, result
+            shown = json.loads(ip("-n", pods["pod"], "-j", "link", "show", "dev", "eth0").stdout)
+            assert host.cni("DEL", netconf, container, f"/run/netns/{pods['pod']}")[0] == 0
+            return int(shown[0]["mtu"])
+
+    assert pod_mtu(host.netconf(), "c1") == 1500  # no file yet, a pool without encapsulation
+    host.mtu_file.parent.mkdir(parents=True, exist_ok=True)
+    host.mtu_file.write_text("1234\n")  # as felix writes it
+    assert pod_mtu(host.netconf(), "c2") == 1234
+    assert pod_mtu({**host.netconf(), "mtu": 1300}, "c3") == 1300  # the network config wins
+    code, error = host.cni("ADD", {**host.netconf(), "mtu": "big"}, "c4", "/run/netns/x")
+    assert code == 1 and error is not None and error["code"] == 7 and "mtu" in error["msg"]

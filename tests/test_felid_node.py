@@ -98,9 +98,9 @@ def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path)
     settings = NodeSettings(ipv4pool_cidr="10.60.0.0/16", ipv4pool_ipip="Never", ipv4pool_vxlan="Always")
     startup.ensure_default_pool(store, settings)
     startup.register_node(store, kv, "node-1", "198.51.100.1/24", settings)
-    files = startup.host_files(store, kv, "node-1", 1500)
+    files = startup.host_files(store, kv, "node-1")
     assert files is not None
-    files.write(tmp_path / "var", tmp_path / "run")
+    files.write(tmp_path / "run", mtu=1450)  # the MTU felix wrote for a 1500 NIC under VXLAN
     env = dict(line.split("=", 1) for line in (tmp_path / "run" / "subnet.env").read_text().splitlines())
     assert (
         env["FELID_NETWORK"] == "10.60.0.0/16"
@@ -109,8 +109,7 @@ def test_host_files_for_docker(store: ResourceStore, kv: EtcdKV, tmp_path: Path)
     )
     gateway = ipaddress.IPv4Interface(env["FELID_SUBNET"])
     assert gateway.network.prefixlen == 26 and gateway.ip != gateway.network.network_address
-    assert (tmp_path / "var" / "mtu").read_text() == "1450\n"
-    assert startup.host_files(store, kv, "node-1", 1500) == files  # the same gateway after a restart
+    assert startup.host_files(store, kv, "node-1") == files  # the same gateway after a restart
 
 
 def node_status(netns: str) -> dict[str, Any]:

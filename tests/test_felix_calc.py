@@ -9,8 +9,10 @@ from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import IPPool, Node, WorkloadEndpoint
 from datastore.models.node import derived_vtep_mac
 from datastore.store import encode
-from felix.calc.cluster import ClusterState, HostFacts, desired
+from felix.calc.cluster import ClusterState, desired
+from felix.calc.host import HostFacts, Interface, host_mtu
 from felix.calc.model import VTEP, Route
+from felix.config import FelixSettings
 from felix.dataplane.routes import StrayClock, plan
 
 LAYOUT = KeyLayout()
@@ -143,3 +145,33 @@ def test_stray_clock() -> None:
     assert clock.ages(["a"], 100.0) == {"a": 0.0}
     assert clock.ages(["a", "b"], 105.0) == {"a": 5.0, "b": 0.0}
     assert clock.ages(["b"], 107.0) == {"b": 2.0}
+
+
+def test_host_mtu_is_the_smallest_matching_interface_never_one_of_ours() -> None:
+    pattern = FelixSettings.default_of("mtu_iface_pattern")
+    up = [
+        Interface("lo", 65536, True),
+        Interface("eth0", 9000, True),
+        Interface("ens3", 1450, True),
+        Interface("eth1", 1200, False),  # down: not carrying anything
+        Interface("cali0123456789a", 1000, True),
+        Interface("vxlan.calico", 1400, True),
+    ]
+    assert host_mtu(up, pattern, "cali", None) == 1450
+    assert host_mtu(up, "^eth", "cali", None) == 9000
+    assert host_mtu(up, ".*", "cali", None) == 1450  # lo is larger; ours (1000, 1400) never count
+    uplink = Interface("uplink0", 1480, True)
+    assert host_mtu([uplink], pattern, "cali", uplink) == 1480  # nothing matches: the default route's
+    assert host_mtu([], pattern, "cali", None) == 1500
+
+
+def test_workload_mtu_is_the_host_mtu_less_the_largest_tunnel_in_use() -> None:
+    state = ClusterState(LAYOUT)
+    put(state, pool("plain", "10.0.0.0/16"))
+    assert desired(state, HostFacts("me", mtu=9000)).workload_mtu == 9000
+    put(state, pool("ipip", "10.1.0.0/16", ipipMode="Always"))
+    assert desired(state, HostFacts("me", mtu=9000)).workload_mtu == 8980
+    put(state, pool("vxlan", "10.2.0.0/16", vxlanMode="CrossSubnet"))
+    assert desired(state, HostFacts("me", mtu=9000)).workload_mtu == 8950
+    put(state, pool("vxlan", "10.2.0.0/16", vxlanMode="CrossSubnet", disabled=True))
+    assert desired(state, HostFacts("me", mtu=9000)).workload_mtu == 8980

@@ -28,6 +28,7 @@ class FelixConfigurationSpec(Model):
     vxlan_vni: int | None = Field(default=None, alias="vxlanVNI", ge=1, le=16777215)
     vxlan_port: Port | None = None
     interface_prefix: str | None = None
+    mtu_iface_pattern: str | None = None
 
 
 class FelixConfiguration(Resource):

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from datastore.errors import NotFound
@@ -32,15 +33,17 @@ from felid.cni.protocol import (
     node_name,
     run,
 )
-from felix.calc.model import FELIX_PROTO, WORKLOAD_GATEWAY, Route
+from felix.calc.model import DEFAULT_MTU, FELIX_PROTO, WORKLOAD_GATEWAY, Route
 from felix.config import FelixSettings
 from felix.dataplane import sysctl
+from felix.dataplane.hostfile import read_int
 from felix.dataplane.netlink import KernelError, Netlink
 from ipam.allocator import BlockAllocator
 from ipam.errors import NoUsablePool
 
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
-DEFAULT_MTU = 1500
+MIN_MTU, MAX_MTU = 68, 65535
+MTU_FILE: Path = FelixSettings.default_of("mtu_file")
 # felix recognises workload interfaces by this prefix (FelixSettings.interface_prefix).
 INTERFACE_PREFIX: str = FelixSettings.default_of("interface_prefix")
 
@@ -90,8 +93,17 @@ class Context:
         self.handle = pod_handle(invocation.container_id)
 
     def mtu(self, invocation: Invocation) -> int:
+        """The network config's ``mtu``, else the one felix wrote to the MTU file, else a guess."""
         if "mtu" in invocation.config:
-            return int(invocation.config["mtu"])
+            mtu = invocation.config["mtu"]
+            if not isinstance(mtu, int) or isinstance(mtu, bool) or not MIN_MTU <= mtu <= MAX_MTU:
+                raise CNIError(INVALID_CONFIG, f"mtu: {str(mtu)[:40]!r} is not an MTU ({MIN_MTU}..{MAX_MTU})")
+            return mtu
+        path = invocation.config.get("mtu_file") or MTU_FILE
+        written = read_int(Path(str(path)))
+        if written is not None:
+            return written
+        # felix has not written it yet (it does at its first sync): the pools' overhead on Ethernet's MTU.
         return DEFAULT_MTU - encapsulation_overhead(self.store.list(IPPool))
 
 

@@ -58,7 +58,10 @@ class NodeSettings(Settings):
         le=65535,
         description="Port felix's own health server is given (FELIX_HEALTHPORT).",
     )
-    var_dir: Path = Field(default=Path("/var/lib/felid"), description="Where felid-node writes mtu.")
+    var_dir: Path = Field(
+        default=FelixSettings.default_of("mtu_file").parent,
+        description="This node's state: felix writes the workloads' MTU to mtu here (FELIX_MTUFILE).",
+    )
     run_dir: Path = Field(
         default=Path("/run/felid"),
         description="Where felid-node writes subnet.env; bgp's state lives below it.",

@@ -2,8 +2,9 @@
 
 Detects the node's address, registers the Node (creating the default IPPool
 and marking the datastore ready if nobody has), allocates its tunnel
-addresses, writes ``/var/lib/felid/mtu`` and ``/run/felid/subnet.env``, then
-supervises felix and (with the bgp backend) felid-bgp, and answers
+addresses, then supervises felix (which writes ``/var/lib/felid/mtu``) and
+(with the bgp backend) felid-bgp, keeps ``/run/felid/subnet.env`` in step
+with felix's MTU, and answers
 ``/liveness``, ``/readiness`` (felix synced and every BGP session established)
 and ``/status`` on its health port.  SIGTERM stops the children and leaves the
 dataplane as it is.  ``--check-config`` validates the settings and exits.
@@ -35,7 +36,9 @@ from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, detect, with_prefix
 from felid.node.config import NodeSettings
+from felid.node.startup import HostFiles
 from felid.node.supervisor import Child
+from felix.dataplane.hostfile import read_int
 from felix.dataplane.netlink import Netlink
 from felix.health import Response, get_local, health_handlers, serve_http
 
@@ -67,17 +70,17 @@ class FelidNode:
     health: Health = field(default_factory=Health)
     children: list[Child] = field(default_factory=list)
     address: str | None = None
+    files: HostFiles | None = None
+    files_mtu: int | None = None  # the MTU subnet.env was last written with
 
     async def run(self) -> None:
         netlink = Netlink()
         try:
             self.address = await self._address(netlink)
             log.info("node %s has address %s", self.name, self.address)
-            link = await netlink.address_link(self.address.split("/", 1)[0])
-            mtu = link.mtu if link and link.mtu else 1500
         finally:
             netlink.close()
-        await asyncio.to_thread(self._register, mtu)
+        await asyncio.to_thread(self._register)
         self.children = self._children()
         if self.settings.networking_backend != "bgp":
             self.health.bgp_ready = None
@@ -98,7 +101,7 @@ class FelidNode:
             return await with_prefix(self.settings.ip, netlink)
         return await detect(self.settings.ip_autodetection_method, netlink)
 
-    def _register(self, mtu: int) -> None:
+    def _register(self) -> None:
         assert self.address is not None
         delay = 0.5
         while True:
@@ -108,9 +111,7 @@ class FelidNode:
                 startup.ensure_default_pool(store, self.settings)
                 startup.mark_datastore_ready(store)
                 startup.register_node(store, kv, self.name, self.address, self.settings)
-                files = startup.host_files(store, kv, self.name, mtu)
-                if files is not None:
-                    files.write(self.settings.var_dir, self.settings.run_dir)
+                self.files = startup.host_files(store, kv, self.name)
                 return
             except Unavailable as exc:
                 log.warning("datastore unavailable, retrying in %.1fs: %s", delay, exc)
@@ -124,6 +125,7 @@ class FelidNode:
             **self.environ,
             "FELID_NODENAME": self.name,
             "FELIX_HEALTHPORT": str(self.settings.felix_health_port),
+            "FELIX_MTUFILE": str(self.mtu_file),
         }
         children = [Child("felix", [str(BIN / "felid-felix")], base)]
         if self.settings.networking_backend == "bgp":
@@ -139,7 +141,23 @@ class FelidNode:
             felix = await asyncio.to_thread(_ready, self.settings.felix_health_port)
             ready = await asyncio.to_thread(_ready, bgp_port) if bgp else None
             self.health = Health(felix, ready, started)
+            self._refresh_subnet_env()
             await asyncio.sleep(PROBE_INTERVAL)
+
+    @property
+    def mtu_file(self) -> Path:
+        return self.settings.var_dir / "mtu"
+
+    def _refresh_subnet_env(self) -> None:
+        """subnet.env carries the MTU felix wrote: (re)written when that appears or changes."""
+        mtu = read_int(self.mtu_file)
+        if self.files is None or mtu is None or mtu == self.files_mtu:
+            return
+        try:
+            self.files.write(self.settings.run_dir, mtu)
+            self.files_mtu = mtu
+        except OSError as exc:
+            log.error("cannot write subnet.env in %s (retrying): %s", self.settings.run_dir, exc)
 
     def ready(self) -> bool:
         """Every child running, and ready by a probe made since it (last) started."""

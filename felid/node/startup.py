@@ -22,13 +22,13 @@ from datastore.models import (
     IPPool,
     Node,
     enabled_pools,
-    encapsulation_overhead,
     pool_containing,
 )
 from datastore.models.ipam import TunnelKind, gateway_handle, tunnel_handle
 from datastore.models.node import derived_vtep_mac, mark_reflector
 from datastore.store import ResourceStore
 from felid.node.config import NodeSettings
+from felix.dataplane.hostfile import write_atomically
 from ipam.allocator import BlockAllocator
 
 log = logging.getLogger("felid-node")
@@ -164,32 +164,25 @@ def _tunnel_address(allocator: BlockAllocator, kind: TunnelKind, node: str, pool
 
 @dataclass(frozen=True)
 class HostFiles:
-    """Flannel-style facts for Docker (``--bip``, ``--mtu``): /run/felid/subnet.env and /var/lib/felid/mtu."""
+    """Flannel-style facts for Docker (``--bip``, ``--mtu``) in /run/felid/subnet.env."""
 
     network: str
     subnet: str  # the reserved gateway address with its block's prefix, as flannel's FLANNEL_SUBNET
-    mtu: int
     ipmasq: bool
 
-    def write(self, var_dir: Path, run_dir: Path) -> None:
-        var_dir.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic(var_dir / "mtu", f"{self.mtu}\n")
-        _atomic(
-            run_dir / "subnet.env",
+    def subnet_env(self, mtu: int) -> str:
+        return (
             f"FELID_NETWORK={self.network}\nFELID_SUBNET={self.subnet}\n"
-            f"FELID_MTU={self.mtu}\nFELID_IPMASQ={'true' if self.ipmasq else 'false'}\n",
+            f"FELID_MTU={mtu}\nFELID_IPMASQ={'true' if self.ipmasq else 'false'}\n"
         )
 
-
-def _atomic(path: Path, text: str) -> None:
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(text)
-    staging.replace(path)
+    def write(self, run_dir: Path, mtu: int) -> None:
+        """``mtu``: the workloads' MTU, as felix wrote it to its MTU file."""
+        write_atomically(run_dir / "subnet.env", self.subnet_env(mtu))
 
 
-def host_files(store: ResourceStore, kv: KVStore, name: str, nic_mtu: int) -> HostFiles | None:
-    """The node's pool, an address reserved in its first block as the bridge gateway, and the MTU."""
+def host_files(store: ResourceStore, kv: KVStore, name: str) -> HostFiles | None:
+    """The node's pool and an address reserved in its first block as the bridge gateway."""
     pools = enabled_pools(store.list(IPPool))
     if not pools:
         return None
@@ -208,6 +201,5 @@ def host_files(store: ResourceStore, kv: KVStore, name: str, nic_mtu: int) -> Ho
     return HostFiles(
         network=pool.spec.cidr,
         subnet=f"{address}/{pool.spec.block_size}",
-        mtu=nic_mtu - encapsulation_overhead(pools),
         ipmasq=pool.spec.nat_outgoing,
     )

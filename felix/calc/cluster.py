@@ -16,9 +16,11 @@ from datastore.models import (
     Node,
     WorkloadEndpoint,
     enabled_pools,
+    encapsulation_overhead,
     encapsulations,
 )
 from datastore.models.node import derived_vtep_mac
+from felix.calc.host import HostFacts
 from felix.calc.model import (
     IPIP_DEVICE,
     VTEP,
@@ -28,15 +30,6 @@ from felix.calc.model import (
     Route,
     VXLANDevice,
 )
-
-
-@dataclass
-class HostFacts:
-    """What felix learns from its own host rather than the datastore."""
-
-    node: str
-    mtu: int = 1500
-    nic: str | None = None
 
 
 @dataclass
@@ -108,6 +101,7 @@ def desired(state: ClusterState, host: HostFacts) -> DesiredState:
         all_pools=tuple(sorted(p.spec.cidr for p in state.pools.values())),
         remote_hosts=sum(1 for n in state.nodes.values() if n.name != host.node),
         local_endpoints=len(local),
+        workload_mtu=host.mtu - encapsulation_overhead(enabled),
     )
 
 

@@ -11,6 +11,7 @@ RouteKind = Literal["local", "blackhole", "via"]
 FELIX_PROTO = 80
 BGP_PROTO = 186
 
+DEFAULT_MTU = 1500  # Ethernet's, when nothing on the host says otherwise
 WORKLOAD_GATEWAY = "169.254.1.1"
 VXLAN_DEVICE = "vxlan.calico"
 IPIP_DEVICE = "tunl0"
@@ -67,4 +68,7 @@ class DesiredState:
     all_pools: tuple[str, ...] = ()
     remote_hosts: int = 0
     local_endpoints: int = 0
+    workload_mtu: int = (
+        DEFAULT_MTU  # of pods' interfaces: the host's, less the largest tunnel overhead in use
+    )
     notes: tuple[str, ...] = field(default=())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from felix.calc.model import FELIX_PROTO, DesiredState
 from felix.dataplane import routes, sysctl
+from felix.dataplane.hostfile import MTUFile
 from felix.dataplane.iptables import NatTable
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.dataplane.routetable import RouteTable
@@ -38,6 +39,7 @@ class ApplyStats:
 class Dataplane:
     netlink: Netlink
     workload_prefix: str  # FelixSettings.interface_prefix
+    mtu_file: MTUFile = field(default_factory=lambda: MTUFile(None))
     sysctl_root: Path = sysctl.PROC_SYS
     clock: Callable[[], float] = time.monotonic
     stats: ApplyStats = field(default_factory=ApplyStats)
@@ -90,6 +92,7 @@ class Dataplane:
             links = await self.netlink.links()
             self._devices_applied = devices
         table = self.table
+        table.workload_prefix = self.workload_prefix
         reads = table.full_reads
         plan = await table.apply(links)
         self.stats.full_reads += table.full_reads - reads
@@ -99,6 +102,7 @@ class Dataplane:
                 sysctl.configure_workload_interface(name, self.sysctl_root)
                 self._configured.add((name, link.index))
         self._configured = {(n, i) for n, i in self._configured if n in links and links[n].index == i}
+        self.mtu_file.apply(desired.workload_mtu)
         nat = (desired.nat_pools, desired.all_pools)
         if nat != self._nat_applied:  # after the routes: a NAT failure must not keep them away
             await self.nat.apply(*nat)

@@ -1,0 +1,56 @@
+"""Small files on the host that other programs read (the MTU for the CNI plugin, subnet.env for Docker).
+
+Written whole or not at all: a unique temporary file in the same directory,
+then a rename over the old one, so a reader never sees half a file and two
+writers (an old process and its successor) never trip over each other's
+temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        raise
+
+
+def read_int(path: Path) -> int | None:
+    """The integer a file holds, or None if it is missing or holds something else."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class MTUFile:
+    """The MTU workloads get, where the CNI plugin reads it; rewritten only when it changes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: nobody reads it (a benchmark's dataplane)
+
+    def apply(self, mtu: int) -> None:
+        """Write ``mtu`` if the file says otherwise; a failure is logged and retried at the next apply."""
+        if self.path is None or read_int(self.path) == mtu:
+            return
+        try:
+            write_atomically(self.path, f"{mtu}\n")
+            log.info("workload MTU %d written to %s", mtu, self.path)
+        except OSError as exc:
+            log.error("cannot write the workload MTU to %s (retrying at the next apply): %s", self.path, exc)
