@@ -1,3 +1,3 @@
-"""felid entry points: the felidctl CLI, the felid command, and process helpers."""
+"""felid's entry points: felidctl (``ctl``), felid-node (``node``), the CNI plugins (``cni``), the CLI."""
 
 __version__ = "0.1.0"
