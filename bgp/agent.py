@@ -4,9 +4,12 @@ One reconcile step does everything, so nothing races: it restarts a dead
 ExaBGP, applies peer changes (a reload keeps unchanged sessions up), sends each
 session the difference between what it should carry and what it was given,
 sends end-of-RIB to sessions that came up, and programs the best learned routes
-under protocol 186.  Routes are only removed from the kernel once every
-session has sent its end-of-RIB (or the longest graceful-restart time has
-passed), so restarting the agent or ExaBGP removes no route anywhere.
+under protocol 186.  A route this run has not learned (one left in the kernel
+by the agent before it) is only removed once every session is in sync (its
+end-of-RIB, or a few seconds of session from a peer without graceful restart,
+which sends none) or the longest graceful-restart time has passed, so
+restarting the agent or ExaBGP removes no route anywhere; a route learned in
+this run goes as soon as it is withdrawn.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ log = logging.getLogger("bgp")
 
 TICK = 0.5  # seconds between checks of ExaBGP's health, stale routes and deferred end-of-RIBs
 EOR_DEFERRAL = 10.0  # a reflector waits this long for its other peers before sending end-of-RIB anyway
+NO_EOR_SETTLE = 3.0  # a peer without graceful restart sends no end-of-RIB: in sync this long after up
 RETRY_FAILED_APPLY = 1.0
 
 
@@ -67,7 +71,8 @@ class BGPAgent:
         self.sent: AdjRibOut = {}  # what each session's ExaBGP neighbor holds from us
         self.eor_sent: set[str] = set()
         self.speaker_started = 0.0
-        self.kernel_synced = False  # every session gave its end-of-RIB once: deleting is safe now
+        self.kernel_synced = False  # every session was in sync once: deleting what we did not learn is safe
+        self.learned: set[str] = set()  # destinations this run has programmed: withdrawn, they go at once
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
         self._nic: tuple[str, str] | None = None  # (address, interface)
@@ -209,11 +214,10 @@ class BGPAgent:
         if plan.cluster_id is None or time.monotonic() - self.speaker_started > EOR_DEFERRAL:
             return True
         others = [s.peer_ip for s in plan.sessions if s.peer_ip != peer and s.peer_as == plan.local_as]
-        return all(self._eor_received(p) for p in others)
+        return all(self._peer_in_sync(p) for p in others)
 
-    def _eor_received(self, peer: str) -> bool:
-        table = self.rib.peers.get(peer)
-        return self.status.established(peer) and table is not None and table.eor
+    def _peer_in_sync(self, peer: str) -> bool:
+        return self.status.established(peer) and self.rib.in_sync(peer, time.monotonic(), NO_EOR_SETTLE)
 
     async def _program(self, plan: BGPPlan) -> None:
         me = self.cache.node_named(self.node)
@@ -232,19 +236,23 @@ class BGPAgent:
             own=plan.announce,
         )
         self.table.set_routes(routes)
+        self.learned.update(r.dst for r in routes)
         if not self.kernel_synced:
             longest = max((s.timers.restart_time for s in plan.sessions), default=DEFAULT_RESTART_TIME)
-            everyone = all(self._eor_received(s.peer_ip) for s in plan.sessions)
+            everyone = all(self._peer_in_sync(s.peer_ip) for s in plan.sessions)
             if everyone or time.monotonic() - self.speaker_started > longest:
                 log.info("every BGP session is in sync: stale kernel routes may go now")
                 self.kernel_synced = True
         links = await self.netlink.links()
-        result = await self.table.apply(links, delete=self.kernel_synced)
+        result = await self.table.apply(links, may_delete=self._may_delete)
         if result.replace or result.delete:
             log.info("kernel: %d learned route(s) set, %d removed", len(result.replace), len(result.delete))
         if self._unprogrammed_since is not None:
             self.metrics.program_time.observe(time.perf_counter() - self._unprogrammed_since)
             self._unprogrammed_since = None
+
+    def _may_delete(self, dst: str) -> bool:
+        return self.kernel_synced or dst in self.learned
 
     async def _nic_of(self, ip: str) -> str | None:
         if self._nic is None or self._nic[0] != ip:

@@ -69,7 +69,7 @@ def render(plan: BGPPlan, api_command: str) -> str:
             "    api {",
             f"        processes [ {PROCESS} ];",
             "        neighbor-changes;",
-            "        receive { parsed; update; }",
+            "        receive { parsed; open; update; }",
             "    }",
             "}",
         ]

@@ -1,9 +1,12 @@
 """What BGP taught us: per-peer routes from ExaBGP's JSON events, with graceful restart.
 
 Pure and synchronous: ``apply`` takes one parsed event and the time, ``best``
-gives one next hop per prefix.  When a session drops, its routes stay as stale
-for the peer's graceful-restart time; when it comes back, what it re-announces
-is fresh again and its end-of-RIB sweeps the stale rest.  ExaBGP applies no loop
+gives one next hop per prefix.  When the session of a peer that announced the
+graceful-restart capability in its OPEN drops, its routes stay as stale for its
+restart time; when it comes back, what it re-announces is fresh again and its
+end-of-RIB sweeps the stale rest.  A peer without the capability sends no
+end-of-RIB and keeps nothing through a drop: its routes go with its session
+(RFC 4724 applies only when both sides announce it).  ExaBGP applies no loop
 checks to what it passes on (DESIGN.md §5), so routes carrying our own AS on
 an eBGP path, our router id as originator or our cluster id in the cluster list
 are dropped here.
@@ -32,12 +35,17 @@ class Path:
     cluster_list: tuple[str, ...] = ()
 
 
+GRACEFUL_RESTART = "64"  # the capability's code, as ExaBGP keys an OPEN's capabilities
+
+
 @dataclass
 class PeerRoutes:
     routes: dict[str, Path] = field(default_factory=dict)  # prefix -> path
     stale: dict[str, Path] = field(default_factory=dict)  # kept through a restart, until EOR or deadline
     stale_until: float | None = None
     eor: bool = False  # its end-of-RIB arrived since the session last came up
+    graceful_restart: bool | None = None  # whether its last OPEN announced the capability (None: no OPEN yet)
+    up_since: float | None = None  # when the session last came up (None: down)
 
 
 @dataclass
@@ -54,6 +62,9 @@ class RIB:
         table = self.peers.setdefault(peer, PeerRoutes())
         if event.get("type") == "state":
             self._state(peer, table, str(neighbor.get("state")), now)
+        elif event.get("type") == "open" and neighbor.get("direction") == "receive":
+            capabilities = (neighbor.get("open") or {}).get("capabilities") or {}
+            table.graceful_restart = GRACEFUL_RESTART in capabilities
         elif event.get("type") == "update":
             message = neighbor.get("message") or {}
             if "eor" in message:
@@ -79,14 +90,30 @@ class RIB:
 
     def _state(self, peer: str, table: PeerRoutes, state: str, now: float) -> None:
         if state == "down":
+            table.eor = False
+            table.up_since = None
+            if table.graceful_restart is False:
+                # Nothing survives the session of a peer without graceful restart.
+                table.routes.clear()
+                table.stale.clear()
+                table.stale_until = None
+                return
             # Keep what it told us for its restart time; an unclean drop produces no withdraws.
             if table.routes or table.stale_until is None:  # a second "down" does not extend the wait
                 table.stale_until = now + self.restart_times.get(peer, 0.0)
             table.stale.update(table.routes)
             table.routes.clear()
-            table.eor = False
         elif state == "up":
             table.eor = False
+            table.up_since = now
+
+    def in_sync(self, peer: str, now: float, settle: float) -> bool:
+        """Whether ``peer`` has given us its whole table since its session came up: its end-of-RIB,
+        or, from a peer without graceful restart (which sends none), ``settle`` seconds of session."""
+        table = self.peers.get(peer)
+        if table is None or table.up_since is None:
+            return False
+        return table.eor or (table.graceful_restart is False and now - table.up_since >= settle)
 
     def forget(self, peer: str) -> None:
         """A session we no longer have: its routes go at once."""

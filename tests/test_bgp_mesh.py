@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,47 +12,26 @@ from typing import Any
 
 import pytest
 
-from felix.calc.model import BGP_PROTO
-from lab.agents import BGP_PORT, BGPProcess, BlockWorker, route_deletions, start_agents
-from lab.network import Lab, LabHost, http_get, lab
-from lab.processes import BIN, wait_until
+from lab.agents import BGPProcess, BlockWorker, route_deletions, start_agents
+from lab.network import Lab, LabHost, lab
+from lab.processes import wait_until
+from tests.bgp_helpers import (
+    BLOCK_SIZE,
+    CLUSTER_ID,
+    MESH_OFF,
+    POOL,
+    TO_REFLECTORS,
+    all_established,
+    all_learned,
+    apply,
+    learned,
+    metrics_of,
+    node_doc,
+    node_status,
+    one_block_each,
+    running,
+)
 from tests.harness.bird import Bird
-
-BLOCK_SIZE = 28
-POOL = {
-    "apiVersion": "projectcalico.org/v3",
-    "kind": "IPPool",
-    "metadata": {"name": "pods"},
-    "spec": {"cidr": "10.100.0.0/16", "blockSize": BLOCK_SIZE},
-}
-
-
-def node_doc(host: LabHost, **bgp: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "Node",
-        "metadata": {"name": host.node, "labels": bgp.pop("labels", {})},
-        "spec": {"bgp": {"ipv4Address": host.interface, **bgp}},
-    }
-
-
-def apply(lab_: Lab, *docs: dict[str, Any]) -> None:
-    lab_.apply(docs)
-
-
-def learned(host: LabHost) -> dict[str, str]:
-    """This host's BGP routes: destination (ip prints a /32 bare) -> next hop."""
-    routes = host.routes(BGP_PROTO)
-    return {r["dst"] if "/" in r["dst"] else f"{r['dst']}/32": r.get("gateway", "") for r in routes}
-
-
-@contextlib.contextmanager
-def running(agents: list[BGPProcess]) -> Iterator[list[BGPProcess]]:
-    try:
-        yield agents
-    finally:
-        for agent in agents:
-            agent.kill()
 
 
 @pytest.fixture
@@ -136,44 +113,6 @@ def test_restarting_exabgp_or_the_agent_removes_no_route_anywhere(
         assert all_learned(cluster.hosts, expected)
 
 
-def one_block_each(
-    worker: BlockWorker, hosts: list[LabHost]
-) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """A block claimed for each host, and what each should then learn: the others' blocks via them."""
-    blocks = {h.node: worker.claim(h.node)["block"] for h in hosts}
-    return blocks, {h.node: {blocks[o.node]: o.address for o in hosts if o is not h} for h in hosts}
-
-
-def all_learned(hosts: list[LabHost], expected: dict[str, dict[str, str]]) -> bool:
-    return all(learned(h) == expected[h.node] for h in hosts)
-
-
-def metrics_of(host: LabHost) -> str:
-    code, body = http_get(host.netns, BGP_PORT, "/metrics")
-    assert code == 200
-    return body
-
-
-def all_established(agent: BGPProcess) -> bool:
-    status = agent.status()
-    return bool(status and status["peers"] and all(p["state"] == "up" for p in status["peers"]))
-
-
-MESH_OFF = {
-    "apiVersion": "projectcalico.org/v3",
-    "kind": "BGPConfiguration",
-    "metadata": {"name": "default"},
-    "spec": {"nodeToNodeMeshEnabled": False},
-}
-TO_REFLECTORS = {
-    "apiVersion": "projectcalico.org/v3",
-    "kind": "BGPPeer",
-    "metadata": {"name": "peer-with-route-reflectors"},
-    "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"},
-}
-CLUSTER_ID = "244.0.0.1"
-
-
 def test_one_route_reflector_with_the_mesh_off(tmp_path: Path) -> None:
     with lab(tmp_path, 4) as cluster:
         clients, reflector = cluster.hosts[:3], cluster.hosts[3]
@@ -246,17 +185,6 @@ def md5_peer(name: str, node: LabHost, peer: LabHost, password: str) -> dict[str
         "metadata": {"name": name},
         "spec": {"node": node.node, "peerIP": peer.address, "asNumber": 64512, "password": password},
     }
-
-
-def node_status(host: LabHost) -> str:
-    done = subprocess.run(
-        ["ip", "netns", "exec", host.netns, str(BIN / "felidctl"), "node", "status"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_md5_password_mismatch_keeps_the_session_down_and_node_status_says_so(tmp_path: Path) -> None:

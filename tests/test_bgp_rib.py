@@ -138,3 +138,39 @@ def test_kernel_routes_by_encapsulation() -> None:
         Route("10.3.0.0/26", "via", ifname="eth0", gateway="198.51.100.4"),
         Route("192.0.2.128/25", "via", ifname="eth0", gateway="198.51.100.254"),
     }
+
+
+def opened(peer: str, *capabilities: str) -> dict[str, Any]:
+    """The peer's OPEN as ExaBGP reports it (``receive { open; }``): capabilities keyed by code."""
+    caps = {code: {"name": "graceful restart" if code == "64" else "other"} for code in capabilities}
+    open_ = {"version": 4, "asn": 64600, "hold_time": 90, "router_id": peer, "capabilities": caps}
+    return {"type": "open", "neighbor": {"address": {"peer": peer}, "direction": "receive", "open": open_}}
+
+
+def test_a_peer_without_graceful_restart_keeps_nothing_through_a_drop() -> None:
+    rib = RIB(ME, restart_times={"198.51.100.2": 120, "198.51.100.3": 120})
+    rib.apply(opened("198.51.100.2", "1", "2", "65"), 0)  # GoBGP's default OPEN: no capability 64
+    rib.apply(opened("198.51.100.3", "1", "64"), 0)
+    for peer, prefix in (("198.51.100.2", "203.0.113.0/24"), ("198.51.100.3", "10.0.3.0/26")):
+        rib.apply(state(peer, "up"), 1)
+        rib.apply(update(peer, {peer: [prefix]}), 2)
+    rib.apply(state("198.51.100.2", "down"), 3)
+    rib.apply(state("198.51.100.3", "down"), 3)
+    assert rib.best() == {"10.0.3.0/26": "198.51.100.3"}  # only the graceful one is kept, stale
+    rib.all_down(4)
+    assert rib.best() == {"10.0.3.0/26": "198.51.100.3"}
+
+
+def test_in_sync_is_end_of_rib_or_a_settled_session_without_graceful_restart() -> None:
+    rib = RIB(ME)
+    rib.apply(opened("198.51.100.2", "1"), 0)
+    rib.apply(opened("198.51.100.3", "64"), 0)
+    assert not rib.in_sync("198.51.100.2", 10, settle=3) and not rib.in_sync("198.51.100.9", 10, settle=3)
+    rib.apply(state("198.51.100.2", "up"), 10)
+    rib.apply(state("198.51.100.3", "up"), 10)
+    assert not rib.in_sync("198.51.100.2", 12, settle=3) and rib.in_sync("198.51.100.2", 13, settle=3)
+    assert not rib.in_sync("198.51.100.3", 60, settle=3)  # a graceful peer: only its end-of-RIB
+    rib.apply(eor("198.51.100.3"), 61)
+    assert rib.in_sync("198.51.100.3", 61, settle=3)
+    rib.apply(state("198.51.100.2", "down"), 70)
+    assert not rib.in_sync("198.51.100.2", 80, settle=3)

@@ -39,8 +39,10 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self._kernel or {})
 
-    async def apply(self, links: Mapping[str, Link], *, delete: bool = True) -> routes.RoutePlan:
-        """Make the kernel match; with ``delete=False`` routes we no longer want are left in place."""
+    async def apply(
+        self, links: Mapping[str, Link], *, may_delete: Callable[[str], bool] | None = None
+    ) -> routes.RoutePlan:
+        """Make the kernel match; routes we no longer want stay where ``may_delete(dst)`` is false."""
         if self._kernel is None:
             self._kernel = await self.netlink.routes(self.proto, links)
             self.full_reads += 1
@@ -51,8 +53,8 @@ class RouteTable:
         plan = routes.plan(
             self._desired, kernel, up, self._strays.ages(strays, self.clock()), self.workload_prefix
         )
-        if not delete:
-            plan = routes.RoutePlan(plan.replace, (), plan.waiting)
+        if may_delete is not None:
+            plan = routes.RoutePlan(plan.replace, tuple(filter(may_delete, plan.delete)), plan.waiting)
         if plan.replace:
             await self.netlink.replace_routes(
                 plan.replace, self.proto, {name: link.index for name, link in links.items()}

@@ -1,0 +1,212 @@
+"""Third-party BGP routers as real peers in lab namespaces: GoBGP and FRR's bgpd, stopped by PID.
+
+Neither touches the kernel's routes here (GoBGP has no zebra section, bgpd runs with ``-Z``),
+and each keeps its sockets, logs and state in a directory of its own, so several run at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lab.network import LabHost
+
+ESTABLISHED = 6  # GoBGP's session_state number for Established
+
+
+class _Daemon:
+    """A router process in a host's namespace, in its own process group."""
+
+    def __init__(self, host: LabHost, directory: Path) -> None:
+        self.host = host
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, argv: list[str]) -> None:
+        with open(self.dir / "stdout.log", "ab") as out:
+            self.process = subprocess.Popen(
+                ["ip", "netns", "exec", self.host.netns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the peers see their sessions drop."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def log(self) -> str:
+        path = self.dir / "stdout.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+class GoBGP(_Daemon):
+    """gobgpd (Debian's gobgpd) with the gobgp CLI on a unix socket; no graceful restart unless asked."""
+
+    def __init__(
+        self,
+        host: LabHost,
+        work: Path,
+        asn: int,
+        neighbors: Iterable[tuple[str, int]],
+        *,
+        graceful_restart: bool = False,
+    ) -> None:
+        super().__init__(host, work / f"gobgp-{host.node}")
+        self.socket = self.dir / "api.sock"
+        lines = [
+            "[global.config]",
+            f"  as = {asn}",
+            f'  router-id = "{host.address}"',
+            f'  local-address-list = ["{host.address}"]',
+        ]
+        for address, peer_as in neighbors:
+            lines += [
+                "[[neighbors]]",
+                "  [neighbors.config]",
+                f'    neighbor-address = "{address}"',
+                f"    peer-as = {peer_as}",
+                "  [neighbors.timers.config]",
+                "    connect-retry = 5",  # its default is 120 s between attempts
+            ]
+            if graceful_restart:
+                lines += ["  [neighbors.graceful-restart.config]", "    enabled = true"]
+            lines += [
+                "  [[neighbors.afi-safis]]",
+                "    [neighbors.afi-safis.config]",
+                '      afi-safi-name = "ipv4-unicast"',
+            ]
+            if graceful_restart:
+                lines += ["    [neighbors.afi-safis.mp-graceful-restart.config]", "      enabled = true"]
+        (self.dir / "gobgpd.toml").write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self.socket.unlink(missing_ok=True)  # a SIGKILLed gobgpd leaves it, and a new one would not start
+        self._spawn(
+            [
+                "gobgpd",
+                "-f",
+                str(self.dir / "gobgpd.toml"),
+                "-p",
+                "--pprof-disable",
+                f"--api-hosts=unix://{self.socket}",
+            ]
+        )
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["gobgp", "--target", f"unix://{self.socket}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if done.returncode:
+            raise RuntimeError(f"gobgp {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    def announce(self, prefix: str) -> None:
+        self.cli("global", "rib", "add", prefix, "-a", "ipv4")
+
+    def withdraw(self, prefix: str) -> None:
+        self.cli("global", "rib", "del", prefix, "-a", "ipv4")
+
+    def established(self, address: str) -> bool:
+        try:
+            peers: list[dict[str, Any]] = json.loads(self.cli("neighbor", "-j"))
+        except RuntimeError:
+            return False  # not answering yet
+        return any(
+            p["conf"]["neighbor_address"] == address and p["state"].get("session_state") == ESTABLISHED
+            for p in peers
+        )
+
+    def received(self, address: str) -> dict[str, str]:
+        """What ``address`` announced to us and we accepted: prefix -> next hop."""
+        table: dict[str, list[dict[str, Any]]] = json.loads(self.cli("neighbor", address, "adj-in", "-j"))
+        out = {}
+        for prefix, paths in table.items():
+            for path in paths:
+                hops = [a.get("nexthop") for a in path.get("attrs", []) if a.get("nexthop")]
+                if hops:
+                    out[prefix] = str(hops[0])
+        return out
+
+
+class FRR(_Daemon):
+    """FRR's bgpd alone (no zebra, so nothing reaches a kernel), as a route reflector of ``clients``."""
+
+    def __init__(
+        self, host: LabHost, work: Path, clients: Iterable[str], *, asn: int, cluster_id: str
+    ) -> None:
+        super().__init__(host, work / f"frr-{host.node}")
+        lines = [
+            f"hostname {host.node}",
+            f"log file {self.dir / 'bgpd.log'}",
+            f"router bgp {asn}",
+            f" bgp router-id {host.address}",
+            f" bgp cluster-id {cluster_id}",
+            " bgp log-neighbor-changes",
+            " no bgp ebgp-requires-policy",
+            " neighbor clients peer-group",
+            f" neighbor clients remote-as {asn}",
+        ]
+        lines += [f" neighbor {client} peer-group clients" for client in clients]
+        lines += [
+            " address-family ipv4 unicast",
+            "  neighbor clients route-reflector-client",
+            " exit-address-family",
+        ]
+        (self.dir / "bgpd.conf").write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        self._spawn(
+            [
+                "/usr/lib/frr/bgpd",
+                "-Z",  # no zebra: nothing in any kernel
+                "-S",  # stay root (root is not in FRR's vty group)
+                "-P",
+                "0",
+                "-f",
+                str(self.dir / "bgpd.conf"),
+                "-i",
+                str(self.dir / "bgpd.pid"),
+                "--vty_socket",
+                str(self.dir),
+            ]
+        )
+
+    def vtysh(self, command: str) -> Any:
+        done = subprocess.run(
+            ["vtysh", "--vty_socket", str(self.dir), "-c", command],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if done.returncode:
+            raise RuntimeError(f"vtysh {command}: {done.stderr.strip() or done.stdout.strip()}")
+        return json.loads(done.stdout) if command.endswith(" json") else done.stdout
+
+    def established(self) -> set[str]:
+        try:
+            summary = self.vtysh("show bgp summary json")
+        except (RuntimeError, json.JSONDecodeError):
+            return set()
+        peers = (summary.get("ipv4Unicast") or {}).get("peers") or {}
+        return {address for address, p in peers.items() if p.get("state") == "Established"}
+
+    def advertised_to(self, client: str) -> set[str]:
+        shown = self.vtysh(f"show bgp ipv4 unicast neighbors {client} advertised-routes json")
+        return set((shown.get("advertisedRoutes") or {}).keys())
