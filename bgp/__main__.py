@@ -7,18 +7,17 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 
 from bgp.agent import BGPAgent
 from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
-from datastore.errors import DatastoreError, NotFound, ValidationFailed
+from datastore.errors import DatastoreError, InvalidName, NotFound, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import Node
 from datastore.models.node import mark_reflector
-from datastore.settings import add_flags, resolve
+from datastore.settings import add_flags, node_name, resolve
 from datastore.store import ResourceStore
 
 
@@ -43,14 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     add_flags(parser, BGPSettings)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
-    node = environ.get("FELID_NODENAME") or socket.gethostname()
     try:
+        node = node_name(environ.get("FELID_NODENAME"), "FELID_NODENAME")
         datastore = resolve(DatastoreConfig, environ=environ)
         flags = {name: getattr(args, name) for name in BGPSettings.model_fields}
         settings = resolve(BGPSettings, flags=flags, environ=environ)
         if settings.route_reflector and settings.cluster_id is None:
             raise ValidationFailed("--cluster-id", "a route reflector needs a cluster ID (e.g. 244.0.0.1)")
-    except ValidationFailed as exc:
+    except (ValidationFailed, InvalidName) as exc:
         print(f"felid-bgp: invalid setting: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(

@@ -53,6 +53,27 @@ class ValidationFailed(DatastoreError):
         self.message = message
 
 
+class InvalidName(DatastoreError):
+    """A name that would become part of a key (a node, namespace, pod, container, handle) is not one."""
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(f"{what}: {message}")
+        self.what = what
+        self.message = message
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """``value`` for a message, cut short: a hostile input must not make a huge (or slow) message."""
+    if isinstance(value, bool | float) or (isinstance(value, int) and abs(value) < 10**limit):
+        return repr(value)
+    if isinstance(value, int):
+        return f"a number of more than {limit} digits"
+    if not isinstance(value, str):
+        return f"a {type(value).__name__}"
+    shown = repr(value[:limit])
+    return shown if len(value) <= limit else f"{shown[:-1]}...{shown[-1]} ({len(value)} characters)"
+
+
 class BatchItemFailed(DatastoreError):
     """One resource of a multi-resource write was refused; nothing was written."""
 

@@ -1,10 +1,23 @@
-"""Where things live in etcd (DESIGN.md §2); every key is built and parsed here."""
+"""Where things live in etcd (DESIGN.md §2); every key is built and parsed here.
+
+A name that becomes part of a key is checked where it enters (the models, the CNI
+plugin, the settings); the layout checks again that none would split the key or
+climb out of its place, whoever forgot.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datastore.errors import InvalidName, quoted
 from datastore.models import KIND_BY_PLURAL, Resource
+
+
+def component(value: str, what: str) -> str:
+    """``value`` as one component of a key: never empty, ``.``, ``..`` or containing ``/``."""
+    if not value or value in (".", "..") or "/" in value or "\0" in value:
+        raise InvalidName(what, f"{quoted(value)} cannot be part of a datastore key")
+    return value
 
 _GROUP = "resources/v3/projectcalico.org"
 
@@ -26,9 +39,12 @@ class KeyLayout:
 
     def kind_prefix(self, kind: type[Resource], namespace: str | None = None) -> str:
         base = f"{self.resources}{kind.PLURAL}/"
-        return f"{base}{namespace}/" if kind.NAMESPACED and namespace is not None else base
+        if kind.NAMESPACED and namespace is not None:
+            return f"{base}{component(namespace, 'namespace')}/"
+        return base
 
     def resource(self, kind: type[Resource], name: str, namespace: str | None = None) -> str:
+        name = component(name, f"{kind.KIND} name")
         if kind.NAMESPACED:
             return f"{self.kind_prefix(kind, namespace or 'default')}{name}"
         return f"{self.kind_prefix(kind)}{name}"
@@ -75,7 +91,7 @@ class IPAMKeys:
 
     @staticmethod
     def _cidr_part(cidr: str) -> str:
-        return cidr.replace("/", "-")
+        return component(cidr.replace("/", "-"), "block CIDR")
 
     @staticmethod
     def cidr_of(key: str) -> str:
@@ -87,7 +103,7 @@ class IPAMKeys:
         return f"{self.blocks}{self._cidr_part(cidr)}"
 
     def host_affinities(self, node: str) -> str:
-        return f"{self.hosts}{node}/ipv4/block/"
+        return f"{self.hosts}{component(node, 'node name')}/ipv4/block/"
 
     def affinity(self, node: str, cidr: str) -> str:
         return f"{self.host_affinities(node)}{self._cidr_part(cidr)}"
@@ -97,4 +113,4 @@ class IPAMKeys:
         return key[len(self.hosts) :].split("/", 1)[0]
 
     def handle(self, handle_id: str) -> str:
-        return f"{self.handles}{handle_id}"
+        return f"{self.handles}{component(handle_id, 'handle')}"

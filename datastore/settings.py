@@ -11,6 +11,7 @@ config file, default.
 from __future__ import annotations
 
 import argparse
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from datastore.errors import ValidationFailed
+from datastore.models.base import valid_name
 
 
 class Settings(BaseModel):
@@ -143,3 +145,11 @@ def reference_table(cls: type[Settings], flags: bool = True) -> str:
             f"{type_name} | {shown} | {field.description or ''} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def node_name(configured: str | None, source: str) -> str:
+    """This host's node name: ``configured`` (``source`` names where it came from), else the
+    hostname lower-cased as Calico does; InvalidName unless it is an RFC 1123 name."""
+    if configured:
+        return valid_name(configured, source)
+    return valid_name(socket.gethostname().strip().lower(), "the hostname (set FELID_NODENAME)")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 
 from datastore.config import DatastoreConfig, read_config_file
-from datastore.errors import ValidationFailed
-from datastore.settings import resolve
+from datastore.errors import InvalidName, ValidationFailed
+from datastore.settings import node_name, resolve
 from felix.agent import Felix, run_forever
 from felix.config import DEFAULT_CONFIG_FILE, SettingsSources
 
@@ -31,14 +30,14 @@ def main() -> int:
         )
         sources = SettingsSources(environ, read_config_file(path) if path else {})
         settings = sources.local()
-    except ValidationFailed as exc:
+        node = node_name(environ.get("FELID_NODENAME"), "FELID_NODENAME")
+    except (ValidationFailed, InvalidName) as exc:
         print(f"felix: invalid setting: {exc}", file=sys.stderr)
         return 1
     logging.basicConfig(
         level=LEVELS[settings.log_severity_screen], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pyroute2").setLevel(logging.INFO)  # its debug log is every netlink message
-    node = environ.get("FELID_NODENAME") or socket.gethostname()
     return run_forever(Felix(node, datastore, sources, settings))
 
 

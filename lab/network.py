@@ -136,8 +136,18 @@ class LabHost:
         netns_path: str = "",
         cni_args: str = "",
         plugin: str = "felid",
+        environ: Mapping[str, str] | None = None,
     ) -> tuple[int, dict[str, Any] | None]:
-        return cni(self.netns, netconf, command, container, netns_path, cni_args=cni_args, plugin=plugin)
+        return cni(
+            self.netns,
+            netconf,
+            command,
+            container,
+            netns_path,
+            cni_args=cni_args,
+            plugin=plugin,
+            environ=environ,
+        )
 
 
 @dataclass

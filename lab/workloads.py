@@ -22,9 +22,12 @@ def cni(
     *,
     cni_args: str = "",
     plugin: str = "felid",
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
-    """Run a CNI plugin as a runtime would, inside host namespace ``netns``: (exit code, result JSON)."""
+    """Run a CNI plugin as a runtime would, inside host namespace ``netns``: (exit code, result JSON).
+    ``environ`` adds to the plugin's environment (felid's own variables are not passed on otherwise)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_", "FELIX_"))}
+    env |= dict(environ or {})
     env |= {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container,

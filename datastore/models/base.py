@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from datastore.errors import InvalidName, quoted
 from datastore.selector import Selector, SelectorError
 
 API_VERSION: Final = "projectcalico.org/v3"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -36,7 +39,7 @@ class Model(BaseModel):
 def _subdomain(value: str) -> str:
     if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use lower-case letters, digits, '-' and '.', "
+            f"{quoted(value)} is not a valid name: use lower-case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit (RFC 1123), at most 253 characters"
         )
     return value
@@ -45,10 +48,39 @@ def _subdomain(value: str) -> str:
 def _label(value: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.match(value):
         raise ValueError(
-            f"{value!r} is not a valid namespace: use lower-case letters, digits and '-', "
+            f"{quoted(value)} is not a valid namespace: use lower-case letters, digits and '-', "
             "at most 63 characters (RFC 1123 label)"
         )
     return value
+
+
+def _container_id(value: str) -> str:
+    if not _CONTAINER_ID.match(value):
+        raise ValueError(
+            f"{quoted(value)} is not a container ID: a letter or digit, then letters, digits, "
+            "'_', '.' or '-' (the CNI spec's rule)"
+        )
+    return value
+
+
+def valid_name(value: str, what: str) -> str:
+    """An RFC 1123 subdomain, as a node, pod or resource name must be; else InvalidName naming ``what``."""
+    return _checked(_subdomain, value, what)
+
+
+def valid_namespace(value: str, what: str) -> str:
+    return _checked(_label, value, what)
+
+
+def valid_container_id(value: str, what: str) -> str:
+    return _checked(_container_id, value, what)
+
+
+def _checked(check: Callable[[str], str], value: str, what: str) -> str:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise InvalidName(what, str(exc)) from None
 
 
 def _ipv4(value: str) -> str:

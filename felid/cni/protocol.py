@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from datastore import settings
 from datastore.config import DatastoreConfig
-from datastore.errors import DatastoreError, Unavailable, ValidationFailed
+from datastore.errors import DatastoreError, InvalidName, Unavailable, ValidationFailed
+from datastore.models.base import valid_container_id, valid_name
 from datastore.settings import resolve
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
@@ -103,6 +105,7 @@ def parse_invocation(environ: Mapping[str, str], stdin: str) -> Invocation:
             )
         if not environ.get("CNI_CONTAINERID"):
             raise CNIError(INVALID_ENVIRONMENT, "CNI_CONTAINERID is not set")
+        _valid(valid_container_id, environ["CNI_CONTAINERID"], "CNI_CONTAINERID", INVALID_ENVIRONMENT)
     return Invocation(
         command=command,
         container_id=environ.get("CNI_CONTAINERID", ""),
@@ -133,10 +136,23 @@ def datastore_config(invocation: Invocation) -> DatastoreConfig:
 
 
 def node_name(invocation: Invocation) -> str:
-    name = (
-        invocation.config.get("nodename") or invocation.environ.get("FELID_NODENAME") or os.uname().nodename
-    )
-    return str(name)
+    """The network config's ``nodename``, else FELID_NODENAME, else the hostname: a valid node name."""
+    configured = invocation.config.get("nodename")
+    if configured is not None:
+        if not isinstance(configured, str):
+            raise CNIError(INVALID_CONFIG, "nodename must be a string")
+        return _valid(valid_name, configured, "nodename", INVALID_CONFIG)
+    try:
+        return settings.node_name(invocation.environ.get("FELID_NODENAME"), "FELID_NODENAME")
+    except InvalidName as exc:
+        raise CNIError(INVALID_ENVIRONMENT, str(exc)) from None
+
+
+def _valid(check: Callable[[str, str], str], value: str, what: str, code: int) -> str:
+    try:
+        return check(value, what)
+    except InvalidName as exc:
+        raise CNIError(code, str(exc)) from None
 
 
 def ipam_result(version: str, addresses: Sequence[str]) -> dict[str, Any]:

@@ -15,16 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datastore.errors import NotFound
+from datastore.errors import InvalidName, NotFound
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import IPPool, WorkloadEndpoint, encapsulation_overhead
+from datastore.models.base import valid_name, valid_namespace
 from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
 from felid.cni.ipam_plugin import requested_pools
 from felid.cni.protocol import (
     DATAPLANE_FAILURE,
     INVALID_CONFIG,
+    INVALID_ENVIRONMENT,
     UNKNOWN_CONTAINER,
     CNIError,
     Invocation,
@@ -64,14 +66,26 @@ class Workload:
 
     @property
     def endpoint_name(self) -> str:
+        """Calico's ``<node>-<orchestrator>-<pod>-<interface>``, each ``-`` doubled; a container ID's
+        ``_`` (which names may not hold) becomes ``-`` and its capitals small letters."""
         parts = (self.node, self.orchestrator, self.pod, self.ifname)
-        return "-".join(p.replace("-", "--") for p in parts).lower()
+        return "-".join(p.replace("-", "--").replace("_", "-") for p in parts).lower()
 
 
 def workload_of(invocation: Invocation) -> Workload:
     pod = invocation.args.get("K8S_POD_NAME")
     namespace = invocation.args.get("K8S_POD_NAMESPACE")
     k8s = bool(pod and namespace)
+    if k8s and pod and namespace:
+        # They become the WorkloadEndpoint's key: checked here, where a wrong one can be named.
+        for check, value, what in (
+            (valid_namespace, namespace, "K8S_POD_NAMESPACE"),
+            (valid_name, pod, "K8S_POD_NAME"),
+        ):
+            try:
+                check(value, f"CNI_ARGS {what}")
+            except InvalidName as exc:
+                raise CNIError(INVALID_ENVIRONMENT, str(exc)) from None
     return Workload(
         node=node_name(invocation),
         namespace=namespace if k8s and namespace else "default",

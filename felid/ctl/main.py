@@ -16,6 +16,7 @@ from datastore.errors import AlreadyExists, BatchItemFailed, DatastoreError, Not
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import API_VERSION, ClusterInformation, Resource
+from datastore.models.base import valid_name, valid_namespace
 from datastore.settings import add_flags, resolve
 from datastore.store import ResourceStore, WriteMode
 from felid import __version__
@@ -96,10 +97,19 @@ def cmd_replace(args: argparse.Namespace) -> int:
     return _write(args, WriteMode.REPLACE)
 
 
+def _named(kind: type[Resource], names: Sequence[str], namespace: str | None) -> None:
+    """Names from the command line become keys: refuse what no resource can be called."""
+    for name in names:
+        valid_name(name, f"{kind.KIND} name")
+    if kind.NAMESPACED and namespace is not None:
+        valid_namespace(namespace, "--namespace")
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     kind = kind_named(args.kind)
-    store = open_store(args)
     namespace = None if args.all_namespaces or not kind.NAMESPACED else args.namespace
+    _named(kind, args.names, namespace)
+    store = open_store(args)
     if args.names:
         resources: list[Resource] = [store.get(kind, name, namespace or "default") for name in args.names]
     else:
@@ -123,7 +133,6 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    store = open_store(args)
     if args.filename:
         if args.kind or args.names:
             raise UsageError("delete takes either -f FILE or KIND NAME..., not both")
@@ -134,7 +143,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if not args.kind or not args.names:
             raise UsageError("delete needs KIND and NAME (or -f FILE)")
         kind = kind_named(args.kind)
+        _named(kind, args.names, args.namespace)
         targets = [(kind, name, args.namespace if kind.NAMESPACED else None) for name in args.names]
+    store = open_store(args)
     deleted = 0
     for kind, name, namespace in targets:
         try:

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -28,10 +27,10 @@ from typing import Any
 
 from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
-from datastore.errors import DatastoreError, Unavailable, ValidationFailed
+from datastore.errors import DatastoreError, InvalidName, Unavailable, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from datastore.settings import add_flags, resolve
+from datastore.settings import add_flags, node_name, resolve
 from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, detect, with_prefix
@@ -214,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings, datastore = _settings(args, environ)
-    except ValidationFailed as exc:
+        source = "--nodename" if args.nodename else NodeSettings.env_name("nodename")
+        name = node_name(settings.nodename, source)
+    except (ValidationFailed, InvalidName) as exc:
         print(f"felid-node: invalid setting: {exc}", file=sys.stderr)
         return 1
-    name = settings.nodename or socket.gethostname()
     if args.check_config:
         shown = settings.model_dump(mode="json") | {
             "nodename": name,
