@@ -36,6 +36,27 @@ class Unavailable(DatastoreError):
         self.reason = reason
 
 
+class Refused(DatastoreError):
+    """etcd refused a request it could serve (too many operations, too large): not an outage."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"etcd refused the request: {reason}")
+        self.reason = reason
+
+
+class PartlyWritten(DatastoreError):
+    """A write too large for one transaction stopped after ``written`` of ``total`` resources."""
+
+    def __init__(self, written: int, total: int, cause: DatastoreError) -> None:
+        super().__init__(
+            f"{cause}; the first {written} of {total} resources were written, the rest not "
+            "(applying the same file again finishes it)"
+        )
+        self.written = written
+        self.total = total
+        self.cause = cause
+
+
 class Compacted(DatastoreError):
     """A read or watch asked for a revision etcd has already compacted away."""
 
@@ -68,6 +89,9 @@ def quoted(value: object, limit: int = 60) -> str:
         return repr(value)
     if isinstance(value, int):
         return f"a number of more than {limit} digits"
+    if isinstance(value, list | tuple) and len(value) <= 10 and all(isinstance(v, str | int) for v in value):
+        inner = ", ".join(quoted(v, limit) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
     if not isinstance(value, str):
         return f"a {type(value).__name__}"
     shown = repr(value[:limit])

@@ -19,7 +19,7 @@ import pyetcd
 from pyetcd import exceptions as etcd_exc
 
 from datastore.config import DatastoreConfig
-from datastore.errors import Compacted, DatastoreError, Unavailable
+from datastore.errors import Compacted, DatastoreError, Refused, Unavailable
 from datastore.kv import (
     Absent,
     Guard,
@@ -122,6 +122,9 @@ class EtcdKV:
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (details or ""):
             return Compacted(0)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            # "too many operations in txn request", "request is too large": etcd is there, and said no.
+            return Refused(str(details).removeprefix("etcdserver: "))
         return Unavailable(self.endpoints, f"{code.name if code else 'error'}: {details}")
 
     def get(self, key: str) -> KeyValue | None:

@@ -19,6 +19,7 @@ def component(value: str, what: str) -> str:
         raise InvalidName(what, f"{quoted(value)} cannot be part of a datastore key")
     return value
 
+
 _GROUP = "resources/v3/projectcalico.org"
 
 

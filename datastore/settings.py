@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from datastore.errors import ValidationFailed
+from datastore.errors import ValidationFailed, quoted
 from datastore.models.base import valid_name
 
 
@@ -108,7 +108,9 @@ def resolve(
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
-        raise ValidationFailed(sources.get(name, name), f"{message} (got {err.get('input')!r})") from None
+        raise ValidationFailed(
+            sources.get(name, name), f"{message} (got {quoted(err.get('input'))})"
+        ) from None
 
 
 def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[Settings]) -> None:

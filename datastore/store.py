@@ -15,7 +15,9 @@ from datastore.errors import (
     AlreadyExists,
     BatchItemFailed,
     Conflict,
+    DatastoreError,
     NotFound,
+    PartlyWritten,
     ValidationFailed,
 )
 from datastore.keys import KeyLayout
@@ -27,6 +29,11 @@ R = TypeVar("R", bound=Resource)
 # Retries of a batch whose guards failed because something changed between our
 # reads and our commit (each retry re-reads and re-validates everything).
 _RETRIES = 5
+# What one etcd transaction may carry by default (--max-txn-ops 128 compares and as many puts;
+# --max-request-bytes 1.5 MiB): larger writes go in consecutive transactions.  One compare is
+# kept for the pool-overlap guard.
+TXN_RESOURCES = 127
+TXN_BYTES = 1024 * 1024
 
 
 class WriteMode(enum.Enum):
@@ -109,7 +116,9 @@ class ResourceStore:
         return _at(resource, revision)
 
     def write(self, resources: Sequence[Resource], mode: WriteMode) -> builtins.list[Resource]:
-        """Write every resource in one transaction, or none (BatchItemFailed names the culprit)."""
+        """Every resource, or none (BatchItemFailed names the culprit), in one transaction while
+        they fit in one; a larger set is checked whole against the store first, then written in
+        consecutive transactions, and PartlyWritten says how far it got if one of them fails."""
         seen: dict[str, int] = {}
         for i, resource in enumerate(resources):
             first = seen.setdefault(self.layout.key_of(resource), i)
@@ -120,15 +129,39 @@ class ResourceStore:
                         "metadata.name", f"{describe_resource(resource)} is already document {first + 1}"
                     ),
                 )
+        batches = _batches(resources)
+        if len(batches) == 1:
+            return self._write_batch(resources, mode, 0)
+        self._stage_all(resources, mode, 0)  # every refusal before the first write
+        written: builtins.list[Resource] = []
+        for start, batch in batches:
+            try:
+                written += self._write_batch(batch, mode, start)
+            except DatastoreError as exc:
+                if not written:
+                    raise
+                raise PartlyWritten(len(written), len(resources), exc) from None
+        return written
+
+    def _write_batch(
+        self, resources: Sequence[Resource], mode: WriteMode, offset: int
+    ) -> builtins.list[Resource]:
+        """One transaction, staged afresh (read and checked against the store) for every attempt."""
         for _ in range(_RETRIES):
-            staged = [self._stage(i, r, mode) for i, r in enumerate(resources)]
-            guards = [s.guard for s in staged]
-            guards.extend(self._pool_guards(staged))
+            staged, guards = self._stage_all(resources, mode, offset)
             ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in staged]
             revision = self.kv.commit(guards, ops)
             if revision is not None:
                 return [_at(s.resource, revision) for s in staged]
         raise Conflict("the resources kept changing while being written; try again")
+
+    def _stage_all(
+        self, resources: Sequence[Resource], mode: WriteMode, offset: int
+    ) -> tuple[builtins.list[_Staged], builtins.list[Guard]]:
+        staged = [self._stage(offset + i, r, mode) for i, r in enumerate(resources)]
+        guards = [s.guard for s in staged]
+        guards.extend(self._pool_guards(staged, offset))
+        return staged, guards
 
     def delete(
         self, kind: type[R], name: str, namespace: str | None = None, resource_version: str | None = None
@@ -181,7 +214,7 @@ class ResourceStore:
         meta = {"uid": old.metadata.uid, "creation_timestamp": old.metadata.creation_timestamp}
         return _Staged(_with_meta(resource, meta), old, Unchanged(key, current.mod_revision))
 
-    def _pool_guards(self, staged: Sequence[_Staged]) -> builtins.list[Guard]:
+    def _pool_guards(self, staged: Sequence[_Staged], offset: int = 0) -> builtins.list[Guard]:
         """Refuse overlapping enabled pools; guard the check by the revision it was made at."""
         enabling = [
             (i, s.resource)
@@ -208,7 +241,7 @@ class ResourceStore:
             clash = overlapping_pool(pool, others)
             if clash is not None:
                 raise BatchItemFailed(
-                    index,
+                    offset + index,
                     ValidationFailed(
                         "spec.cidr",
                         f"{pool.spec.cidr} overlaps enabled IPPool {clash.name} ({clash.spec.cidr})",
@@ -216,6 +249,20 @@ class ResourceStore:
                 )
         # A pool created or changed after our list makes the check stale: the commit fails.
         return [PrefixUnchangedSince(prefix, revision)]
+
+
+def _batches(resources: Sequence[Resource]) -> builtins.list[tuple[int, Sequence[Resource]]]:
+    """``resources`` cut into runs that each fit one transaction: (index of the first, the run)."""
+    out: builtins.list[tuple[int, Sequence[Resource]]] = []
+    start, size = 0, 0
+    for i, resource in enumerate(resources):
+        length = len(encode(resource))
+        if i > start and (i - start >= TXN_RESOURCES or size + length > TXN_BYTES):
+            out.append((start, resources[start:i]))
+            start, size = i, 0
+        size += length
+    out.append((start, resources[start:]))
+    return out
 
 
 def _revision(version: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from datastore.errors import ValidationFailed
+from datastore.errors import ValidationFailed, quoted
 from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_duration
 from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
@@ -100,12 +100,13 @@ def parse_resource(data: Any) -> Resource:
         )
     api_version = data.get("apiVersion")
     if api_version != API_VERSION:
-        raise ValidationFailed("apiVersion", f"{api_version!r} is not supported; use {API_VERSION!r}")
+        raise ValidationFailed("apiVersion", f"{quoted(api_version)} is not supported; use {API_VERSION!r}")
     kind_name = data.get("kind")
     kind = KIND_BY_NAME.get(kind_name) if isinstance(kind_name, str) else None
     if kind is None:
-        raise ValidationFailed("kind", f"unknown kind {kind_name!r}; one of {', '.join(KIND_BY_NAME)}")
+        raise ValidationFailed("kind", f"unknown kind {quoted(kind_name)}; one of {', '.join(KIND_BY_NAME)}")
     try:
-        return kind.model_validate(data)
+        # Documents spell fields as the schema does (camelCase): ``block_size`` is not ``blockSize``.
+        return kind.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise validation_failure(exc) from None

@@ -87,7 +87,7 @@ def _ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address") from None
+        raise ValueError(f"{quoted(value)} is not an IPv4 address") from None
 
 
 def _ipv4_interface(value: str) -> str:
@@ -95,7 +95,9 @@ def _ipv4_interface(value: str) -> str:
     try:
         return str(ipaddress.IPv4Interface(value))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address in CIDR form (e.g. 198.51.100.5/24)") from None
+        raise ValueError(
+            f"{quoted(value)} is not an IPv4 address in CIDR form (e.g. 198.51.100.5/24)"
+        ) from None
 
 
 def _ipv4_network(value: str) -> str:
@@ -103,19 +105,19 @@ def _ipv4_network(value: str) -> str:
     try:
         iface = ipaddress.ip_interface(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR") from None
+        raise ValueError(f"{quoted(value)} is not a CIDR") from None
     if "/" not in value:
-        raise ValueError(f"{value!r} has no prefix length (e.g. {value}/24)")
+        raise ValueError(f"{quoted(value)} has no prefix length (e.g. {value[:20]}/24)")
     if iface.version != 4:
-        raise ValueError(f"{value!r}: only IPv4 is supported")
+        raise ValueError(f"{quoted(value)}: only IPv4 is supported")
     if iface.ip != iface.network.network_address:
-        raise ValueError(f"{value!r} has host bits set; did you mean {iface.network}?")
+        raise ValueError(f"{quoted(value)} has host bits set; did you mean {iface.network}?")
     return str(iface.network)
 
 
 def _mac(value: str) -> str:
     if not _MAC.match(value):
-        raise ValueError(f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        raise ValueError(f"{quoted(value)} is not a MAC address (aa:bb:cc:dd:ee:ff)")
     return value.lower()
 
 
@@ -123,7 +125,7 @@ def _selector(value: str) -> str:
     try:
         Selector.parse(value)
     except SelectorError as exc:
-        raise ValueError(f"invalid selector {value!r}: {exc}") from None
+        raise ValueError(f"invalid selector {quoted(value)}: {exc}") from None
     return value
 
 
@@ -133,22 +135,27 @@ def _asn(value: Any) -> int:
         raise ValueError("AS number must be a number")
     if isinstance(value, str) and "." in value:
         high, _, low = value.partition(".")
-        if not (high.isdigit() and low.isdigit()) or int(high) > 65535 or int(low) > 65535:
-            raise ValueError(f"{value!r} is not an AS number")
+        if not (high.isdigit() and low.isdigit()) or len(high) > 5 or len(low) > 5:
+            raise ValueError(f"{quoted(value)} is not an AS number")
+        if int(high) > 65535 or int(low) > 65535:
+            raise ValueError(f"{quoted(value)} is not an AS number")
         return int(high) * 65536 + int(low)
-    try:
-        asn = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not an AS number") from None
+    if isinstance(value, float) and not value.is_integer():  # inf and nan too
+        raise ValueError(f"{quoted(value)} is not an AS number")
+    if isinstance(value, str) and not (value.isdigit() and len(value) <= 10):
+        raise ValueError(f"{quoted(value)} is not an AS number")
+    if not isinstance(value, int | float | str):
+        raise ValueError(f"{quoted(value)} is not an AS number")
+    asn = int(value)
     if not 1 <= asn <= MAX_ASN:
-        raise ValueError(f"AS number {asn} is outside 1..{MAX_ASN}")
+        raise ValueError(f"AS number {quoted(asn)} is outside 1..{MAX_ASN}")
     return asn
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration: ``90s``, ``1m30s``, ``2h``, ``500ms``."""
     if not text or _DURATION.sub("", text) != "":
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 1m30s, 500ms)")
+        raise ValueError(f"{quoted(text)} is not a duration (e.g. 90s, 1m30s, 500ms)")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(text))
 
 

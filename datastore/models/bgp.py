@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from datastore.errors import quoted
 from datastore.models.base import (
     ASNumber,
     Duration,
@@ -29,9 +30,9 @@ def _peer_ip(value: str) -> str:
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 address or address:port") from None
+        raise ValueError(f"{quoted(value)} is not an IPv4 address or address:port") from None
     if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"{value!r}: port {port!r} is not in 1..65535")
+        raise ValueError(f"{quoted(value)}: port {quoted(port)} is not in 1..65535")
     return value
 
 
@@ -60,7 +61,7 @@ class BGPConfiguration(Resource):
     def _scoped(self) -> BGPConfiguration:
         per_node = _PER_NODE.match(self.name)
         if self.name != "default" and per_node is None:
-            raise ValueError(f"metadata.name: {self.name!r} must be 'default' or 'node.<nodename>'")
+            raise ValueError(f"metadata.name: {quoted(self.name)} must be 'default' or 'node.<nodename>'")
         if per_node is not None and self.spec.node_to_node_mesh_enabled is not None:
             raise ValueError("spec.nodeToNodeMeshEnabled: may only be set in the 'default' configuration")
         return self

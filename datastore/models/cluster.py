@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from datastore.errors import quoted
 from datastore.models.base import Model, Resource
 
 
@@ -26,5 +27,5 @@ class ClusterInformation(Resource):
     @model_validator(mode="after")
     def _singleton(self) -> ClusterInformation:
         if self.name != "default":
-            raise ValueError(f"metadata.name: {self.name!r} must be 'default'")
+            raise ValueError(f"metadata.name: {quoted(self.name)} must be 'default'")
         return self

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from datastore.errors import quoted
 from datastore.models.base import Duration, Model, Port, Resource
 
 _NAME = re.compile(r"^(default|node\..+)$")
@@ -41,5 +42,5 @@ class FelixConfiguration(Resource):
     @model_validator(mode="after")
     def _scoped(self) -> FelixConfiguration:
         if not _NAME.match(self.name):
-            raise ValueError(f"metadata.name: {self.name!r} must be 'default' or 'node.<nodename>'")
+            raise ValueError(f"metadata.name: {quoted(self.name)} must be 'default' or 'node.<nodename>'")
         return self

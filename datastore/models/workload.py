@@ -6,12 +6,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from datastore.errors import quoted
 from datastore.models.base import MAC, IPv4Network, Model, Name, Resource
 
 
 def _host_route(value: str) -> str:
     if not value.endswith("/32"):
-        raise ValueError(f"{value!r}: workload addresses are /32s")
+        raise ValueError(f"{quoted(value)}: workload addresses are /32s")
     return value
 
 
@@ -33,7 +34,7 @@ class WorkloadEndpointSpec(Model):
     @model_validator(mode="after")
     def _iface(self) -> WorkloadEndpointSpec:
         if not 1 <= len(self.interface_name) <= 15 or "/" in self.interface_name:
-            raise ValueError(f"interfaceName: {self.interface_name!r} is not a Linux interface name")
+            raise ValueError(f"interfaceName: {quoted(self.interface_name)} is not a Linux interface name")
         return self
 
 

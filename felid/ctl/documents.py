@@ -1,4 +1,11 @@
-"""Reading resource documents (multi-document YAML or JSON) from a file or stdin."""
+"""Reading resource documents (multi-document YAML or JSON) from a file or stdin.
+
+Strictly, as Kubernetes decodes manifests: UTF-8 text only, a key at most once in
+a mapping, only the schema's camelCase field names (the models refuse the rest).
+Hostile input gets one line, never a traceback or a hang: nesting is bounded, and
+YAML aliases may not expand a document beyond ``MAX_NODES`` values (a "billion
+laughs" file is refused before anything is built from it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
 
-from datastore.errors import ValidationFailed
+from datastore.errors import ValidationFailed, quoted
 from datastore.models import Resource, parse_resource
+
+MAX_DEPTH = 64  # resources nest a few levels; anything deeper is not one
+MAX_NODES = 100_000  # values in one document, counting every expansion of an alias
 
 
 @dataclass(frozen=True)
@@ -29,50 +40,169 @@ class DocumentError(Exception):
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
 
 
-def _label(raw: Any) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
-        return f" ({raw.get('kind', '?')} {raw['metadata'].get('name', '?')!r})"
-    return ""
+class _Refused(Exception):
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, deep nesting and alias expansion past a bound."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                break
+            if duplicate:
+                raise _Refused(f"duplicate key {quoted(key)}", key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Node) -> int:
+    """How many values ``node`` stands for once every alias is expanded (aliases share nodes)."""
+    sizes: dict[int, int] = {}
+
+    def size(n: Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", n.start_mark.line + 1)
+        known = sizes.get(id(n))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(n, SequenceNode):
+            total += sum(size(child, depth + 1) for child in n.value)
+        elif isinstance(n, MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        if total > MAX_NODES:
+            raise _Refused(f"expands to more than {MAX_NODES} values (YAML aliases?)", n.start_mark.line + 1)
+        sizes[id(n)] = total
+        return total
+
+    return size(node, 0)
+
+
+def _yaml_documents(text: str) -> list[Any]:
+    loader = _StrictLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                _expanded_size(node)
+            documents.append(loader.construct_document(node))
+        return [d for d in documents if d is not None]
+    finally:
+        loader.dispose()
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"duplicate key {quoted(key)}")
+        out[key] = value
+    return out
+
+
+def _json_depth(text: str) -> int:
+    """How deep the brackets nest, outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _decode(text: str, source: str) -> list[Any]:
     stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DocumentError(
-                source, None, "", "", f"invalid JSON at line {exc.lineno}: {exc.msg}"
-            ) from None
-        return data if isinstance(data, list) else [data]
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        if stripped.startswith(("{", "[")):
+            if _json_depth(stripped) > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep")
+            try:
+                data = json.loads(text, object_pairs_hook=_json_object)
+            except json.JSONDecodeError as exc:
+                raise DocumentError(
+                    source, None, "", "", f"invalid JSON at line {exc.lineno}: {exc.msg}"
+                ) from None
+            return data if isinstance(data, list) else [data]
+        return _yaml_documents(text)
+    except _Refused as exc:
+        where = f" at line {exc.line}" if exc.line is not None else ""
+        kind = "JSON" if stripped.startswith(("{", "[")) else "YAML"
+        raise DocumentError(source, None, "", "", f"refused {kind}{where}: {exc}") from None
+    except RecursionError:
+        raise DocumentError(source, None, "", "", "nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DocumentError(source, None, "", "", f"invalid YAML{where}: {problem}") from None
 
 
-def _expand_lists(raw_docs: list[Any]) -> list[Any]:
+def _expand_lists(raw_docs: list[Any], source: str) -> list[Any]:
     """``kind: List`` / ``<Kind>List`` documents stand for their items, as in calicoctl."""
     out: list[Any] = []
-    for doc in raw_docs:
-        if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
-            out.extend(doc["items"] or [])
+    for index, doc in enumerate(raw_docs, start=1):
+        if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
+            items = doc.get("items")
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise DocumentError(
+                    source, index, f" ({doc['kind']})", "items", "must be a list of resources"
+                )
+            out.extend(items)
         else:
             out.append(doc)
     return out
+
+
+def _label(raw: Any) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict):
+        return f" ({_kind(raw.get('kind', '?'))} {quoted(raw['metadata'].get('name', '?'))})"
+    return ""
+
+
+def _kind(kind: Any) -> str:
+    return kind if isinstance(kind, str) and kind.isidentifier() and len(kind) <= 40 else quoted(kind)
+
+
+def _text(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            source, None, "", "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
 
 
 def read_documents(path: str) -> list[Document]:
     """Every document of ``path`` ('-' is stdin), all validated before any is returned."""
     source = "<stdin>" if path == "-" else path
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise DocumentError(source, None, "", "", exc.strerror or str(exc)) from None
-    raw_docs = _expand_lists(_decode(text, source))
+    raw_docs = _expand_lists(_decode(_text(data, source), source), source)
     if not raw_docs:
         raise DocumentError(source, None, "", "", "no resources found")
     docs = []

@@ -12,7 +12,15 @@ from typing import Any
 import yaml
 
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig, read_config_file
-from datastore.errors import AlreadyExists, BatchItemFailed, DatastoreError, NotFound, ValidationFailed
+from datastore.errors import (
+    AlreadyExists,
+    BatchItemFailed,
+    DatastoreError,
+    NotFound,
+    PartlyWritten,
+    ValidationFailed,
+    quoted,
+)
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import API_VERSION, ClusterInformation, Resource
@@ -70,8 +78,10 @@ def _write(args: argparse.Namespace, mode: WriteMode) -> int:
         cause = exc.cause
         field = cause.field if isinstance(cause, ValidationFailed) else ""
         message = cause.message if isinstance(cause, ValidationFailed) else str(cause)
-        label = f" ({doc.resource.KIND} {doc.resource.name!r})"
+        label = f" ({doc.resource.KIND} {quoted(doc.resource.name)})"
         raise DocumentError(doc.source, doc.index, label, field, f"{message}; nothing was written") from None
+    except PartlyWritten as exc:
+        raise DocumentError(docs[0].source, None, "", "", str(exc)) from None
     verb = {WriteMode.CREATE: "created", WriteMode.REPLACE: "replaced", WriteMode.APPLY: "applied"}[mode]
     print(f"Successfully {verb} {len(written)} resource(s)")
     return 0
