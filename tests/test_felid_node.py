@@ -151,3 +151,24 @@ def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path)
         assert (files / "run" / "subnet.env").exists() and (files / "var" / "mtu").exists()
     finally:
         cluster.destroy()
+
+
+def test_a_host_file_that_cannot_be_written_is_retried_and_never_stops_the_node(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 1, mode="vxlan", prefix="ft")
+    try:
+        cluster.build()
+        host = cluster.hosts[0]
+        blocked = Path(host.home) / "run" / "subnet.env"
+        blocked.mkdir(parents=True)  # a directory where felid-node wants its file
+        cluster.start_node(host)
+        cluster.wait_ready(timeout=60)
+        wait_until(lambda: "cannot write subnet.env" in cluster.node_log(host), 10, "the failure logged")
+        assert node_status(host.netns)["ready"]
+        blocked.rmdir()
+        wait_until(blocked.is_file, 10, "subnet.env written once it can be")
+        assert "FELID_MTU=1450\n" in blocked.read_text()
+        assert (
+            node_status(host.netns)["ready"] and node_status(host.netns)["children"]["felix"]["restarts"] == 0
+        )
+    finally:
+        cluster.destroy()
