@@ -4,12 +4,13 @@ and the blocking client that felid-node and felidctl use to ask one on this host
 from __future__ import annotations
 
 import asyncio
+import inspect
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 Response = tuple[int, str, bytes]  # status, content type, body
-Handler = Callable[[], Response]
+Handler = Callable[[], Response | Awaitable[Response]]  # a slow one is a coroutine, off the loop's back
 
 REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
 TEXT = "text/plain; charset=utf-8"
@@ -26,7 +27,8 @@ async def serve_http(host: str, port: int, handlers: Mapping[str, Handler]) -> a
             if handler is None:
                 status, kind, body = 404, TEXT, f"try {' or '.join(sorted(handlers))}\n".encode()
             else:
-                status, kind, body = handler()
+                answer = handler()
+                status, kind, body = await answer if inspect.isawaitable(answer) else answer
             head = (
                 f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

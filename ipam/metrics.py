@@ -1,7 +1,8 @@
 """IPAM metrics under Calico's names, computed from the datastore at scrape time.
 
-Register ``IPAMCollector`` in a prometheus_client registry (felid-node does);
-every scrape reads the IPAM state once.
+Register ``IPAMCollector`` in a prometheus_client registry; every scrape reads the
+IPAM state once.  felid-node serves it for its own node (``node=``): the series of
+all nodes together partition the cluster's, so sums across nodes are right.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from ipam.inventory import Inventory
 
 
 class IPAMCollector(Collector):
-    def __init__(self, inventory: Callable[[], Inventory], reclaimed: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        inventory: Callable[[], Inventory],
+        *,
+        node: str | None = None,
+        reclaimed: Callable[[], int] | None = None,
+    ) -> None:
+        """``node``: only its allocations and blocks; ``reclaimed``: a garbage collector's count."""
         self._inventory = inventory
+        self._node = node
         self._reclaimed = reclaimed
 
     def collect(self) -> Iterator[Metric]:
@@ -25,12 +34,16 @@ class IPAMCollector(Collector):
         in_use: Counter[tuple[str, str]] = Counter()
         borrowed: Counter[tuple[str, str]] = Counter()
         blocks: Counter[tuple[str, str]] = Counter()
+        mine = self._node
         for cidr, block in inv.blocks.items():
             pool = inv.pool_of(cidr)
             pool_name = pool.name if pool else ""
-            blocks[(pool_name, block.host or "")] += 1
+            if mine in (None, block.host):
+                blocks[(pool_name, block.host or "")] += 1
             for _, attr in block.used():
                 node = attr.attrs.get("node", "")
+                if mine not in (None, node):
+                    continue
                 in_use[(pool_name, node)] += 1
                 if node != block.host:
                     borrowed[(pool_name, node)] += 1
@@ -48,8 +61,9 @@ class IPAMCollector(Collector):
         for pool in inv.pools:
             size.add_metric([pool.name], pool.network.num_addresses)
         yield size
-        yield CounterMetricFamily(
-            "ipam_allocations_gc_reclamations",
-            "Leaked addresses released by the garbage collector.",
-            value=self._reclaimed(),
-        )
+        if self._reclaimed is not None:
+            yield CounterMetricFamily(
+                "ipam_allocations_gc_reclamations",
+                "Leaked addresses released by the garbage collector.",
+                value=self._reclaimed(),
+            )

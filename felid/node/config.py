@@ -52,6 +52,14 @@ class NodeSettings(Settings):
         le=65535,
         description="Port of /liveness, /readiness and /status (felix's own port, taken over for the host).",
     )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of felid-node's /metrics.")
+    metrics_port: int = Field(
+        default=9094,
+        ge=0,
+        le=65535,
+        description="Port of /metrics: this node's IPAM metrics under Calico's names, on the port "
+        "calico-kube-controllers serves them on (0: do not serve).",
+    )
     felix_health_port: int = Field(
         default=9098,
         ge=1,

@@ -35,6 +35,7 @@ from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, detect, with_prefix
 from felid.node.config import NodeSettings
+from felid.node.metrics import MetricsServer
 from felid.node.startup import HostFiles
 from felid.node.supervisor import Child
 from felix.dataplane.hostfile import read_int
@@ -84,6 +85,7 @@ class FelidNode:
         if self.settings.networking_backend != "bgp":
             self.health.bgp_ready = None
         server = await serve_http(self.settings.health_host, self.settings.health_port, self._handlers())
+        metrics = await self._serve_metrics()
         try:
             async with asyncio.TaskGroup() as tasks:
                 for child in self.children:
@@ -91,6 +93,15 @@ class FelidNode:
                 tasks.create_task(self._probe_children(), name="probe")
         finally:
             server.close()
+            if metrics is not None:
+                metrics.close()
+
+    async def _serve_metrics(self) -> MetricsServer | None:
+        if not self.settings.metrics_port:
+            return None
+        served = MetricsServer(EtcdKV(self.datastore), KeyLayout(self.datastore.etcd_prefix), self.name)
+        await served.start(self.settings.metrics_host, self.settings.metrics_port)
+        return served
 
     async def stop(self) -> None:
         await asyncio.gather(*(child.stop() for child in self.children))
