@@ -144,8 +144,16 @@ def start_agents(lab: Lab, work: Path, hosts: list[LabHost] | None = None) -> li
 @contextlib.contextmanager
 def route_deletions(hosts: list[LabHost]) -> Iterator[list[str]]:
     """Collects every route deletion the hosts' kernels report while the block runs."""
+    with route_changes(hosts, deletions=True) as deleted:
+        yield deleted
+
+
+@contextlib.contextmanager
+def route_changes(hosts: list[LabHost], *, deletions: bool = False) -> Iterator[list[str]]:
+    """Collects every IPv4 route change (or only deletions) the hosts' kernels report while the block
+    runs (felid routes IPv4 only; the kernel's own IPv6 link-local routes come and go by themselves)."""
     monitors = [
-        subprocess.Popen(["ip", "-n", h.netns, "monitor", "route"], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(["ip", "-4", "-n", h.netns, "monitor", "route"], stdout=subprocess.PIPE, text=True)
         for h in hosts
     ]
     deleted: list[str] = []
@@ -157,7 +165,7 @@ def route_deletions(hosts: list[LabHost]) -> Iterator[list[str]]:
         for monitor in monitors:
             monitor.terminate()
             out, _ = monitor.communicate(timeout=10)
-            deleted += [line for line in out.splitlines() if line.startswith("Deleted")]
+            deleted += [line for line in out.splitlines() if line.startswith("Deleted") or not deletions]
 
 
 class BlockWorker:
