@@ -77,10 +77,12 @@ def apply(cluster: Lab, documents: list[Any]) -> None:
 
 
 class RouteWatch:
-    """When each destination first appeared in one host's kernel (``ip -ts monitor route``)."""
+    """When each destination first appeared in one host's kernel (``ip -ts monitor route``), and
+    every deletion it saw."""
 
     def __init__(self, host: LabHost) -> None:
         self.seen: dict[str, float] = {}
+        self.deleted: list[tuple[float, str]] = []
         self.process = subprocess.Popen(
             ["ip", "-ts", "-n", host.netns, "monitor", "route"], stdout=subprocess.PIPE, text=True
         )
@@ -89,12 +91,20 @@ class RouteWatch:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if not line.startswith("[") or "Deleted" in line:
+            if not line.startswith("["):
                 continue
             stamp, _, rest = line[1:].partition("] ")
+            when = datetime.fromisoformat(stamp).timestamp()
+            if rest.startswith("Deleted "):
+                self.deleted.append((when, rest.split(" ", 2)[1]))
+                continue
             dst = rest.split(" ", 1)[0]
             if dst not in self.seen:
-                self.seen[dst] = datetime.fromisoformat(stamp).timestamp()
+                self.seen[dst] = when
+
+    def deleted_after(self, dst: str, since: float) -> float | None:
+        """When ``dst`` was first deleted after ``since`` (wall clock), if it was."""
+        return next((t for t, d in self.deleted if d == dst and t >= since), None)
 
     def close(self) -> None:
         self.process.terminate()

@@ -14,6 +14,7 @@ from lab.agents import BlockWorker, start_agents
 from lab.cluster import Cluster
 from lab.network import LabHost, lab
 from lab.processes import wait_until
+from lab.routers import FRR, GoBGP
 from tests.bgp_helpers import (
     BLOCK_SIZE,
     MESH_OFF,
@@ -25,7 +26,6 @@ from tests.bgp_helpers import (
     node_status,
     running,
 )
-from tests.harness.routers import FRR, GoBGP
 
 FELID_AS = 64512
 GOBGP_AS = 64600

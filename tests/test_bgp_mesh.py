@@ -15,6 +15,7 @@ import pytest
 from lab.agents import BGPProcess, BlockWorker, route_deletions, start_agents
 from lab.network import Lab, LabHost, lab
 from lab.processes import wait_until
+from lab.routers import Bird
 from tests.bgp_helpers import (
     BLOCK_SIZE,
     CLUSTER_ID,
@@ -31,7 +32,6 @@ from tests.bgp_helpers import (
     one_block_each,
     running,
 )
-from tests.harness.bird import Bird
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Third-party BGP routers as real peers in lab namespaces: GoBGP and FRR's bgpd, stopped by PID.
+"""BGP routers nobody here wrote, as real peers in lab namespaces: BIRD 2, GoBGP and FRR's bgpd.
 
-Neither touches the kernel's routes here (GoBGP has no zebra section, bgpd runs with ``-Z``),
-and each keeps its sockets, logs and state in a directory of its own, so several run at once.
+Each keeps its sockets, logs and state in a directory of its own, so several run at once, and is
+stopped by PID.  BIRD exports what it learns to its host's kernel (a baseline for felid's own
+programming); GoBGP (no zebra section) and bgpd (``-Z``) touch no kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +17,90 @@ from pathlib import Path
 from typing import Any
 
 from lab.network import LabHost
+
+TEMPLATE = """
+router id {router_id};
+log "{log}" all;
+protocol device {{ }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol static {{ ipv4; {statics} }}
+template bgp felid {{
+    local {router_id} as {asn};
+    direct;  # the peers share its LAN: next hops need no recursive lookup
+    ipv4 {{ import all; export all; }};
+    graceful restart on;
+{reflector}}}
+{neighbors}
+"""
+
+
+class Bird:
+    def __init__(
+        self,
+        host: LabHost,
+        work: Path,
+        peers: Iterable[LabHost],
+        *,
+        asn: int = 64512,
+        peer_as: int | None = None,
+        statics: Iterable[str] = (),
+        cluster_id: str | None = None,
+    ) -> None:
+        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP."""
+        self.host = host
+        self.dir = work / f"bird-{host.node}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        reflector = f"    rr client;\n    rr cluster id {cluster_id};\n" if cluster_id else ""
+        neighbors = "\n".join(
+            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn}; }}"
+            for i, p in enumerate(peers)
+        )
+        (self.dir / "bird.conf").write_text(
+            TEMPLATE.format(
+                router_id=host.address,
+                log=self.dir / "bird.log",
+                statics=" ".join(f"route {s} blackhole;" for s in statics),
+                asn=asn,
+                reflector=reflector,
+                neighbors=neighbors,
+            )
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.dir / "bird.out", "ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.host.netns,
+                    "bird",
+                    "-f",
+                    "-c",
+                    str(self.dir / "bird.conf"),
+                    "-s",
+                    str(self.dir / "bird.ctl"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def protocols(self) -> str:
+        done = subprocess.run(
+            ["birdc", "-s", str(self.dir / "bird.ctl"), "show", "protocols"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
 
 ESTABLISHED = 6  # GoBGP's session_state number for Established
 
