@@ -97,7 +97,7 @@ def measure(cycles: int) -> tuple[list[dict[str, float]], dict[str, float]]:
                 return withdrawn, _gone(watches, started, 30)
             finally:
                 agent.kill()
-                bird.stop()
+                bird.kill()
                 gobgp.kill()
                 for watch in watches.values():
                     watch.close()

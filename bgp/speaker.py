@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -30,12 +29,13 @@ from bgp.exabgp_config import environment, render
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the agent goes (``ip netns exec`` keeps it)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def dying_with_parent(argv: list[str]) -> list[str]:
+    """``argv``, SIGKILLed when the process that started it goes (the parent-death signal survives
+    ``exec``, ``ip netns exec`` included).  Set by setpriv, not in a ``preexec_fn``: a parent with
+    gRPC threads (every agent has an etcd client) must not run Python in a forked child, where
+    gRPC's fork handlers can abort it; without one, the child is spawned by vfork and exec alone."""
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
 
 
 class ExaBGPSpeaker:
@@ -78,6 +78,7 @@ class ExaBGPSpeaker:
         argv = [self.exabgp, str(self.config_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
+        argv = dying_with_parent(argv)
         out = open(self.workdir / "exabgp.out", "ab")  # noqa: SIM115 - the child keeps it open
         self.process = await asyncio.create_subprocess_exec(
             *argv,
@@ -85,7 +86,6 @@ class ExaBGPSpeaker:
             stdout=out,
             stderr=out,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
         )
         out.close()
 

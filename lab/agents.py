@@ -21,7 +21,7 @@ from typing import Any
 from bgp.config import BGPSettings
 from lab.etcd import free_port
 from lab.network import Lab, LabHost, http_get
-from lab.processes import BIN
+from lab.processes import BIN, kill_group
 
 BGP_PORT: int = BGPSettings.default_of("metrics_port")
 
@@ -128,10 +128,7 @@ class BGPProcess:
     def kill(self) -> None:
         """SIGKILL the agent and everything it started (its process group)."""
         proc, self.process = self.process, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group(proc)
 
 
 def start_agents(lab: Lab, work: Path, hosts: list[LabHost] | None = None) -> list[BGPProcess]:

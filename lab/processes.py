@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,14 @@ def wait_gone(pid: int, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+def kill_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process we started as a group leader, and everything in its group; reap it."""
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_until(check: Callable[..., object], timeout: float, what: str, interval: float = 0.05) -> float:

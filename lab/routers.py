@@ -7,102 +7,24 @@ programming); GoBGP (no zebra section) and bgpd (``-Z``) touch no kernel.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lab.network import LabHost
-
-TEMPLATE = """
-router id {router_id};
-log "{log}" all;
-protocol device {{ }}
-protocol kernel {{ ipv4 {{ import none; export all; }}; }}
-protocol static {{ ipv4; {statics} }}
-template bgp felid {{
-    local {router_id} as {asn};
-    direct;  # the peers share its LAN: next hops need no recursive lookup
-    ipv4 {{ import all; export all; }};
-    graceful restart on;
-{reflector}}}
-{neighbors}
-"""
-
-
-class Bird:
-    def __init__(
-        self,
-        host: LabHost,
-        work: Path,
-        peers: Iterable[LabHost],
-        *,
-        asn: int = 64512,
-        peer_as: int | None = None,
-        statics: Iterable[str] = (),
-        cluster_id: str | None = None,
-    ) -> None:
-        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP."""
-        self.host = host
-        self.dir = work / f"bird-{host.node}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        reflector = f"    rr client;\n    rr cluster id {cluster_id};\n" if cluster_id else ""
-        neighbors = "\n".join(
-            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn}; }}"
-            for i, p in enumerate(peers)
-        )
-        (self.dir / "bird.conf").write_text(
-            TEMPLATE.format(
-                router_id=host.address,
-                log=self.dir / "bird.log",
-                statics=" ".join(f"route {s} blackhole;" for s in statics),
-                asn=asn,
-                reflector=reflector,
-                neighbors=neighbors,
-            )
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.dir / "bird.out", "ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.host.netns,
-                    "bird",
-                    "-f",
-                    "-c",
-                    str(self.dir / "bird.conf"),
-                    "-s",
-                    str(self.dir / "bird.ctl"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def protocols(self) -> str:
-        done = subprocess.run(
-            ["birdc", "-s", str(self.dir / "bird.ctl"), "show", "protocols"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return done.stdout
-
-    def stop(self) -> None:
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
+from lab.processes import kill_group
 
 ESTABLISHED = 6  # GoBGP's session_state number for Established
+
+
+def _client(argv: list[str]) -> str:
+    """A router's command-line client (from the root namespace: they talk over unix sockets)."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
 
 
 class _Daemon:
@@ -126,14 +48,59 @@ class _Daemon:
     def kill(self) -> None:
         """SIGKILL, as a crash: the peers see their sessions drop."""
         proc, self.process = self.process, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_group(proc)
 
-    def log(self) -> str:
-        path = self.dir / "stdout.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+TEMPLATE = """
+router id {router_id};
+log "{log}" all;
+protocol device {{ }}
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol static {{ ipv4; {statics} }}
+template bgp felid {{
+    local {router_id} as {asn};
+    direct;  # the peers share its LAN: next hops need no recursive lookup
+    ipv4 {{ import all; export all; }};
+    graceful restart on;
+{reflector}}}
+{neighbors}
+"""
+
+
+class Bird(_Daemon):
+    """BIRD 2, exporting what it learns to its host's kernel (``proto bird``)."""
+
+    def __init__(
+        self,
+        host: LabHost,
+        work: Path,
+        peers: Iterable[LabHost],
+        *,
+        asn: int = 64512,
+        peer_as: int | None = None,
+        statics: Iterable[str] = (),
+        cluster_id: str | None = None,
+    ) -> None:
+        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP."""
+        super().__init__(host, work / f"bird-{host.node}")
+        reflector = f"    rr client;\n    rr cluster id {cluster_id};\n" if cluster_id else ""
+        neighbors = "\n".join(
+            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn}; }}"
+            for i, p in enumerate(peers)
+        )
+        (self.dir / "bird.conf").write_text(
+            TEMPLATE.format(
+                router_id=host.address,
+                log=self.dir / "bird.log",
+                statics=" ".join(f"route {s} blackhole;" for s in statics),
+                asn=asn,
+                reflector=reflector,
+                neighbors=neighbors,
+            )
+        )
+
+    def start(self) -> None:
+        self._spawn(["bird", "-f", "-c", str(self.dir / "bird.conf"), "-s", str(self.dir / "bird.ctl")])
 
 
 class GoBGP(_Daemon):
@@ -190,16 +157,7 @@ class GoBGP(_Daemon):
         )
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            ["gobgp", "--target", f"unix://{self.socket}", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-        if done.returncode:
-            raise RuntimeError(f"gobgp {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
-        return done.stdout
+        return _client(["gobgp", "--target", f"unix://{self.socket}", *args])
 
     def announce(self, prefix: str) -> None:
         self.cli("global", "rib", "add", prefix, "-a", "ipv4")
@@ -273,16 +231,8 @@ class FRR(_Daemon):
         )
 
     def vtysh(self, command: str) -> Any:
-        done = subprocess.run(
-            ["vtysh", "--vty_socket", str(self.dir), "-c", command],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-        if done.returncode:
-            raise RuntimeError(f"vtysh {command}: {done.stderr.strip() or done.stdout.strip()}")
-        return json.loads(done.stdout) if command.endswith(" json") else done.stdout
+        shown = _client(["vtysh", "--vty_socket", str(self.dir), "-c", command])
+        return json.loads(shown) if command.endswith(" json") else shown
 
     def established(self) -> set[str]:
         try:

@@ -28,6 +28,16 @@ def node_doc(host: LabHost, **bgp: Any) -> dict[str, Any]:
     }
 
 
+def peer_doc(name: str, address: str, asn: int, **spec: Any) -> dict[str, Any]:
+    """A BGPPeer to ``address`` in AS ``asn`` (from every node, unless ``spec`` narrows it)."""
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "BGPPeer",
+        "metadata": {"name": name},
+        "spec": {"peerIP": address, "asNumber": asn, **spec},
+    }
+
+
 def apply(lab_: Lab, *docs: dict[str, Any]) -> None:
     lab_.apply(docs)
 

@@ -24,25 +24,19 @@ from tests.bgp_helpers import (
     learned,
     node_doc,
     node_status,
+    peer_doc,
     running,
 )
 
 FELID_AS = 64512
 GOBGP_AS = 64600
 OUTSIDE = "203.0.113.0/24"
-API = "projectcalico.org/v3"
 
 
 def test_gobgp_as_an_ebgp_peer_without_graceful_restart(tmp_path: Path) -> None:
     with lab(tmp_path, 3) as cluster:
         felids, router = cluster.hosts[:2], cluster.hosts[2]
-        peer = {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "BGPPeer",
-            "metadata": {"name": "gobgp"},
-            "spec": {"peerIP": router.address, "asNumber": GOBGP_AS},
-        }
-        apply(cluster, POOL, peer, *(node_doc(h) for h in felids))
+        apply(cluster, POOL, peer_doc("gobgp", router.address, GOBGP_AS), *(node_doc(h) for h in felids))
         worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         gobgp = GoBGP(router, tmp_path, GOBGP_AS, [(h.address, FELID_AS) for h in felids])
         try:
@@ -86,13 +80,7 @@ def test_frr_as_the_route_reflector_of_three_felid_nodes(tmp_path: Path) -> None
     try:
         cluster.build()
         felids, reflector = cluster.hosts[:3], cluster.hosts[3]
-        to_frr = {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "BGPPeer",
-            "metadata": {"name": "frr"},
-            "spec": {"peerIP": reflector.address, "asNumber": FELID_AS},
-        }
-        cluster.apply([MESH_OFF, to_frr])
+        cluster.apply([MESH_OFF, peer_doc("frr", reflector.address, FELID_AS)])
         frr = FRR(
             reflector, tmp_path, [h.address for h in felids], asn=FELID_AS, cluster_id=reflector.address
         )
@@ -146,11 +134,7 @@ def test_a_session_collision_settles_to_one_established_session(tmp_path: Path, 
         felid, peer = cluster.hosts
         docs = [POOL, node_doc(felid)]
         if other == "frr":
-            to_frr = {"peerIP": peer.address, "asNumber": FELID_AS}
-            docs += [
-                MESH_OFF,
-                {"apiVersion": API, "kind": "BGPPeer", "metadata": {"name": "frr"}, "spec": to_frr},
-            ]
+            docs += [MESH_OFF, peer_doc("frr", peer.address, FELID_AS)]
         else:
             docs.append(node_doc(peer))  # the node-to-node mesh
         apply(cluster, *docs)

@@ -30,6 +30,7 @@ from tests.bgp_helpers import (
     node_doc,
     node_status,
     one_block_each,
+    peer_doc,
     running,
 )
 
@@ -179,12 +180,7 @@ def test_two_reflectors_one_killed_loses_no_route(tmp_path: Path) -> None:
 
 
 def md5_peer(name: str, node: LabHost, peer: LabHost, password: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "BGPPeer",
-        "metadata": {"name": name},
-        "spec": {"node": node.node, "peerIP": peer.address, "asNumber": 64512, "password": password},
-    }
+    return peer_doc(name, peer.address, 64512, node=node.node, password=password)
 
 
 def test_md5_password_mismatch_keeps_the_session_down_and_node_status_says_so(tmp_path: Path) -> None:
@@ -225,13 +221,7 @@ def bird_routes(host: LabHost) -> dict[str, str]:
 def test_bird_as_a_plain_ibgp_peer(tmp_path: Path) -> None:
     with lab(tmp_path, 3) as cluster:
         felids, router = cluster.hosts[:2], cluster.hosts[2]
-        peer = {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "BGPPeer",
-            "metadata": {"name": "bird"},
-            "spec": {"peerIP": router.address, "asNumber": 64512},
-        }
-        apply(cluster, POOL, peer, *(node_doc(h) for h in felids))
+        apply(cluster, POOL, peer_doc("bird", router.address, 64512), *(node_doc(h) for h in felids))
         worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         bird = Bird(router, tmp_path, felids, statics=[OUTSIDE])
         try:
@@ -246,19 +236,14 @@ def test_bird_as_a_plain_ibgp_peer(tmp_path: Path) -> None:
                     expect = {OUTSIDE: router.address, blocks[other.node]: other.address}
                     wait_until(lambda h=host, e=expect: learned(h) == e, 10, f"{host.node} learns {expect}")
         finally:
-            bird.stop()
+            bird.kill()
             worker.close()
 
 
 def test_bird_as_route_reflector_of_felid_nodes(tmp_path: Path) -> None:
     with lab(tmp_path, 4) as cluster:
         felids, reflector = cluster.hosts[:3], cluster.hosts[3]
-        peer = {
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "BGPPeer",
-            "metadata": {"name": "bird-reflector"},
-            "spec": {"peerIP": reflector.address, "asNumber": 64512},
-        }
+        peer = peer_doc("bird-reflector", reflector.address, 64512)
         apply(cluster, POOL, MESH_OFF, peer, *(node_doc(h) for h in felids))
         worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
         bird = Bird(reflector, tmp_path, felids, statics=[OUTSIDE], cluster_id=CLUSTER_ID)
@@ -278,7 +263,7 @@ def test_bird_as_route_reflector_of_felid_nodes(tmp_path: Path) -> None:
                         reflector.address
                     ]
         finally:
-            bird.stop()
+            bird.kill()
             worker.close()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgp.speaker import die_with_parent
+from bgp.speaker import dying_with_parent
 
 log = logging.getLogger("felid-node")
 
@@ -62,12 +62,11 @@ class Child:
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - the child keeps it
         try:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *dying_with_parent(list(self.argv)),
                 env=dict(self.env),
                 stdout=out,
                 stderr=out,
                 stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
             )
         finally:
             if out is not None:
