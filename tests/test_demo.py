@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lab.demo import STATE_DIR
 
 FELID = str(Path(sys.executable).parent / "felid")
@@ -64,6 +66,7 @@ def test_demo_refuses_bad_options() -> None:
     assert result.returncode == 2 and "--hosts >= 2" in result.stderr
 
 
+@pytest.mark.timeout(900)  # the demo's own bound: Python under UML's emulated kernel is slow, and varies
 def test_ipip_demo_inside_user_mode_linux() -> None:
     """This kernel has no ipip: two hosts run in UML, and their workloads ping through tunl0."""
     result = run("demo", "--mode", "ipip", "--hosts", "2", "--workloads-per-host", "1", timeout=900)
