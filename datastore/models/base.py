@@ -135,9 +135,8 @@ def _asn(value: Any) -> int:
         raise ValueError("AS number must be a number")
     if isinstance(value, str) and "." in value:
         high, _, low = value.partition(".")
-        if not (high.isdigit() and low.isdigit()) or len(high) > 5 or len(low) > 5:
-            raise ValueError(f"{quoted(value)} is not an AS number")
-        if int(high) > 65535 or int(low) > 65535:
+        # Digits checked (and bounded) before int(): a huge digit string would be slow to convert.
+        if not all(part.isdigit() and len(part) <= 5 and int(part) <= 65535 for part in (high, low)):
             raise ValueError(f"{quoted(value)} is not an AS number")
         return int(high) * 65536 + int(low)
     if isinstance(value, float) and not value.is_integer():  # inf and nan too

@@ -68,7 +68,6 @@ class DesiredState:
     all_pools: tuple[str, ...] = ()
     remote_hosts: int = 0
     local_endpoints: int = 0
-    workload_mtu: int = (
-        DEFAULT_MTU  # of pods' interfaces: the host's, less the largest tunnel overhead in use
-    )
+    # The pods' MTU: the host's, less the largest tunnel overhead in use.
+    workload_mtu: int = DEFAULT_MTU
     notes: tuple[str, ...] = field(default=())

@@ -60,6 +60,7 @@ class Dataplane:
     def invalidate(self) -> None:
         """Forget the kernel view: the next apply reads it back in full."""
         self.table.invalidate()
+        self.mtu_file.invalidate()
         self._nat_applied = None
         self._devices_applied = None
 

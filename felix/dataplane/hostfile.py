@@ -40,17 +40,30 @@ def read_int(path: Path) -> int | None:
 
 
 class MTUFile:
-    """The MTU workloads get, where the CNI plugin reads it; rewritten only when it changes."""
+    """The MTU workloads get, where the CNI plugin reads it; written when it changes.
+
+    What was written is remembered, so an apply does no file I/O unless the MTU
+    changed or ``invalidate`` (the periodic resync) asks for the file to be read back.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path  # None: nobody reads it (a benchmark's dataplane)
+        self._written: int | None = None
+
+    def invalidate(self) -> None:
+        self._written = None
 
     def apply(self, mtu: int) -> None:
         """Write ``mtu`` if the file says otherwise; a failure is logged and retried at the next apply."""
-        if self.path is None or read_int(self.path) == mtu:
+        if self.path is None or mtu == self._written:
             return
-        try:
-            write_atomically(self.path, f"{mtu}\n")
-            log.info("workload MTU %d written to %s", mtu, self.path)
-        except OSError as exc:
-            log.error("cannot write the workload MTU to %s (retrying at the next apply): %s", self.path, exc)
+        if read_int(self.path) != mtu:
+            try:
+                write_atomically(self.path, f"{mtu}\n")
+                log.info("workload MTU %d written to %s", mtu, self.path)
+            except OSError as exc:
+                log.error(
+                    "cannot write the workload MTU to %s (retrying at the next apply): %s", self.path, exc
+                )
+                return
+        self._written = mtu
