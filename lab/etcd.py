@@ -7,6 +7,7 @@ data directory, optionally with mutual TLS, and stops it by PID.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,20 @@ class TLSFiles:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on now, chosen below the kernel's ephemeral range: a free port
+    from that range (what binding port 0 gives) can be taken by any outgoing connection before
+    the server binds it, which is how an etcd once failed to start under CI load."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(10000, ephemeral_low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} between 10000 and {ephemeral_low}")
 
 
 class EtcdServer:
@@ -109,12 +120,16 @@ class EtcdServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None
-                raise RuntimeError(f"etcd exited at start; see {self.log_file}")
+                raise RuntimeError(f"etcd exited at start: {self._last_log_line()} (see {self.log_file})")
             if self._healthy(health_check):
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"etcd did not become ready in {timeout:.0f}s; see {self.log_file}")
+
+    def _last_log_line(self) -> str:
+        lines = self.log_file.read_text(errors="replace").strip().splitlines()
+        return lines[-1][-300:] if lines else "no output"
 
     def _healthy(self, client: tuple[Path, Path] | None) -> bool:
         if self.netns:
