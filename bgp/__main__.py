@@ -19,6 +19,7 @@ from datastore.models import Node
 from datastore.models.node import mark_reflector
 from datastore.settings import add_flags, node_name, resolve
 from datastore.store import ResourceStore
+from typha.config import TyphaClientSettings
 
 
 def make_reflector(store: ResourceStore, name: str, cluster_id: str, address: str | None) -> Node:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         datastore = resolve(DatastoreConfig, environ=environ)
         flags = {name: getattr(args, name) for name in BGPSettings.model_fields}
         settings = resolve(BGPSettings, flags=flags, environ=environ)
+        typha = resolve(TyphaClientSettings, environ=environ)
         if settings.route_reflector and settings.cluster_id is None:
             raise ValidationFailed("--cluster-id", "a route reflector needs a cluster ID (e.g. 244.0.0.1)")
     except (ValidationFailed, InvalidName) as exc:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             kv.close()
-    return asyncio.run(_serve(BGPAgent(node, datastore, settings)))
+    return asyncio.run(_serve(BGPAgent(node, datastore, settings, typha=typha)))
 
 
 async def _serve(agent: BGPAgent) -> int:

@@ -35,13 +35,15 @@ from bgp.status import SessionStatus
 from datastore.cache import DatastoreCache
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
-from datastore.keys import IPAMKeys, KeyLayout
+from datastore.health import TEXT, Response, health_handlers, serve_http
+from datastore.keys import KeyLayout, SyncerType
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
-from datastore.syncer import Syncer, follow
+from datastore.syncer import follow
 from felix.calc.model import BGP_PROTO
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.dataplane.routetable import RouteTable
-from felix.health import TEXT, Response, health_handlers, serve_http
+from typha.client import update_source
+from typha.config import TyphaClientSettings
 
 log = logging.getLogger("bgp")
 
@@ -57,6 +59,7 @@ class BGPAgent:
     datastore: DatastoreConfig
     settings: BGPSettings
     netns: str | None = None  # run ExaBGP in this namespace (tests); normally the agent's own
+    typha: TyphaClientSettings = field(default_factory=TyphaClientSettings)  # unset: etcd directly
     metrics: BGPMetrics = field(default_factory=BGPMetrics)
 
     def __post_init__(self) -> None:
@@ -82,8 +85,7 @@ class BGPAgent:
 
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
-        ipam = IPAMKeys(self.layout.prefix)
-        syncer = Syncer(kv, [self.layout.resources, ipam.hosts, ipam.blocks])
+        syncer = update_source(self.typha, kv, self.layout, SyncerType.BGP, self.node)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(

@@ -164,7 +164,8 @@ class EtcdKV:
                 rng = tx.mod(guard.prefix, range_end=_prefix_end(guard.prefix))
                 compare.append(rng < guard.revision + 1)
         success = [
-            tx.put(op.key, op.value) if isinstance(op, Put) else tx.delete(op.key) for op in operations
+            tx.put(op.key, op.value, lease=op.lease) if isinstance(op, Put) else tx.delete(op.key)
+            for op in operations
         ]
         ok, responses = self._call(
             lambda: self._client.transaction(compare=compare, success=success, failure=[])
@@ -208,6 +209,17 @@ class EtcdKV:
 
     def compact(self, revision: int) -> None:
         self._call(lambda: self._client.compact(revision, physical=True))
+
+    def grant_lease(self, ttl: int) -> int:
+        lease: Any = self._call(lambda: self._client.lease(ttl))
+        return int(lease.id)
+
+    def refresh_lease(self, lease: int) -> bool:
+        replies: list[Any] = self._call(lambda: list(self._client.refresh_lease(lease)))
+        return bool(replies) and replies[-1].TTL > 0
+
+    def revoke_lease(self, lease: int) -> None:
+        self._call(lambda: self._client.revoke_lease(lease))
 
     def close(self) -> None:
         self._client.close()

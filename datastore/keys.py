@@ -8,6 +8,7 @@ climb out of its place, whoever forgot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from datastore.errors import InvalidName, quoted
 from datastore.models import KIND_BY_PLURAL, Resource
@@ -52,6 +53,14 @@ class KeyLayout:
 
     def key_of(self, resource: Resource) -> str:
         return self.resource(type(resource), resource.name, resource.namespace)
+
+    @property
+    def typhas(self) -> str:
+        """Where each running typha registers itself, under a lease."""
+        return f"{self.prefix}/typha/v1/"
+
+    def typha(self, name: str) -> str:
+        return f"{self.typhas}{component(name, 'typha name')}"
 
     def parse(self, key: str) -> ResourceKey | None:
         """The resource a key names, or None for keys that are not resources."""
@@ -115,3 +124,17 @@ class IPAMKeys:
 
     def handle(self, handle_id: str) -> str:
         return f"{self.handles}{component(handle_id, 'handle')}"
+
+
+class SyncerType(StrEnum):
+    """Who follows the datastore, and so what it follows: typha serves each its own stream."""
+
+    FELIX = "felix"
+    BGP = "bgp"
+
+    def prefixes(self, prefix: str) -> tuple[str, ...]:
+        """felix needs the resources and the affinities; bgp the blocks too (their next hops)."""
+        layout, ipam = KeyLayout(prefix), IPAMKeys(prefix)
+        if self is SyncerType.FELIX:
+            return (layout.resources, ipam.hosts)
+        return (layout.resources, ipam.hosts, ipam.blocks)

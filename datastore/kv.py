@@ -56,8 +56,11 @@ class PrefixUnchangedSince:
 
 @dataclass(frozen=True)
 class Put:
+    """Write ``value``; with ``lease``, the key goes when that lease expires or is revoked."""
+
     key: str
     value: bytes
+    lease: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,5 +94,17 @@ class KVStore(Protocol):
         ...
 
     def compact(self, revision: int) -> None: ...
+
+    def grant_lease(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; its ID."""
+        ...
+
+    def refresh_lease(self, lease: int) -> bool:
+        """Keep ``lease`` alive for its TTL again; False if it has already expired."""
+        ...
+
+    def revoke_lease(self, lease: int) -> None:
+        """End ``lease`` now: the keys written with it are deleted."""
+        ...
 
     def close(self) -> None: ...

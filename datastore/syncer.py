@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from datastore.errors import Compacted, DatastoreError, Unavailable
-from datastore.kv import KeyValue, KVStore, WatchEvent
+from datastore.kv import KVStore, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class Syncer:
         self._watch_root = os.path.commonprefix(list(self._prefixes))  # noqa: RUF071 - key strings, not paths
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
-        # What the consumer has been told: key -> (mod_revision, value).
-        self._known: dict[str, tuple[int, bytes]] = {}
+        self._known = KnownKeys()
         self.resyncs = 0
 
     def _wanted(self, key: str) -> bool:
@@ -79,7 +78,7 @@ class Syncer:
             cancel: Callable[[], None] | None = None
             try:
                 revision, snapshot = await asyncio.to_thread(self._snapshot)
-                for item in self._diff(snapshot, revision):
+                for item in self._known.diff(snapshot, revision):
                     yield item
                 yield InSync(revision)
                 cancel = await asyncio.to_thread(
@@ -91,7 +90,9 @@ class Syncer:
                     if isinstance(batch, Exception):
                         raise batch
                     for event in batch:
-                        update = self._apply(event)
+                        if not self._wanted(event.key):
+                            continue
+                        update = self._known.apply(event.key, event.value, event.mod_revision)
                         if update is not None:
                             yield update
             except (Compacted, Unavailable) as exc:
@@ -105,42 +106,62 @@ class Syncer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_retry_delay)
 
-    def _snapshot(self) -> tuple[int, dict[str, KeyValue]]:
+    def _snapshot(self) -> tuple[int, dict[str, tuple[int, bytes]]]:
         while True:
             revision: int | None = None
-            found: dict[str, KeyValue] = {}
+            found: dict[str, tuple[int, bytes]] = {}
             try:
                 for prefix in self._prefixes:
                     items, revision = self._kv.list(prefix, revision)
-                    found.update((kv.key, kv) for kv in items)
+                    found.update((kv.key, (kv.mod_revision, kv.value)) for kv in items)
             except Compacted:
                 continue  # compacted between two prefixes: read them all again
             assert revision is not None
             return revision, found
 
-    def _diff(self, snapshot: dict[str, KeyValue], revision: int) -> list[Update]:
+
+class KnownKeys:
+    """What a consumer has been told, key -> (mod_revision, value): a fresh snapshot becomes only
+    its difference from this (so a key still present is never removed), and an event already
+    delivered is not delivered again.  The etcd Syncer and the typha client both keep one."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def diff(self, snapshot: Mapping[str, tuple[int, bytes]], revision: int) -> list[Update]:
+        """``snapshot`` (key -> (mod_revision, value)) at ``revision``, as updates to what is known."""
         out = [Update(key, None, revision) for key in sorted(self._known.keys() - snapshot.keys())]
-        for key in out:
-            del self._known[key.key]
-        changed = [kv for kv in snapshot.values() if self._known.get(kv.key) != (kv.mod_revision, kv.value)]
-        for kv in sorted(changed, key=lambda kv: (kv.mod_revision, kv.key)):
-            self._known[kv.key] = (kv.mod_revision, kv.value)
-            out.append(Update(kv.key, kv.value, kv.mod_revision))
+        for update in out:
+            del self._known[update.key]
+        changed = [(key, held) for key, held in snapshot.items() if self._known.get(key) != held]
+        for key, held in sorted(changed, key=lambda item: (item[1][0], item[0])):
+            self._known[key] = held
+            out.append(Update(key, held[1], held[0]))
         return out
 
-    def _apply(self, event: WatchEvent) -> Update | None:
-        if not self._wanted(event.key):
-            return None
-        known = self._known.get(event.key)
-        if known is not None and event.mod_revision <= known[0]:
+    def apply(self, key: str, value: bytes | None, mod_revision: int) -> Update | None:
+        """One change; None when it tells the consumer nothing new."""
+        known = self._known.get(key)
+        if known is not None and mod_revision <= known[0]:
             return None  # already delivered (by the snapshot)
-        if event.value is None:
+        if value is None:
             if known is None:
                 return None
-            del self._known[event.key]
+            del self._known[key]
         else:
-            self._known[event.key] = (event.mod_revision, event.value)
-        return Update(event.key, event.value, event.mod_revision)
+            self._known[key] = (mod_revision, value)
+        return Update(key, value, mod_revision)
+
+
+class UpdateSource(Protocol):
+    """What felix and the bgp agent follow: the etcd ``Syncer`` or typha's client."""
+
+    resyncs: int
+
+    def updates(self) -> AsyncIterator[SyncItem]: ...
 
 
 def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Exception], None]:
@@ -156,7 +177,7 @@ def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Ex
 
 
 async def follow(
-    syncer: Syncer,
+    syncer: UpdateSource,
     apply: Callable[[str, bytes | None], None],
     in_sync: asyncio.Event,
     changed: Callable[[], None],

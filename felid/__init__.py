@@ -1,3 +1,5 @@
 """felid's entry points: felidctl (``ctl``), felid-node (``node``), the CNI plugins (``cni``), the CLI."""
 
-__version__ = "0.1.0"
+from datastore.version import VERSION as __version__
+
+__all__ = ["__version__"]

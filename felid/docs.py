@@ -11,6 +11,7 @@ from datastore.settings import reference_table
 from felid.node.config import NodeSettings
 from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
 from felix.config import FelixSettings
+from typha.config import TyphaClientSettings, TyphaSettings
 
 HEADER = f"""# Configuration reference
 
@@ -95,6 +96,26 @@ felid-bgp (so `FELIX_*` and `FELID_BGP_*` settings given to it reach them) and g
 """
 
 
+TYPHA_CLIENT_HEADER = """
+## Reaching typha (felix and felid-bgp)
+
+With neither `typha_addrs` nor `typha_discovery`, felix and felid-bgp follow etcd directly.
+With either, they follow typha instead (one connection each, to a typha picked at random, moving
+to another when it goes); the etcd settings above still serve discovery and felid-bgp's writes.
+Environment only; felid-node checks them and passes them on.
+
+"""
+
+
+TYPHA_HEADER = """
+## typha (`felid-typha`)
+
+Flags, then environment (`TYPHA_*`, Calico's names), then the default; the datastore from the
+`FELID_ETCD_*` settings above. The protocol is in `docs/typha-protocol.md`.
+
+"""
+
+
 def render() -> str:
     return (
         HEADER
@@ -107,6 +128,10 @@ def render() -> str:
         + reference_table(BGPSettings)
         + NODE_HEADER
         + reference_table(NodeSettings)
+        + TYPHA_CLIENT_HEADER
+        + reference_table(TyphaClientSettings, flags=False)
+        + TYPHA_HEADER
+        + reference_table(TyphaSettings)
     )
 
 

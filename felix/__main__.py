@@ -11,6 +11,7 @@ from datastore.errors import InvalidName, ValidationFailed
 from datastore.settings import node_name, resolve
 from felix.agent import Felix, run_forever
 from felix.config import DEFAULT_CONFIG_FILE, SettingsSources
+from typha.config import TyphaClientSettings
 
 LEVELS = {
     "Debug": logging.DEBUG,
@@ -31,6 +32,7 @@ def main() -> int:
         sources = SettingsSources(environ, read_config_file(path) if path else {})
         settings = sources.local()
         node = node_name(environ.get("FELID_NODENAME"), "FELID_NODENAME")
+        typha = resolve(TyphaClientSettings, environ=environ)
     except (ValidationFailed, InvalidName) as exc:
         print(f"felix: invalid setting: {exc}", file=sys.stderr)
         return 1
@@ -38,7 +40,7 @@ def main() -> int:
         level=LEVELS[settings.log_severity_screen], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pyroute2").setLevel(logging.INFO)  # its debug log is every netlink message
-    return run_forever(Felix(node, datastore, sources, settings))
+    return run_forever(Felix(node, datastore, sources, settings, typha))
 
 
 if __name__ == "__main__":

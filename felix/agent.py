@@ -17,16 +17,18 @@ from prometheus_client import start_http_server
 
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
-from datastore.keys import IPAMKeys, KeyLayout
-from datastore.syncer import Syncer, follow
+from datastore.health import serve_health
+from datastore.keys import KeyLayout, SyncerType
+from datastore.syncer import follow
 from felix.calc.cluster import ClusterState, desired
 from felix.calc.host import HostFacts, Interface, host_mtu
 from felix.config import FelixSettings, SettingsSources
 from felix.dataplane.driver import Dataplane
 from felix.dataplane.hostfile import MTUFile
 from felix.dataplane.netlink import KernelError, Netlink
-from felix.health import serve_health
 from felix.metrics import FelixMetrics
+from typha.client import update_source
+from typha.config import TyphaClientSettings
 
 log = logging.getLogger("felix")
 
@@ -44,6 +46,7 @@ class Felix:
     datastore: DatastoreConfig
     sources: SettingsSources
     settings: FelixSettings  # from the environment and the file; the datastore's join after the first sync
+    typha: TyphaClientSettings = field(default_factory=TyphaClientSettings)  # unset: etcd directly
     metrics: FelixMetrics = field(default_factory=FelixMetrics)
     ready: bool = False
 
@@ -59,7 +62,7 @@ class Felix:
 
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
-        syncer = Syncer(kv, [self.layout.resources, IPAMKeys(self.layout.prefix).hosts])
+        syncer = update_source(self.typha, kv, self.layout, SyncerType.FELIX, self.node)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bgp.config import BGPSettings
+from datastore.health import get_local
 from felid.node.config import NodeSettings
-from felix.health import get_local
 
 
 def boxed(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

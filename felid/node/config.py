@@ -61,7 +61,7 @@ class NodeSettings(Settings):
         "calico-kube-controllers serves them on (0: do not serve).",
     )
     felix_health_port: int = Field(
-        default=9098,
+        default=9097,
         ge=1,
         le=65535,
         description="Port felix's own health server is given (FELIX_HEALTHPORT).",

@@ -29,6 +29,7 @@ from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
 from datastore.errors import DatastoreError, InvalidName, Unavailable, ValidationFailed
 from datastore.etcd import EtcdKV
+from datastore.health import Response, get_local, health_handlers, serve_http
 from datastore.keys import KeyLayout
 from datastore.settings import add_flags, node_name, resolve
 from datastore.store import ResourceStore
@@ -40,7 +41,7 @@ from felid.node.startup import HostFiles
 from felid.node.supervisor import Child
 from felix.dataplane.hostfile import read_int
 from felix.dataplane.netlink import Netlink
-from felix.health import Response, get_local, health_handlers, serve_http
+from typha.config import TyphaClientSettings
 
 log = logging.getLogger("felid-node")
 BIN = Path(sys.executable).parent
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings, datastore = _settings(args, environ)
+        # felix and felid-bgp read typha's settings from the environment they inherit: checked here
+        # once, so a bad value stops felid-node with its name instead of restarting children for ever.
+        typha = resolve(TyphaClientSettings, environ=environ)
         source = "--nodename" if args.nodename else NodeSettings.env_name("nodename")
         name = node_name(settings.nodename, source)
     except (ValidationFailed, InvalidName) as exc:
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = settings.model_dump(mode="json") | {
             "nodename": name,
             "etcd_endpoints": datastore.etcd_endpoints,
+            "typha": typha.model_dump(mode="json"),
         }
         print(json.dumps(shown, indent=2))
         print("felid-node: configuration is valid")

@@ -8,8 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from datastore.errors import DatastoreError
 from datastore.etcd import EtcdKV
+from datastore.health import TEXT, Response, serve_http
 from datastore.keys import KeyLayout
-from felix.health import TEXT, Response, serve_http
 from ipam.inventory import load_inventory
 from ipam.metrics import IPAMCollector
 

@@ -1,0 +1,190 @@
+"""``felid-typha`` / ``python -m typha``: one Syncer on etcd, fanned out to felix and felid-bgp.
+
+Settings come from flags, ``TYPHA_*`` and the datastore's ``FELID_ETCD_*``.  SIGTERM sheds the
+clients over the shutdown grace period, withdraws the registration and exits 0; any task
+failing ends the process (exit 1) for its supervisor to restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from urllib.parse import urlsplit
+
+from datastore.config import DatastoreConfig
+from datastore.errors import DatastoreError, InvalidName, ValidationFailed
+from datastore.etcd import EtcdKV
+from datastore.health import TEXT, Handler, Response, health_handlers, serve_http
+from datastore.keys import KeyLayout
+from datastore.models.base import valid_name
+from datastore.settings import add_flags, resolve
+from datastore.syncer import Syncer
+from datastore.version import VERSION
+from typha import protocol, tls
+from typha.config import TyphaSettings
+from typha.registry import Registrar
+from typha.server import TyphaServer
+
+log = logging.getLogger("typha")
+
+PROBE_TIMEOUT = 2.0
+
+
+def advertised(settings: TyphaSettings, datastore: DatastoreConfig) -> str:
+    """The address clients are told: the configured one, the bound one, or the one etcd is reached from."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    if settings.server_host not in ("0.0.0.0", ""):
+        return settings.server_host
+    target = urlsplit(datastore.etcd_endpoints[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((target.hostname or "127.0.0.1", target.port or 2379))
+        return str(probe.getsockname()[0])
+
+
+class Typha:
+    def __init__(self, settings: TyphaSettings, datastore: DatastoreConfig, name: str) -> None:
+        self.settings = settings
+        self.datastore = datastore
+        self.layout = KeyLayout(datastore.etcd_prefix)
+        context = None
+        if settings.tls:
+            assert settings.ca_file and settings.server_cert_file and settings.server_key_file
+            context = tls.server_context(
+                settings.ca_file, settings.server_cert_file, settings.server_key_file
+            )
+        self.server = TyphaServer(settings, self.layout, name, VERSION, ssl_context=context)
+        if settings.server_cert_file is not None:
+            self.server.own_certificate = tls.der_of(settings.server_cert_file)
+        self.address = advertised(settings, datastore)
+
+    async def run(self) -> None:
+        kv = EtcdKV(self.datastore)
+        registrar = Registrar(kv, self.layout, self.settings.registration_ttl)
+        syncer = Syncer(kv, self.server.prefixes())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.server.pump(syncer), name="syncer")
+                await self.server.start()
+                await serve_http(self.settings.health_host, self.settings.health_port, self._health())
+                if self.settings.prometheus_metrics_enabled:
+                    await serve_http(
+                        self.settings.prometheus_metrics_host,
+                        self.settings.prometheus_metrics_port,
+                        {"/metrics": self._metrics},
+                    )
+                log.info("serving on %s:%d as %s", self.address, self.server.port, self.server.name)
+                tasks.create_task(self.server.watchdog(), name="watchdog")
+                tasks.create_task(self._register(registrar), name="registration")
+                tasks.create_task(self._rebalance(), name="rebalance")
+        except asyncio.CancelledError:
+            await self._stop(registrar)
+            raise
+        finally:
+            kv.close()
+
+    async def _stop(self, registrar: Registrar) -> None:
+        try:
+            await asyncio.to_thread(registrar.withdraw)
+        except DatastoreError as exc:
+            log.warning("cannot withdraw the registration (its lease will expire): %s", exc)
+        await self.server.shutdown()
+
+    async def _register(self, registrar: Registrar) -> None:
+        await self.server.in_sync.wait()
+        interval = min(self.settings.registration_ttl / 3, self.settings.shed_interval)
+        while True:
+            try:
+                await asyncio.to_thread(registrar.write, self.server.registration(self.address))
+                await asyncio.to_thread(registrar.keep_alive)
+            except DatastoreError as exc:
+                log.warning("cannot refresh the registration: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def _rebalance(self) -> None:
+        await self.server.in_sync.wait()
+        while True:
+            await asyncio.sleep(self.settings.shed_interval)
+            self.server.rebalance()
+
+    def _health(self) -> dict[str, Handler]:
+        return {**health_handlers(lambda: True), "/readiness": self._readiness}
+
+    async def _readiness(self) -> Response:
+        """Ready only when a client would be served: in sync, and a connection to the client port
+        is accepted and answered (a probe frame), not merely listened for."""
+        if not self.server.ready():
+            return 503, TEXT, b"not ready: not in sync, shutting down or full\n"
+        host = "127.0.0.1" if self.settings.server_host in ("0.0.0.0", "") else self.settings.server_host
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, self.server.port, ssl=self._probe_ssl()), PROBE_TIMEOUT
+            )
+            try:
+                writer.write(protocol.ping(0.0))
+                kind, _ = await asyncio.wait_for(protocol.read_frame(reader), PROBE_TIMEOUT)
+            finally:
+                writer.close()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, protocol.ProtocolError) as exc:
+            return 503, TEXT, f"not ready: the client port does not answer ({exc})\n".encode()
+        if kind != protocol.Kind.PONG:
+            return 503, TEXT, b"not ready: the client port answered wrongly\n"
+        return 200, TEXT, b"ready\n"
+
+    def _probe_ssl(self) -> ssl.SSLContext | None:
+        """With TLS the probe shows typha's own certificate, which the server lets probe and nothing else."""
+        if not self.settings.tls:
+            return None
+        assert self.settings.server_cert_file and self.settings.server_key_file
+        return tls.probe_context(self.settings.server_cert_file, self.settings.server_key_file)
+
+    def _metrics(self) -> Response:
+        from prometheus_client import generate_latest
+
+        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.server.metrics.registry)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="felid-typha", description="felid's datastore fan-out (typha)")
+    add_flags(parser, TyphaSettings)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    try:
+        flags = {name: getattr(args, name) for name in TyphaSettings.model_fields}
+        settings = resolve(TyphaSettings, flags=flags, environ=environ)
+        datastore = resolve(DatastoreConfig, environ=environ)
+        name = valid_name(settings.name or socket.gethostname().lower(), "TYPHA_NAME")
+    except (ValidationFailed, InvalidName) as exc:
+        print(f"felid-typha: invalid setting: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=getattr(logging, settings.log_severity_screen.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(_serve(Typha(settings, datastore, name)))
+
+
+async def _serve(typha: Typha) -> int:
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
+    try:
+        await typha.run()
+    except asyncio.CancelledError:
+        return 0
+    except Exception:
+        log.exception("typha failed")
+        return 1
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""typha's client: the Syncer's interface (``updates()`` yields ``Update`` and ``InSync``) over a
+connection to one typha, so felix and felid-bgp run unchanged on either.
+
+It picks a typha at random and moves to another when that one goes, refuses it, or falls
+silent for twice the ping interval (a connection dead without a FIN).  After every reconnect
+the new snapshot is compared with what the consumer already has (``KnownKeys``): only the
+differences are delivered, so a key that is still there is never removed and the dataplane
+does not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from datastore.keys import KeyLayout, SyncerType
+from datastore.kv import KVStore
+from datastore.syncer import InSync, KnownKeys, Syncer, SyncItem, UpdateSource
+from datastore.version import VERSION
+from typha import protocol, tls
+from typha.config import TyphaClientSettings
+from typha.protocol import PROTOCOL_VERSIONS, ClientHello, Kind, ProtocolError, Refused, ServerHello
+from typha.registry import registered
+
+log = logging.getLogger("typha.client")
+
+RETRY_MIN = 0.1
+RETRY_MAX = 5.0
+
+Discover = Callable[[], Awaitable[Sequence[str]]]
+
+
+class Dead(Exception):
+    """Nothing came from typha for twice its ping interval."""
+
+
+class TyphaSyncer:
+    def __init__(
+        self,
+        settings: TyphaClientSettings,
+        syncer: SyncerType,
+        hostname: str,
+        *,
+        discover: Discover | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        protocols: Sequence[int] = PROTOCOL_VERSIONS,
+        version: str = VERSION,
+    ) -> None:
+        self.settings = settings
+        self.syncer = syncer
+        self.hostname = hostname
+        self._discover = discover
+        self._ssl = ssl_context
+        self._protocols = tuple(protocols)
+        self._version = version
+        self._known = KnownKeys()
+        self.resyncs = 0
+        self.connected_to: str | None = None
+        self.ping_latency: float | None = None
+
+    async def _addresses(self) -> list[str]:
+        found = list(self.settings.typha_addrs)
+        if self._discover is not None:
+            try:
+                found += [a for a in await self._discover() if a not in found]
+            except Exception as exc:  # discovery is best effort beside the configured addresses
+                log.warning("cannot read the typha registrations: %s", exc)
+        return found
+
+    async def updates(self) -> AsyncIterator[SyncItem]:
+        avoid: str | None = None
+        delay = RETRY_MIN
+        while True:
+            addresses = await self._addresses()
+            choices = [a for a in addresses if a != avoid] or addresses
+            if not choices:
+                log.warning("no typha to connect to (no address configured or registered); retrying")
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            address = random.choice(choices)
+            moved = False
+            try:
+                async for item in self._session(address):
+                    if isinstance(item, InSync):
+                        delay = RETRY_MIN
+                    yield item
+            except Refused as exc:
+                moved = exc.reason in protocol.MOVE_ON
+                log.log(
+                    logging.INFO if moved else logging.WARNING,
+                    "typha %s ended the session: %s; trying another",
+                    address,
+                    exc,
+                )
+            except (OSError, asyncio.IncompleteReadError, ProtocolError, Dead, TimeoutError) as exc:
+                log.warning("typha %s: %s; reconnecting", address, _reason(exc))
+            avoid = address
+            self.connected_to = None
+            self.resyncs += 1
+            # A typha that asked its clients to move sheds them over seconds: go at once, spread a
+            # little.  After a failure, back off with jitter so a restart of every typha is not a storm.
+            await asyncio.sleep(random.uniform(0, 0.2) if moved else random.uniform(delay / 2, delay))
+            if not moved:
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _session(self, address: str) -> AsyncIterator[SyncItem]:
+        host, _, port = address.rpartition(":")
+        timeout = self.settings.typha_connect_timeout
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port), ssl=self._ssl, limit=1 << 22), timeout
+        )
+        pinger: asyncio.Task[None] | None = None
+        try:
+            if self._ssl is not None:
+                why = tls.refusal(
+                    writer.get_extra_info("peercert"), self.settings.typha_cn, self.settings.typha_uri_san
+                )
+                if why is not None:
+                    log.error("refusing typha %s: its %s", address, why)
+                    raise ProtocolError(f"typha's {why}")
+            hello = ClientHello(self.hostname, str(self.syncer), self._version, self._protocols)
+            writer.write(hello.frame())
+            kind, body = await asyncio.wait_for(protocol.read_frame(reader), timeout)
+            if kind == Kind.GOODBYE:
+                raise protocol.parse_goodbye(body)
+            if kind != Kind.SERVER_HELLO:
+                raise ProtocolError(f"expected the server's hello, got message kind {kind}")
+            server = ServerHello.parse(body)
+            log.info(
+                "connected to typha %s at %s (version %s, protocol %d)",
+                server.name,
+                address,
+                server.version,
+                server.protocol,
+            )
+            self.connected_to = address
+            pinger = asyncio.create_task(self._ping(writer, server.ping_interval))
+            async for item in self._stream(reader, writer, 2 * server.ping_interval):
+                yield item
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silence: float
+    ) -> AsyncIterator[SyncItem]:
+        snapshot: dict[str, tuple[int, bytes]] = {}
+        while True:
+            try:
+                kind, body = await asyncio.wait_for(protocol.read_frame(reader), silence)
+            except TimeoutError:
+                raise Dead(f"nothing from typha for {silence:g}s: the connection is dead") from None
+            if kind == Kind.SNAPSHOT:
+                for key, value, revision in protocol.wire_kvs(body):
+                    if value is not None:
+                        snapshot[key] = (revision, value)
+            elif kind == Kind.IN_SYNC:
+                revision = protocol.revision_of(body)
+                for change in self._known.diff(snapshot, revision):
+                    yield change
+                snapshot = {}
+                yield InSync(revision)
+            elif kind == Kind.UPDATES:
+                for key, value, revision in protocol.wire_kvs(body):
+                    update = self._known.apply(key, value, revision)
+                    if update is not None:
+                        yield update
+            elif kind == Kind.PING:
+                writer.write(protocol.pong(body))
+            elif kind == Kind.PONG:
+                stamp = body.get("stamp")
+                if isinstance(stamp, float):
+                    self.ping_latency = time.monotonic() - stamp
+            elif kind == Kind.GOODBYE:
+                raise protocol.parse_goodbye(body)
+            # any other kind: one a later minor version added, which this client skips
+
+    async def _ping(self, writer: asyncio.StreamWriter, interval: float) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:
+                await asyncio.sleep(interval)
+                writer.write(protocol.ping(time.monotonic()))
+
+
+def client_ssl(settings: TyphaClientSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    assert settings.typha_ca_file and settings.typha_cert_file and settings.typha_key_file
+    return tls.client_context(settings.typha_ca_file, settings.typha_cert_file, settings.typha_key_file)
+
+
+def update_source(
+    settings: TyphaClientSettings, kv: KVStore, layout: KeyLayout, syncer: SyncerType, hostname: str
+) -> UpdateSource:
+    """What felix and felid-bgp follow: typha when it is configured, else etcd directly."""
+    if not settings.enabled:
+        return Syncer(kv, syncer.prefixes(layout.prefix))
+    discover: Discover | None = None
+    if settings.typha_discovery:
+
+        async def discover() -> Sequence[str]:
+            return [r.endpoint for r in await asyncio.to_thread(registered, kv, layout)]
+
+    return TyphaSyncer(settings, syncer, hostname, discover=discover, ssl_context=client_ssl(settings))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "the connection closed"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    return str(exc) or type(exc).__name__

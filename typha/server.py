@@ -1,0 +1,471 @@
+"""typha's client server: the handshake, snapshots, the update stream, pings, slow and dead
+clients, shedding over the fair share and a gradual shutdown.
+
+Every client costs two tasks (one reading, one writing) and socket writes of frames that
+already exist (``typha.cache``).  A client that does not keep up only ever blocks its own
+writer; the watchdog ends it once it is too far behind, in time or in bytes, and a new one
+is given a grace period while its snapshot goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from datastore.keys import KeyLayout, SyncerType
+from datastore.models import Node
+from datastore.syncer import InSync, Update, UpdateSource
+from typha import protocol, tls
+from typha.cache import FellBehind, SyncerCache
+from typha.config import TyphaSettings
+from typha.metrics import TyphaMetrics
+from typha.protocol import ClientHello, Kind, ProtocolError, Reason, ServerHello
+from typha.registry import Registration, fair_share, registrations, room_elsewhere
+
+log = logging.getLogger("typha")
+
+HANDSHAKE_TIMEOUT = 10.0
+WRITE_HIGH_WATER = 256 * 1024  # the transport's buffer above which a writer waits for the socket
+WATCHDOG_INTERVAL = 0.5
+LOG_SLACK = 1.25  # the log holds at most this times the fall-behind bound in bytes
+LOG_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(eq=False)
+class Connection:
+    peer: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    joined: float
+    hello: ClientHello | None = None
+    cache: SyncerCache | None = None
+    cursor: int = 0
+    streaming_since: float | None = None
+    stalled_since: float | None = None  # waiting for the socket to take more
+    last_heard: float = 0.0
+    last_ping: float = 0.0
+    ended: str | None = None
+    probe_only: bool = False
+    handler: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        who = (
+            f"{self.hello.hostname} ({self.hello.syncer}, {self.hello.version})" if self.hello else "a client"
+        )
+        return f"{who} at {self.peer}"
+
+    def send(self, data: bytes) -> None:
+        if self.ended is None:
+            self.writer.write(data)
+
+
+class TyphaServer:
+    def __init__(
+        self,
+        settings: TyphaSettings,
+        layout: KeyLayout,
+        name: str,
+        version: str,
+        *,
+        metrics: TyphaMetrics | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.name = name
+        self.version = version
+        self.metrics = metrics or TyphaMetrics()
+        self.ssl_context = ssl_context
+        self.clock = clock
+        self.caches = {t: SyncerCache(t.prefixes(layout.prefix)) for t in SyncerType}
+        self.connections: set[Connection] = set()
+        self.in_sync = asyncio.Event()
+        self.closing = False
+        self.share = settings.max_connections
+        self.nodes: set[str] = set()
+        self.peers: dict[str, bytes] = {}  # registration key -> value, this typha's included
+        self.listener: asyncio.Server | None = None
+        self.own_certificate: bytes | None = None  # DER: a peer showing it may only probe
+        self._data = {t: asyncio.Event() for t in SyncerType}
+        self._pending: list[Update] = []
+
+    # -- the datastore side ------------------------------------------------------------
+
+    def prefixes(self) -> list[str]:
+        """What this typha's own Syncer follows: everything its clients need, and the registrations."""
+        wanted = {p for cache in self.caches.values() for p in cache.prefixes} | {self.layout.typhas}
+        return sorted(wanted)
+
+    async def pump(self, source: UpdateSource) -> None:
+        """Feed the caches from the Syncer: a datastore batch becomes one frame per syncer type."""
+        loop = asyncio.get_running_loop()
+        async for item in source.updates():
+            if isinstance(item, InSync):
+                self._flush()
+                for cache in self.caches.values():
+                    cache.synced_at(item.revision)
+                if not self.in_sync.is_set():
+                    log.info("in sync with the datastore at revision %d", item.revision)
+                self.in_sync.set()
+                continue
+            self._note(item)
+            if not self._pending:
+                loop.call_soon(self._flush)
+            self._pending.append(item)
+        raise RuntimeError("the Syncer stopped")
+
+    def _note(self, update: Update) -> None:
+        if update.key.startswith(self.layout.typhas):
+            if update.value is None:
+                self.peers.pop(update.key, None)
+            else:
+                self.peers[update.key] = update.value
+        elif update.key.startswith(self.layout.kind_prefix(Node)):
+            if update.value is None:
+                self.nodes.discard(update.key)
+            else:
+                self.nodes.add(update.key)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        now = self.clock()
+        self.metrics.updates_total.inc(len(batch))
+        used = False
+        for syncer, cache in self.caches.items():
+            entry = cache.apply(batch, now)
+            self.metrics.cache_size.labels(syncer).set(len(cache.values))
+            if entry is not None:
+                used = True
+                self.metrics.kvs_per_msg.observe(entry.kvs)
+                self._data[syncer].set()
+                self._data[syncer] = asyncio.Event()
+        if not used:
+            self.metrics.updates_skipped.inc(len(batch))
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def start(self) -> asyncio.Server:
+        self.listener = await asyncio.start_server(
+            self._handle, self.settings.server_host, self.settings.server_port, limit=1 << 20, backlog=1024
+        )
+        return self.listener
+
+    @property
+    def port(self) -> int:
+        assert self.listener is not None
+        return int(self.listener.sockets[0].getsockname()[1])
+
+    def ready(self) -> bool:
+        """In sync with etcd, listening and below the hard maximum: a client would be served."""
+        return (
+            self.in_sync.is_set()
+            and not self.closing
+            and self.listener is not None
+            and self.listener.is_serving()
+            and len(self.connections) < self.settings.max_connections
+        )
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        now = self.clock()
+        peer = writer.get_extra_info("peername")
+        conn = Connection(
+            f"{peer[0]}:{peer[1]}" if peer else "?", reader, writer, now, last_heard=now, last_ping=now
+        )
+        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        conn.handler = asyncio.current_task()
+        try:
+            await self._serve(conn)
+        except asyncio.CancelledError:
+            pass  # dropped (or the loop is ending): nobody awaits a handler, so end it quietly
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            ProtocolError,
+            ssl.SSLError,
+            TimeoutError,
+            OSError,
+        ) as exc:
+            if conn.ended is None and conn in self.connections:
+                log.info("connection from %s ended: %s", conn, exc or type(exc).__name__)
+        except FellBehind:
+            self.drop(conn, Reason.TOO_SLOW, "fell behind what the log still holds")
+        finally:
+            for task in conn.tasks:
+                task.cancel()
+            if conn in self.connections:
+                self.connections.discard(conn)
+                self._count()
+            if conn.ended is None:
+                conn.ended = "closed"
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _serve(self, conn: Connection) -> None:
+        if self.ssl_context is not None and not await self._tls(conn):
+            return
+        kind, body = await asyncio.wait_for(protocol.read_frame(conn.reader), HANDSHAKE_TIMEOUT)
+        if kind == Kind.PING:  # a probe (the readiness check): answer and go
+            conn.writer.write(protocol.pong(body))
+            await conn.writer.drain()
+            return
+        if conn.probe_only:
+            return self._refuse(conn, Reason.IDENTITY, "typha's own certificate may only probe")
+        if kind != Kind.HELLO:
+            return self._refuse(conn, Reason.BAD_HELLO, f"expected a hello, got message kind {kind}")
+        try:
+            hello = conn.hello = ClientHello.parse(body)
+        except ProtocolError as exc:
+            return self._refuse(conn, Reason.BAD_HELLO, f"unreadable hello: {exc}")
+        chosen = hello.common_protocol()
+        if chosen is None:
+            return self._refuse(
+                conn,
+                Reason.PROTOCOL,
+                f"client version {hello.version} speaks typha protocol {list(hello.protocols)}; typha "
+                f"{self.version} speaks {list(protocol.PROTOCOL_VERSIONS)}: upgrade the older side",
+            )
+        if hello.syncer not in set(SyncerType):
+            return self._refuse(conn, Reason.BAD_HELLO, f"unknown syncer type {hello.syncer!r}")
+        if self.closing:
+            return self._refuse(conn, Reason.SHUTDOWN, "this typha is shutting down")
+        if len(self.connections) >= self.settings.max_connections:
+            return self._refuse(
+                conn, Reason.FULL, f"at its maximum of {self.settings.max_connections} connections"
+            )
+        self.connections.add(conn)
+        self.metrics.connections_accepted.inc()
+        self._count()
+        await self.in_sync.wait()
+        cache = conn.cache = self.caches[SyncerType(hello.syncer)]
+        compression = "zlib" if "zlib" in hello.compressions else None
+        conn.send(
+            ServerHello(self.name, self.version, chosen, self.settings.ping_interval, compression).frame()
+        )
+        conn.tasks.append(asyncio.create_task(self._read(conn)))
+        await self._send_snapshot(conn, cache, compression is not None)
+        await self._stream(conn, cache, SyncerType(hello.syncer))
+
+    async def _tls(self, conn: Connection) -> bool:
+        assert self.ssl_context is not None
+        try:
+            await asyncio.wait_for(conn.writer.start_tls(self.ssl_context), HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("refused a client at %s: TLS handshake failed: %s", conn.peer, _ssl_reason(exc))
+            conn.ended = "tls"
+            return False
+        why = tls.refusal(
+            conn.writer.get_extra_info("peercert"), self.settings.client_cn, self.settings.client_uri_san
+        )
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        if why is not None and ssl_object is not None and self.own_certificate is not None:
+            conn.probe_only = ssl_object.getpeercert(binary_form=True) == self.own_certificate
+            if conn.probe_only:
+                return True
+        if why is not None:
+            self._refuse(conn, Reason.IDENTITY, f"client {why}")
+            return False
+        return True
+
+    def _refuse(self, conn: Connection, reason: Reason, message: str) -> None:
+        log.warning("refused %s: %s", conn, message)
+        conn.send(protocol.goodbye(reason, message))
+        conn.ended = str(reason)
+        self.metrics.connections_dropped.labels(str(reason)).inc()
+
+    async def _send_snapshot(self, conn: Connection, cache: SyncerCache, compressed: bool) -> None:
+        generated = cache.generated
+        snapshot = cache.snapshot(compressed)
+        syncer = conn.hello.syncer if conn.hello else ""
+        if cache.generated > generated:
+            self.metrics.snapshots_generated.labels(syncer).inc()
+            gauge = self.metrics.snapshot_compressed_bytes if compressed else self.metrics.snapshot_raw_bytes
+            gauge.labels(syncer).set(snapshot.wire_bytes)
+            self.metrics.snapshot_raw_bytes.labels(syncer).set(snapshot.raw_bytes)
+        else:
+            self.metrics.snapshots_reused.labels(syncer).inc()
+        conn.cursor = snapshot.seq
+        for chunk in snapshot.frames:
+            conn.send(chunk)
+            await self._drain(conn)
+        conn.send(protocol.in_sync(snapshot.revision))
+        await self._drain(conn)
+        conn.streaming_since = self.clock()
+        self._count()
+
+    async def _stream(self, conn: Connection, cache: SyncerCache, syncer: SyncerType) -> None:
+        while conn.ended is None:
+            frames = cache.log.since(conn.cursor)
+            if not frames:
+                await self._data[syncer].wait()
+                continue
+            entry = cache.log.entry(conn.cursor)
+            if entry is not None:
+                self.metrics.client_latency.observe(self.clock() - entry.appended)
+            conn.writer.writelines(frames)
+            conn.cursor += len(frames)
+            await self._drain(conn)
+
+    async def _drain(self, conn: Connection) -> None:
+        if conn.writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            return
+        started = conn.stalled_since = self.clock()
+        try:
+            await conn.writer.drain()
+        finally:
+            conn.stalled_since = None
+        self.metrics.client_write_latency.observe(self.clock() - started)
+
+    async def _read(self, conn: Connection) -> None:
+        """What a streaming client sends: pings (answered), pongs (timed)."""
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError):
+            while True:
+                kind, body = await protocol.read_frame(conn.reader)
+                conn.last_heard = self.clock()
+                if kind == Kind.PING:
+                    conn.send(protocol.pong(body))
+                elif kind == Kind.PONG:
+                    stamp = body.get("stamp")
+                    if isinstance(stamp, float):
+                        self.metrics.ping_latency.observe(max(0.0, self.clock() - stamp))
+        # The client went: the writer's task notices on its next write; end it now.
+        if conn.ended is None:
+            conn.ended = "client closed"
+            conn.writer.transport.abort()
+
+    def drop(self, conn: Connection, reason: Reason, message: str, *, graceful: bool = False) -> None:
+        if conn.ended is not None:
+            return
+        log.log(logging.INFO if graceful else logging.WARNING, "dropping %s: %s", conn, message)
+        conn.send(protocol.goodbye(reason, message))
+        conn.ended = str(reason)
+        self.metrics.connections_dropped.labels(str(reason)).inc()
+        if graceful:
+            conn.writer.close()
+        else:
+            conn.writer.transport.abort()
+        for task in conn.tasks:
+            task.cancel()
+        if conn.handler is not None and conn.handler is not asyncio.current_task():
+            conn.handler.cancel()
+
+    def _count(self) -> None:
+        self.metrics.connections_active.set(len(self.connections))
+        self.metrics.connections_streaming.set(
+            sum(1 for c in self.connections if c.streaming_since is not None)
+        )
+
+    # -- keeping clients honest --------------------------------------------------------
+
+    async def watchdog(self) -> None:
+        """Pings, dead and slow clients, and trimming the logs: twice a second."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            self.check_clients()
+            self.trim_logs()
+
+    def check_clients(self) -> None:
+        now, s = self.clock(), self.settings
+        for conn in list(self.connections):
+            if conn.ended is not None or conn.cache is None:
+                continue
+            silent = now - conn.last_heard
+            if silent > 2 * s.ping_interval:
+                self.drop(conn, Reason.TOO_SLOW, f"nothing heard for {silent:.1f}s (dead connection)")
+                continue
+            if now - conn.last_ping >= s.ping_interval:
+                conn.last_ping = now
+                conn.send(protocol.ping(now))
+            why = self._behind(conn, conn.cache, now)
+            if why is not None:
+                self.drop(conn, Reason.TOO_SLOW, why)
+
+    def _behind(self, conn: Connection, cache: SyncerCache, now: float) -> str | None:
+        s = self.settings
+        if conn.streaming_since is None:
+            # Its snapshot is going out: only a snapshot slower than the grace period ends it.
+            if now - conn.joined > s.new_client_fall_behind_grace_period + s.max_fall_behind_secs:
+                return f"its snapshot took over {now - conn.joined:.0f}s"
+            return None
+        lag = 0.0
+        entry = cache.log.entry(conn.cursor)
+        if entry is not None:
+            lag = now - max(entry.appended, conn.streaming_since)
+        if conn.stalled_since is not None:
+            lag = max(lag, now - conn.stalled_since)
+        if lag > s.max_fall_behind_secs:
+            return f"{lag:.1f}s behind (the bound is {s.max_fall_behind_secs:g}s)"
+        behind = cache.log.bytes_since(conn.cursor) + conn.writer.transport.get_write_buffer_size()
+        if behind > s.max_fall_behind_bytes:
+            return f"{behind} bytes behind (the bound is {s.max_fall_behind_bytes})"
+        return None
+
+    def trim_logs(self) -> None:
+        limit = min(LOG_LIMIT, int(self.settings.max_fall_behind_bytes * LOG_SLACK))
+        entries = 0
+        for cache in self.caches.values():
+            cursors = [c.cursor for c in self.connections if c.cache is cache]
+            cache.log.trim(min([*cursors, cache.oldest_needed(), cache.log.head]))
+            while cache.log.bytes > limit and cache.log.base < cache.log.head:
+                cache.log.trim(cache.log.base + 1)  # a client still needing it is too far behind
+            entries += cache.log.head - cache.log.base
+        self.metrics.log_entries.set(entries)
+
+    # -- load spreading ------------------------------------------------------------------
+
+    def registration(self, address: str) -> Registration:
+        return Registration(self.name, address, self.port, len(self.connections), self.share)
+
+    def others(self) -> list[Registration]:
+        return [r for r in registrations(self.peers, self.layout) if r.name != self.name]
+
+    def rebalance(self) -> Connection | None:
+        """Shed one connection if over the fair share and another typha has room; never more."""
+        others = self.others()
+        self.share = fair_share(len(self.nodes), len(others) + 1, self.settings.max_connections)
+        if self.closing or len(self.connections) <= self.share or not room_elsewhere(others):
+            return None
+        streaming = [c for c in self.connections if c.streaming_since is not None and c.ended is None]
+        if not streaming:
+            return None
+        victim = random.choice(streaming)
+        self.drop(
+            victim,
+            Reason.REBALANCE,
+            f"{len(self.connections)} connections, over this typha's share of {self.share}",
+            graceful=True,
+        )
+        return victim
+
+    async def shutdown(self) -> None:
+        """Stop accepting, then shed every client over the grace period (at most 1 s apart)."""
+        self.closing = True
+        if self.listener is not None:
+            self.listener.close()
+        clients = [c for c in self.connections if c.ended is None]
+        if not clients:
+            return
+        gap = min(1.0, self.settings.shutdown_grace / len(clients))
+        log.info("shutting down: shedding %d clients %.2fs apart", len(clients), gap)
+        for i, conn in enumerate(clients):
+            if i:
+                await asyncio.sleep(gap)
+            self.drop(conn, Reason.SHUTDOWN, "this typha is shutting down", graceful=True)
+        handlers = [c.handler for c in clients if c.handler is not None]
+        await asyncio.wait(handlers, timeout=2.0)
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return str(exc) or type(exc).__name__
