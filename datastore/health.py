@@ -61,6 +61,6 @@ def get_local(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] |
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
             return int(reply.status), bytes(reply.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, b""
+        return exc.code, exc.read()
     except (OSError, ValueError):
         return None

@@ -24,7 +24,9 @@ from felid.node.config import NodeSettings
 from lab import network
 from lab.network import Lab, LabHost
 from lab.processes import BIN, kill_tree, kill_trees, wait_gone
+from lab.typha import TyphaProcess
 from lab.workloads import PingResult, ping
+from typha.config import TyphaSettings
 
 Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
 MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
@@ -32,6 +34,8 @@ POOL_CIDR = "10.244.0.0/16"
 CLUSTER_ID = "244.0.0.1"
 NODE_HEALTH_PORT: int = NodeSettings.default_of("health_port")
 STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
+TYPHA_HOSTS = 240  # typha-1 is at .241 on the lab's subnet, typha-2 at .242, ...
+TYPHA_PORT: int = TyphaSettings.default_of("server_port")
 
 
 def node_environment(mode: Mode) -> dict[str, str]:
@@ -80,7 +84,9 @@ class Cluster:
     fast_election: bool = True
     nic_mtu: int | None = None  # the hosts' NICs' MTU (default the kernel's 1500)
     node_env: dict[str, str] = field(default_factory=dict)  # more settings for every felid-node
+    typhas: int = 0  # typhas, each in a namespace of its own; every felid-node is pointed at them
     lab: Lab | None = None
+    typha_processes: list[TyphaProcess] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
     workloads: list[Workload] = field(default_factory=list)
 
@@ -93,7 +99,27 @@ class Cluster:
         )
         if self.route_reflectors:
             self.apply(REFLECTOR_DOCUMENTS)
+        for i in range(1, self.typhas + 1):
+            self.start_typha(
+                self.lab.add_host(f"typha-{i}", f"{network.SUBNET}.{TYPHA_HOSTS + i}", self.work)
+            )
+        for typha in self.typha_processes:
+            typha.wait_ready(timeout=60)
         return self.lab
+
+    def start_typha(self, host: LabHost) -> TyphaProcess:
+        assert self.lab is not None
+        typha = TyphaProcess(
+            host.node, self.lab.etcd.url, Path(host.home) / "typha.log", host=host, port=TYPHA_PORT
+        )
+        Path(host.home).mkdir(parents=True, exist_ok=True)
+        typha.start()
+        self.typha_processes.append(typha)
+        return typha
+
+    @property
+    def typha_addresses(self) -> list[str]:
+        return [t.address for t in self.typha_processes]
 
     @property
     def hosts(self) -> list[LabHost]:
@@ -113,6 +139,7 @@ class Cluster:
             "FELID_NODENAME": host.node,
             "FELID_VAR_DIR": str(host.var_dir),
             "FELID_RUN_DIR": str(home / "run"),
+            **({"FELID_TYPHA_ADDRS": ",".join(self.typha_addresses)} if self.typha_processes else {}),
             **self.node_env,
         }
         if self.reflector(host):
@@ -162,6 +189,9 @@ class Cluster:
     def destroy(self) -> None:
         kill_trees(self.nodes.values(), grace=STOP_GRACE)
         self.nodes.clear()
+        for typha in self.typha_processes:
+            typha.kill()
+        self.typha_processes.clear()
         if self.lab is not None:
             self.lab.destroy()
 
@@ -170,6 +200,7 @@ class Cluster:
         record = {
             "lab": self.lab.saved(),
             "nodes": self.nodes,
+            "typhas": [t.pid for t in self.typha_processes if t.pid],
             "workloads": [asdict(w) for w in self.workloads],
             "work": str(self.work),
         }
@@ -222,4 +253,5 @@ class Cluster:
 
 def destroy_saved(record: Mapping[str, Any]) -> None:
     kill_trees((int(pid) for pid in record.get("nodes", {}).values()), grace=STOP_GRACE)
+    kill_trees(int(pid) for pid in record.get("typhas", []))
     network.destroy_saved(record.get("lab", {}))

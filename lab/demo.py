@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lab.cluster import MODES, Cluster, Workload, destroy_saved
+from lab.cluster import MODES, TYPHA_HOSTS, Cluster, Workload, destroy_saved
 from lab.processes import BIN
 from lab.uml import IPTABLES_BACKEND, kernel_has, run_in_uml
 from lab.workloads import PingResult
@@ -92,6 +92,7 @@ def up(args: argparse.Namespace) -> int:
         args.hosts,
         mode=args.mode,
         route_reflectors=args.route_reflectors,
+        typhas=args.typha,
         fast_election=not args.inside_uml,  # an emulated kernel's timers are too coarse for them
         node_env={"FELIX_IPTABLESBACKEND": IPTABLES_BACKEND} if args.inside_uml else {},
     )
@@ -124,9 +125,16 @@ def up(args: argparse.Namespace) -> int:
 def _steps(cluster: Cluster, args: argparse.Namespace) -> int:
     """The demo proper; the number of workload pairs that could not reach each other."""
     progress = Progress(6)
-    with progress(f"network: etcd and {args.hosts} hosts as namespaces on a bridge (198.51.100.0/24)"):
+    typhas = f" and {args.typha} typha(s)" if args.typha else ""
+    with progress(
+        f"network: etcd{typhas} and {args.hosts} hosts as namespaces on a bridge (198.51.100.0/24)"
+    ):
         lab = cluster.build()
         print(f"    etcd {lab.etcd.url} (pid {lab.etcd.pid}); hosts " + ", ".join(h.node for h in lab.hosts))
+        for typha in cluster.typha_processes:
+            print(
+                f"    typha {typha.name} at {typha.address} (pid {typha.pid}): felix and felid-bgp follow it"
+            )
     reflectors = f", {args.route_reflectors} route reflector(s), mesh off" if args.route_reflectors else ""
     with progress(f"felid-node on every host (mode {args.mode}{reflectors})"):
         for host in cluster.hosts:
@@ -187,7 +195,7 @@ def _in_uml(args: argparse.Namespace) -> int:
     )
     argv = [str(BIN / "felid"), "demo", "--inside-uml", "--mode", args.mode, "--hosts", str(args.hosts)]
     argv += ["--workloads-per-host", str(args.workloads_per_host), "--timeout", str(args.timeout * 3)]
-    argv += ["--route-reflectors", str(args.route_reflectors)]
+    argv += ["--route-reflectors", str(args.route_reflectors), "--typha", str(args.typha)]
     work = Path(f"/tmp/felid-demo-uml-{os.getpid()}")
     try:
         return run_in_uml(argv, work, Path.cwd(), timeout=args.timeout * 10)
@@ -213,6 +221,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--route-reflectors", type=int, default=0, help="reflectors among the hosts, mesh off"
     )
+    parser.add_argument(
+        "--typha",
+        type=int,
+        default=0,
+        help="typhas (each in its own namespace) every host follows instead of etcd",
+    )
     parser.add_argument("--keep", action="store_true", help="leave it running; 'felid demo down' removes it")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the nodes")
     parser.add_argument("--inside-uml", action="store_true", help=argparse.SUPPRESS)
@@ -222,9 +236,15 @@ def main(argv: list[str]) -> int:
         return 1
     if args.action == "down":
         return down()
-    if args.hosts < 2 or args.workloads_per_host < 1 or not 0 <= args.route_reflectors < args.hosts:
+    if (
+        not 2 <= args.hosts < TYPHA_HOSTS
+        or args.workloads_per_host < 1
+        or not 0 <= args.route_reflectors < args.hosts
+        or not 0 <= args.typha <= 9
+    ):
         print(
-            "felid demo: need --hosts >= 2, --workloads-per-host >= 1, 0 <= --route-reflectors < --hosts",
+            f"felid demo: need 2 <= --hosts < {TYPHA_HOSTS}, --workloads-per-host >= 1, "
+            "0 <= --route-reflectors < --hosts, 0 <= --typha <= 9",
             file=sys.stderr,
         )
         return 2

@@ -174,6 +174,14 @@ class Lab:
         """etcd's own namespace as a host (felidctl and scripts run there, off every lab host)."""
         return LabHost("etcd", self.etcd.netns or "", self.etcd.host, self.etcd.url)
 
+    def add_host(self, node: str, address: str, work: Path) -> LabHost:
+        """One more namespace on the bridge (a typha, say): no felid-node, the lab's etcd."""
+        netns = self.lan.replace("-lan-", f"-{node}-")
+        add_namespace(netns)
+        self.namespaces.append(netns)
+        plug(self.lan, netns, address)
+        return LabHost(node, netns, address, self.etcd.url, home=str(work / "hosts" / node))
+
     def destroy(self) -> None:
         self.etcd.stop()
         for name in self.namespaces:

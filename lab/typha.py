@@ -28,7 +28,7 @@ class TyphaProcess:
         *,
         host: LabHost | None = None,
         port: int | None = None,
-        **env: str,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -48,7 +48,7 @@ class TyphaProcess:
             "TYPHA_PROMETHEUSMETRICSENABLED": "true",
             "TYPHA_PROMETHEUSMETRICSPORT": str(self.metrics_port),
             "TYPHA_LOGSEVERITYSCREEN": "Info",
-            **env,
+            **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
 

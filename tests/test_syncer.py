@@ -3,65 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.kv import Delete, KVStore, Put
-from datastore.syncer import InSync, Syncer, Update
+from datastore.syncer import Syncer, Update
 from lab.etcd import EtcdServer
 from tests.harness.proxy import CuttableProxy
+from tests.syncer_helpers import Consumer, running, until
 
 A, B = "/felid/a/", "/felid/b/"
-
-
-class Consumer:
-    """Collects a Syncer's stream and keeps the view it implies."""
-
-    def __init__(self) -> None:
-        self.items: list[Update | InSync] = []
-        self.view: dict[str, bytes] = {}
-
-    def feed(self, item: Update | InSync) -> None:
-        self.items.append(item)
-        if isinstance(item, Update):
-            if item.value is None:
-                assert item.key in self.view, f"delete of {item.key} that was never delivered"
-                del self.view[item.key]
-            else:
-                self.view[item.key] = item.value
-
-    def revisions(self, key: str) -> list[int]:
-        return [i.revision for i in self.items if isinstance(i, Update) and i.key == key]
-
-    def in_syncs(self) -> int:
-        return sum(isinstance(i, InSync) for i in self.items)
-
-
-@contextlib.asynccontextmanager
-async def running(syncer: Syncer) -> AsyncIterator[Consumer]:
-    consumer = Consumer()
-
-    async def consume() -> None:
-        async for item in syncer.updates():
-            consumer.feed(item)
-
-    task = asyncio.create_task(consume())
-    try:
-        yield consumer
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def etcd_view(kv: KVStore) -> dict[str, bytes]:

@@ -72,6 +72,7 @@ class Typha:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.server.pump(syncer), name="syncer")
                 await self.server.start()
+                tasks.create_task(self.server.accept(), name="accept")
                 await serve_http(self.settings.health_host, self.settings.health_port, self._health())
                 if self.settings.prometheus_metrics_enabled:
                     await serve_http(
@@ -123,12 +124,12 @@ class Typha:
             return 503, TEXT, b"not ready: not in sync, shutting down or full\n"
         host = "127.0.0.1" if self.settings.server_host in ("0.0.0.0", "") else self.settings.server_host
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, self.server.port, ssl=self._probe_ssl()), PROBE_TIMEOUT
-            )
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                reader, writer = await asyncio.open_connection(host, self.server.port, ssl=self._probe_ssl())
             try:
                 writer.write(protocol.ping(0.0))
-                kind, _ = await asyncio.wait_for(protocol.read_frame(reader), PROBE_TIMEOUT)
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    kind, _ = await protocol.read_frame(reader)
             finally:
                 writer.close()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, protocol.ProtocolError) as exc:

@@ -31,12 +31,19 @@ log = logging.getLogger("typha.client")
 
 RETRY_MIN = 0.1
 RETRY_MAX = 5.0
+# Updates of a snapshot's difference between two turns of the event loop: a big snapshot in one
+# go would hold back everything else in the process (its pings, the consumer's other tasks).
+YIELD_EVERY = 1000
 
 Discover = Callable[[], Awaitable[Sequence[str]]]
 
 
 class Dead(Exception):
     """Nothing came from typha for twice its ping interval."""
+
+
+class Untrusted(Exception):
+    """typha's certificate does not name the typha this client was told to trust."""
 
 
 class TyphaSyncer:
@@ -98,7 +105,14 @@ class TyphaSyncer:
                     address,
                     exc,
                 )
-            except (OSError, asyncio.IncompleteReadError, ProtocolError, Dead, TimeoutError) as exc:
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                ProtocolError,
+                Dead,
+                Untrusted,
+                TimeoutError,
+            ) as exc:
                 log.warning("typha %s: %s; reconnecting", address, _reason(exc))
             avoid = address
             self.connected_to = None
@@ -112,9 +126,10 @@ class TyphaSyncer:
     async def _session(self, address: str) -> AsyncIterator[SyncItem]:
         host, _, port = address.rpartition(":")
         timeout = self.settings.typha_connect_timeout
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port), ssl=self._ssl, limit=1 << 22), timeout
-        )
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races its
+        # timeout, and a client that ignored its cancellation would keep felix from stopping.
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=self._ssl, limit=1 << 22)
         pinger: asyncio.Task[None] | None = None
         try:
             if self._ssl is not None:
@@ -122,11 +137,17 @@ class TyphaSyncer:
                     writer.get_extra_info("peercert"), self.settings.typha_cn, self.settings.typha_uri_san
                 )
                 if why is not None:
-                    log.error("refusing typha %s: its %s", address, why)
-                    raise ProtocolError(f"typha's {why}")
+                    raise Untrusted(f"refusing it: its {why}")
             hello = ClientHello(self.hostname, str(self.syncer), self._version, self._protocols)
             writer.write(hello.frame())
-            kind, body = await asyncio.wait_for(protocol.read_frame(reader), timeout)
+            try:
+                async with asyncio.timeout(timeout):
+                    kind, body = await protocol.read_frame(reader)
+            except asyncio.IncompleteReadError:
+                hint = (
+                    " (with TLS: it refused this client's certificate, its log says why)" if self._ssl else ""
+                )
+                raise ProtocolError(f"typha closed the connection before its hello{hint}") from None
             if kind == Kind.GOODBYE:
                 raise protocol.parse_goodbye(body)
             if kind != Kind.SERVER_HELLO:
@@ -148,7 +169,8 @@ class TyphaSyncer:
                 pinger.cancel()
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
     async def _stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silence: float
@@ -156,17 +178,21 @@ class TyphaSyncer:
         snapshot: dict[str, tuple[int, bytes]] = {}
         while True:
             try:
-                kind, body = await asyncio.wait_for(protocol.read_frame(reader), silence)
+                async with asyncio.timeout(silence):
+                    kind, body = await protocol.read_frame(reader)
             except TimeoutError:
                 raise Dead(f"nothing from typha for {silence:g}s: the connection is dead") from None
             if kind == Kind.SNAPSHOT:
                 for key, value, revision in protocol.wire_kvs(body):
                     if value is not None:
                         snapshot[key] = (revision, value)
+                await asyncio.sleep(0)  # frames already buffered would otherwise hold the loop
             elif kind == Kind.IN_SYNC:
                 revision = protocol.revision_of(body)
-                for change in self._known.diff(snapshot, revision):
+                for i, change in enumerate(self._known.diff(snapshot, revision), 1):
                     yield change
+                    if i % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
                 snapshot = {}
                 yield InSync(revision)
             elif kind == Kind.UPDATES:

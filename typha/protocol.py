@@ -50,6 +50,7 @@ class Reason(StrEnum):
     REBALANCE = "rebalance"  # over its fair share: go to another typha
     SHUTDOWN = "shutdown"
     TOO_SLOW = "too-slow"
+    DEAD = "dead"  # nothing heard for twice the ping interval
 
 
 # After these a client tries another typha first; after the others, any.

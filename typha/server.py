@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -92,7 +93,11 @@ class TyphaServer:
         self.share = settings.max_connections
         self.nodes: set[str] = set()
         self.peers: dict[str, bytes] = {}  # registration key -> value, this typha's included
-        self.listener: asyncio.Server | None = None
+        self.listener: socket.socket | None = None
+        self.accept_failing = False
+        self.accepting = False
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
         self.own_certificate: bytes | None = None  # DER: a peer showing it may only probe
         self._data = {t: asyncio.Event() for t in SyncerType}
         self._pending: list[Update] = []
@@ -154,33 +159,85 @@ class TyphaServer:
 
     # -- serving -----------------------------------------------------------------------
 
-    async def start(self) -> asyncio.Server:
-        self.listener = await asyncio.start_server(
-            self._handle, self.settings.server_host, self.settings.server_port, limit=1 << 20, backlog=1024
+    async def start(self) -> None:
+        """Listen, and accept in a loop of our own: the TLS handshake then happens where its failure
+        can be logged (asyncio's own server drops it silently) and a failing accept() shows in
+        readiness."""
+        listener = socket.create_server(
+            (self.settings.server_host, self.settings.server_port), backlog=1024, reuse_port=False
         )
-        return self.listener
+        listener.setblocking(False)
+        self.listener = listener
 
     @property
     def port(self) -> int:
         assert self.listener is not None
-        return int(self.listener.sockets[0].getsockname()[1])
+        return int(self.listener.getsockname()[1])
 
     def ready(self) -> bool:
-        """In sync with etcd, listening and below the hard maximum: a client would be served."""
+        """In sync with etcd, accepting and below the hard maximum: a client would be served."""
         return (
             self.in_sync.is_set()
             and not self.closing
-            and self.listener is not None
-            and self.listener.is_serving()
+            and self.accepting
+            and not self.accept_failing
             and len(self.connections) < self.settings.max_connections
         )
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def accept(self) -> None:
+        """The accept loop (a task of its own, after ``start()``)."""
+        assert self.listener is not None
+        listener, loop = self.listener, asyncio.get_running_loop()
+        self.accepting = True
+        while not self.closing:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, say: not ready until it passes
+                if self.closing:
+                    return
+                if not self.accept_failing:
+                    log.error("cannot accept connections: %s", exc)
+                self.accept_failing = True
+                await asyncio.sleep(0.1)
+                continue
+            self.accept_failing = False
+            handler = asyncio.create_task(self._connected(sock))
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handler_done)
+
+    def _handler_done(self, handler: asyncio.Task[None]) -> None:
+        """A handler that failed unexpectedly is a bug: the watchdog ends the process with it."""
+        self._handlers.discard(handler)
+        if not handler.cancelled() and handler.exception() is not None and self.failure is None:
+            self.failure = handler.exception()
+
+    async def _connected(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            peer = "{}:{}".format(*sock.getpeername()[:2])
+        except OSError:
+            sock.close()
+            return
+        reader = asyncio.StreamReader(limit=1 << 20)
+        stream = asyncio.StreamReaderProtocol(reader)
+        try:
+            if self.ssl_context is None:
+                transport, _ = await loop.connect_accepted_socket(lambda: stream, sock)
+            else:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: stream, sock, ssl=self.ssl_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                )
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("refused a client at %s: TLS handshake failed: %s", peer, _ssl_reason(exc))
+            self.metrics.connections_dropped.labels("tls").inc()
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, stream, reader, loop)
+        await self._handle(peer, reader, writer)
+
+    async def _handle(self, peer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         now = self.clock()
-        peer = writer.get_extra_info("peername")
-        conn = Connection(
-            f"{peer[0]}:{peer[1]}" if peer else "?", reader, writer, now, last_heard=now, last_ping=now
-        )
+        conn = Connection(peer, reader, writer, now, last_heard=now, last_ping=now)
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         conn.handler = asyncio.current_task()
         try:
@@ -209,12 +266,14 @@ class TyphaServer:
                 conn.ended = "closed"
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
     async def _serve(self, conn: Connection) -> None:
-        if self.ssl_context is not None and not await self._tls(conn):
+        if self.ssl_context is not None and not self._identified(conn):
             return
-        kind, body = await asyncio.wait_for(protocol.read_frame(conn.reader), HANDSHAKE_TIMEOUT)
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            kind, body = await protocol.read_frame(conn.reader)
         if kind == Kind.PING:  # a probe (the readiness check): answer and go
             conn.writer.write(protocol.pong(body))
             await conn.writer.drain()
@@ -256,14 +315,9 @@ class TyphaServer:
         await self._send_snapshot(conn, cache, compression is not None)
         await self._stream(conn, cache, SyncerType(hello.syncer))
 
-    async def _tls(self, conn: Connection) -> bool:
-        assert self.ssl_context is not None
-        try:
-            await asyncio.wait_for(conn.writer.start_tls(self.ssl_context), HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("refused a client at %s: TLS handshake failed: %s", conn.peer, _ssl_reason(exc))
-            conn.ended = "tls"
-            return False
+    def _identified(self, conn: Connection) -> bool:
+        """After the handshake: the client certificate names an allowed client (or is typha's own,
+        which may only probe)."""
         why = tls.refusal(
             conn.writer.get_extra_info("peercert"), self.settings.client_cn, self.settings.client_uri_san
         )
@@ -338,26 +392,29 @@ class TyphaServer:
                     stamp = body.get("stamp")
                     if isinstance(stamp, float):
                         self.metrics.ping_latency.observe(max(0.0, self.clock() - stamp))
-        # The client went: the writer's task notices on its next write; end it now.
-        if conn.ended is None:
-            conn.ended = "client closed"
-            conn.writer.transport.abort()
+        self._end(conn, "client closed")  # its writer may be waiting for updates: end it now
 
     def drop(self, conn: Connection, reason: Reason, message: str, *, graceful: bool = False) -> None:
         if conn.ended is not None:
             return
         log.log(logging.INFO if graceful else logging.WARNING, "dropping %s: %s", conn, message)
         conn.send(protocol.goodbye(reason, message))
-        conn.ended = str(reason)
         self.metrics.connections_dropped.labels(str(reason)).inc()
+        self._end(conn, str(reason), graceful=graceful)
+
+    def _end(self, conn: Connection, why: str, *, graceful: bool = False) -> None:
+        """Close it (after what is buffered, if ``graceful``) and stop its tasks."""
+        if conn.ended is not None:
+            return
+        conn.ended = why
         if graceful:
             conn.writer.close()
         else:
             conn.writer.transport.abort()
-        for task in conn.tasks:
-            task.cancel()
-        if conn.handler is not None and conn.handler is not asyncio.current_task():
-            conn.handler.cancel()
+        current = asyncio.current_task()
+        for task in [*conn.tasks, conn.handler]:
+            if task is not None and task is not current:
+                task.cancel()
 
     def _count(self) -> None:
         self.metrics.connections_active.set(len(self.connections))
@@ -371,6 +428,8 @@ class TyphaServer:
         """Pings, dead and slow clients, and trimming the logs: twice a second."""
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
+            if self.failure is not None:
+                raise RuntimeError("a client handler failed") from self.failure
             self.check_clients()
             self.trim_logs()
 
@@ -379,9 +438,10 @@ class TyphaServer:
         for conn in list(self.connections):
             if conn.ended is not None or conn.cache is None:
                 continue
-            silent = now - conn.last_heard
+            # Silence counts from the end of its snapshot: until then the grace period rules.
+            silent = now - max(conn.last_heard, conn.streaming_since or now)
             if silent > 2 * s.ping_interval:
-                self.drop(conn, Reason.TOO_SLOW, f"nothing heard for {silent:.1f}s (dead connection)")
+                self.drop(conn, Reason.DEAD, f"nothing heard for {silent:.1f}s: the connection is dead")
                 continue
             if now - conn.last_ping >= s.ping_interval:
                 conn.last_ping = now
@@ -450,8 +510,9 @@ class TyphaServer:
     async def shutdown(self) -> None:
         """Stop accepting, then shed every client over the grace period (at most 1 s apart)."""
         self.closing = True
+        self.accepting = False
         if self.listener is not None:
-            self.listener.close()
+            self.listener.close()  # the accept loop ends with it
         clients = [c for c in self.connections if c.ended is None]
         if not clients:
             return
@@ -466,6 +527,8 @@ class TyphaServer:
 
 
 def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{exc.reason}: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return exc.reason or str(exc)
     return str(exc) or type(exc).__name__

@@ -10,7 +10,8 @@ from lab.etcd import free_port
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection and refuses new ones,
+    ``freeze()`` blackholes them."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -19,6 +20,7 @@ class CuttableProxy:
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._frozen = threading.Event()
 
     @property
     def url(self) -> str:
@@ -49,11 +51,11 @@ class CuttableProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._frozen.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -79,3 +81,7 @@ class CuttableProxy:
 
     def restore(self) -> None:
         self.start()
+
+    def freeze(self) -> None:
+        """Keep every connection open but deliver nothing more, either way: a peer gone without a FIN."""
+        self._frozen.set()

@@ -17,6 +17,9 @@ class PKI:
     # A client certificate from a CA etcd does not trust.
     rogue_cert: Path
     rogue_key: Path
+    # From the trusted CA, but with a name (CN "stranger") nobody allows.
+    stranger_cert: Path
+    stranger_key: Path
 
 
 def _run(*args: str) -> None:
@@ -63,4 +66,13 @@ def make_pki(directory: Path) -> PKI:
     client_cert, client_key = _leaf(directory, "client", ca, server=False)
     rogue_ca = _ca(directory, "rogue-ca")
     rogue_cert, rogue_key = _leaf(directory, "rogue", rogue_ca, server=False)
-    return PKI(TLSFiles(ca[0], server_cert, server_key), client_cert, client_key, rogue_cert, rogue_key)
+    stranger_cert, stranger_key = _leaf(directory, "stranger", ca, server=True)
+    return PKI(
+        TLSFiles(ca[0], server_cert, server_key),
+        client_cert,
+        client_key,
+        rogue_cert,
+        rogue_key,
+        stranger_cert,
+        stranger_key,
+    )
