@@ -8,15 +8,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.agents import route_deletions
+import pytest
+
+from lab.agents import route_changes, route_deletions
 from lab.cluster import Cluster, Mode, Workload
 from lab.processes import wait_until
 from lab.workloads import PingResult, ping
+from tests.typha_helpers import metric
 
 
 @contextlib.contextmanager
-def running(work: Path, size: int, mode: Mode = "never", route_reflectors: int = 0) -> Iterator[Cluster]:
-    cluster = Cluster(work, size, mode=mode, route_reflectors=route_reflectors, prefix="ft")
+def running(
+    work: Path, size: int, mode: Mode = "never", route_reflectors: int = 0, typhas: int = 0
+) -> Iterator[Cluster]:
+    cluster = Cluster(work, size, mode=mode, route_reflectors=route_reflectors, prefix="ft", typhas=typhas)
     try:
         cluster.build()
         for host in cluster.hosts:
@@ -31,8 +36,20 @@ def unreachable(results: list[PingResult]) -> list[PingResult]:
     return [r for r in results if not r.ok]
 
 
-def test_three_hosts_full_mesh_every_workload_pings_every_other(tmp_path: Path) -> None:
-    with running(tmp_path, 3) as cluster:
+# felix and felid-bgp following etcd directly, and following a typha.
+THROUGH = pytest.mark.parametrize("typhas", [0, 1], ids=["etcd", "typha"])
+
+
+def typha_serves_every_agent(cluster: Cluster, agents_per_host: int = 2) -> None:
+    if cluster.typha_processes:
+        metrics = cluster.typha_processes[0].metrics()
+        assert metric(metrics, "typha_connections_streaming") == agents_per_host * len(cluster.hosts)
+
+
+@THROUGH
+def test_three_hosts_full_mesh_every_workload_pings_every_other(tmp_path: Path, typhas: int) -> None:
+    with running(tmp_path, 3, typhas=typhas) as cluster:
+        typha_serves_every_agent(cluster)
         for host in cluster.hosts:
             cluster.add_workload(host)
             cluster.add_workload(host)
@@ -41,8 +58,11 @@ def test_three_hosts_full_mesh_every_workload_pings_every_other(tmp_path: Path) 
         assert len(node_routes) == 2  # the other two hosts' blocks, learned over BGP
 
 
-def test_a_moved_workload_is_reachable_at_its_new_place_within_two_seconds(tmp_path: Path) -> None:
-    with running(tmp_path, 3) as cluster:
+@THROUGH
+def test_a_moved_workload_is_reachable_at_its_new_place_within_two_seconds(
+    tmp_path: Path, typhas: int
+) -> None:
+    with running(tmp_path, 3, typhas=typhas) as cluster:
         one, two, three = cluster.hosts
         watcher = cluster.add_workload(three, "watcher")
         moving = cluster.add_workload(one, "moving")
@@ -84,8 +104,10 @@ def test_a_felid_node_killed_and_restarted_loses_no_ping_and_no_route(tmp_path: 
         assert unreachable(cluster.ping_matrix()) == []
 
 
-def test_three_hosts_in_vxlan_mode(tmp_path: Path) -> None:
-    with running(tmp_path, 3, mode="vxlan") as cluster:
+@THROUGH
+def test_three_hosts_in_vxlan_mode(tmp_path: Path, typhas: int) -> None:
+    with running(tmp_path, 3, mode="vxlan", typhas=typhas) as cluster:
+        typha_serves_every_agent(cluster, agents_per_host=1)  # vxlan: felix alone
         for host in cluster.hosts:
             cluster.add_workload(host)
         assert unreachable(cluster.ping_matrix()) == []
@@ -101,3 +123,23 @@ def test_six_hosts_two_route_reflectors_mesh_off(tmp_path: Path) -> None:
         assert unreachable(cluster.ping_matrix(count=2)) == []
         status = cluster.felidctl("node", "status", host=cluster.hosts[0]).stdout
         assert status.count("| route reflector ") == 2 and "node-to-node mesh" not in status, status
+
+
+def test_two_typhas_one_killed_its_clients_move_and_no_route_changes(tmp_path: Path) -> None:
+    with running(tmp_path, 3, typhas=2) as cluster:
+        workloads = [cluster.add_workload(h) for h in cluster.hosts]
+        assert unreachable(cluster.ping_matrix(workloads)) == []
+        first, second = cluster.typha_processes
+        held = {t.name: metric(t.metrics(), "typha_connections_streaming") for t in (first, second)}
+        assert sum(held.values()) == 6
+        victim, survivor = (first, second) if held[first.name] else (second, first)
+        with route_changes(cluster.hosts) as changes:
+            victim.kill()  # SIGKILL: no goodbye; its clients find out from the closed connection
+            wait_until(
+                lambda: metric(survivor.metrics(), "typha_connections_streaming") == 6, 30, "all on one typha"
+            )
+            time.sleep(2)  # the fresh snapshots' differences (none) reach the dataplanes
+        assert changes == []
+        assert unreachable(cluster.ping_matrix(workloads)) == []
+        cluster.add_workload(cluster.hosts[0], "after")  # and the survivor carries new state
+        assert unreachable(cluster.ping_matrix()) == []

@@ -24,7 +24,7 @@ def leftovers(settle: float = 10.0) -> tuple[list[str], list[str]]:
     while True:
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
         namespaces = [n for n in listed.split() if n.startswith("fd-")]
-        pattern = f"felid-node|felid-felix|felid-bgp|exabgp|{STATE_DIR}"
+        pattern = f"felid-node|felid-felix|felid-bgp|felid-typha|exabgp|{STATE_DIR}"
         found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True, check=False).stdout
         processes = [p for p in found.splitlines() if "pgrep" not in p]
         if (not namespaces and not processes) or time.monotonic() > deadline:
@@ -45,14 +45,18 @@ def test_demo_runs_the_cluster_and_leaves_nothing_behind() -> None:
     assert leftovers() == ([], [])
 
 
-def test_demo_keep_then_down() -> None:
+def test_demo_with_a_typha_keep_then_down() -> None:
     try:
-        result = run("demo", "--keep", "--hosts", "2", "--workloads-per-host", "1")
-        assert result.returncode == 0, result.stdout + result.stderr
+        result = run("demo", "--keep", "--hosts", "2", "--workloads-per-host", "1", "--typha", "1")
+        assert result.returncode == 0, result.stdout + result.stderr  # every pair pinged
+        assert (
+            "typha-1 at 198.51.100.241:5473" in result.stdout
+            and "2/2 pairs reach each other" in result.stdout
+        )
         assert "felid demo down" in result.stdout and "ip netns exec fd-h1-" in result.stdout
         namespaces, processes = leftovers(settle=0)
-        assert len(namespaces) == 2 + 2 + 2  # lan, etcd, 2 hosts, 2 workloads
-        assert any("felid-node" in p for p in processes)
+        assert len(namespaces) == 2 + 1 + 2 + 2  # lan, etcd, typha, 2 hosts, 2 workloads
+        assert any("felid-node" in p for p in processes) and any("felid-typha" in p for p in processes)
         again = run("demo")
         assert again.returncode == 1 and "already running" in again.stderr
     finally:
@@ -63,7 +67,9 @@ def test_demo_keep_then_down() -> None:
 
 def test_demo_refuses_bad_options() -> None:
     result = run("demo", "--hosts", "1")
-    assert result.returncode == 2 and "--hosts >= 2" in result.stderr
+    assert result.returncode == 2 and "2 <= --hosts" in result.stderr
+    result = run("demo", "--typha", "10")
+    assert result.returncode == 2 and "--typha <= 9" in result.stderr
 
 
 @pytest.mark.timeout(900)  # the demo's own bound: Python under UML's emulated kernel is slow, and varies
