@@ -14,34 +14,18 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NoReturn, Protocol
 
 from datastore.errors import Compacted, DatastoreError, Unavailable
 from datastore.kv import KVStore, WatchEvent
+from datastore.updates import InSync, KnownKeys, SyncItem, Update
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Update:
-    """``key`` now holds ``value`` (None: deleted) as of ``revision``."""
-
-    key: str
-    value: bytes | None
-    revision: int
-
-
-@dataclass(frozen=True)
-class InSync:
-    """Everything up to ``revision`` has been delivered."""
-
-    revision: int
-
-
-SyncItem = Update | InSync
 _Batch = Sequence[WatchEvent] | Exception
+__all__ = ["InSync", "KnownKeys", "SyncItem", "Syncer", "Update", "UpdateSource", "follow"]
 
 
 class Syncer:
@@ -118,42 +102,6 @@ class Syncer:
                 continue  # compacted between two prefixes: read them all again
             assert revision is not None
             return revision, found
-
-
-class KnownKeys:
-    """What a consumer has been told, key -> (mod_revision, value): a fresh snapshot becomes only
-    its difference from this (so a key still present is never removed), and an event already
-    delivered is not delivered again.  The etcd Syncer and the typha client both keep one."""
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[int, bytes]] = {}
-
-    def __len__(self) -> int:
-        return len(self._known)
-
-    def diff(self, snapshot: Mapping[str, tuple[int, bytes]], revision: int) -> list[Update]:
-        """``snapshot`` (key -> (mod_revision, value)) at ``revision``, as updates to what is known."""
-        out = [Update(key, None, revision) for key in sorted(self._known.keys() - snapshot.keys())]
-        for update in out:
-            del self._known[update.key]
-        changed = [(key, held) for key, held in snapshot.items() if self._known.get(key) != held]
-        for key, held in sorted(changed, key=lambda item: (item[1][0], item[0])):
-            self._known[key] = held
-            out.append(Update(key, held[1], held[0]))
-        return out
-
-    def apply(self, key: str, value: bytes | None, mod_revision: int) -> Update | None:
-        """One change; None when it tells the consumer nothing new."""
-        known = self._known.get(key)
-        if known is not None and mod_revision <= known[0]:
-            return None  # already delivered (by the snapshot)
-        if value is None:
-            if known is None:
-                return None
-            del self._known[key]
-        else:
-            self._known[key] = (mod_revision, value)
-        return Update(key, value, mod_revision)
 
 
 class UpdateSource(Protocol):

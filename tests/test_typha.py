@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -355,3 +356,27 @@ async def test_clients_find_typhas_from_their_registrations(
     async with following([source]) as (follower,):
         await until(lambda: follower.in_syncs == 1, 20, "in sync through a discovered typha")
         assert follower.view == {f"{NODES}a": b"1"}
+
+
+async def test_typhas_metrics_pass_promtool(kv: EtcdKV, typhas: Start) -> None:
+    kv.commit([], [Put(f"{NODES}a", b"1")])
+    typha = typhas()
+    async with following([client([typha.address], f"node-{i}") for i in range(3)]) as followers:
+        await until(lambda: all(f.in_syncs for f in followers), 20, "in sync")
+        kv.commit([], [Put(f"{NODES}b", b"2")])
+        await until(lambda: all(len(f.view) == 2 for f in followers), 20, "the update")
+        text = typha.metrics()
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for name in (
+        "typha_connections_accepted_total 3.0",
+        "typha_connections_active 3.0",
+        "typha_connections_streaming 3.0",
+        'typha_snapshots_generated_total{syncer="felix"} 1.0',
+        'typha_snapshots_reused_total{syncer="felix"} 2.0',
+        'typha_cache_size{syncer="felix"} 2.0',
+    ):
+        assert name in text, name
+    assert metric(text, "typha_client_latency_secs_count") == 3

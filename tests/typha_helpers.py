@@ -16,6 +16,7 @@ from datastore.syncer import InSync, Update
 from typha import protocol
 from typha.client import TyphaSyncer
 from typha.config import TyphaClientSettings
+from typha.streams import read_frame
 
 NODES = "/felid/resources/v3/projectcalico.org/nodes/"
 ENDPOINTS = "/felid/resources/v3/projectcalico.org/workloadendpoints/default/"
@@ -121,7 +122,7 @@ async def raw_hello(
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(protocol.ClientHello("raw-client", syncer, "0.0.1", tuple(protocols)).frame())
-    kind, body = await asyncio.wait_for(protocol.read_frame(reader), 10)
+    kind, body = await asyncio.wait_for(read_frame(reader), 10)
     return reader, writer, kind, body
 
 

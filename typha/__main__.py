@@ -30,6 +30,7 @@ from typha import protocol, tls
 from typha.config import TyphaSettings
 from typha.registry import Registrar
 from typha.server import TyphaServer
+from typha.streams import read_frame
 
 log = logging.getLogger("typha")
 
@@ -129,7 +130,7 @@ class Typha:
             try:
                 writer.write(protocol.ping(0.0))
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    kind, _ = await protocol.read_frame(reader)
+                    kind, _ = await read_frame(reader)
             finally:
                 writer.close()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, protocol.ProtocolError) as exc:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from datastore.syncer import Update
+from datastore.updates import Update
 from typha import protocol
 from typha.protocol import Kind, WireKV
 

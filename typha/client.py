@@ -26,6 +26,7 @@ from typha import protocol, tls
 from typha.config import TyphaClientSettings
 from typha.protocol import PROTOCOL_VERSIONS, ClientHello, Kind, ProtocolError, Refused, ServerHello
 from typha.registry import registered
+from typha.streams import read_frame
 
 log = logging.getLogger("typha.client")
 
@@ -142,7 +143,7 @@ class TyphaSyncer:
             writer.write(hello.frame())
             try:
                 async with asyncio.timeout(timeout):
-                    kind, body = await protocol.read_frame(reader)
+                    kind, body = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 hint = (
                     " (with TLS: it refused this client's certificate, its log says why)" if self._ssl else ""
@@ -179,7 +180,7 @@ class TyphaSyncer:
         while True:
             try:
                 async with asyncio.timeout(silence):
-                    kind, body = await protocol.read_frame(reader)
+                    kind, body = await read_frame(reader)
             except TimeoutError:
                 raise Dead(f"nothing from typha for {silence:g}s: the connection is dead") from None
             if kind == Kind.SNAPSHOT:

@@ -9,7 +9,6 @@ changes them; anything else is a new protocol version, negotiated in the hellos.
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -101,13 +100,12 @@ def decode(flags: int, payload: bytes) -> dict[str, Any]:
     return body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, dict[str, Any]]:
-    """The next frame's kind (unknown kinds too: the caller decides) and decoded body."""
-    header = await reader.readexactly(HEADER.size)
+def frame_length(header: bytes) -> tuple[int, int, int]:
+    """(body length, kind, flags) of a header; ProtocolError for a body over the limit."""
     length, kind, flags = HEADER.unpack(header)
     if length > MAX_BODY:
         raise ProtocolError(f"a frame of {length} bytes is over the {MAX_BODY} limit")
-    return kind, decode(flags, await reader.readexactly(length))
+    return length, kind, flags
 
 
 def kvs_frame(kind: Kind, kvs: Sequence[WireKV], *, compress: bool = False) -> tuple[bytes, int]:

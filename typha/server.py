@@ -28,6 +28,7 @@ from typha.config import TyphaSettings
 from typha.metrics import TyphaMetrics
 from typha.protocol import ClientHello, Kind, ProtocolError, Reason, ServerHello
 from typha.registry import Registration, fair_share, registrations, room_elsewhere
+from typha.streams import read_frame
 
 log = logging.getLogger("typha")
 
@@ -273,7 +274,7 @@ class TyphaServer:
         if self.ssl_context is not None and not self._identified(conn):
             return
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            kind, body = await protocol.read_frame(conn.reader)
+            kind, body = await read_frame(conn.reader)
         if kind == Kind.PING:  # a probe (the readiness check): answer and go
             conn.writer.write(protocol.pong(body))
             await conn.writer.drain()
@@ -384,7 +385,7 @@ class TyphaServer:
         """What a streaming client sends: pings (answered), pongs (timed)."""
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ProtocolError, OSError):
             while True:
-                kind, body = await protocol.read_frame(conn.reader)
+                kind, body = await read_frame(conn.reader)
                 conn.last_heard = self.clock()
                 if kind == Kind.PING:
                     conn.send(protocol.pong(body))
