@@ -140,6 +140,8 @@ def test_two_typhas_one_killed_its_clients_move_and_no_route_changes(tmp_path: P
             )
             time.sleep(2)  # the fresh snapshots' differences (none) reach the dataplanes
         assert changes == []
+        # The clients moved; felix and felid-bgp did not restart for it.
+        assert not any("exited with" in cluster.node_log(h) for h in cluster.hosts)
         assert unreachable(cluster.ping_matrix(workloads)) == []
         cluster.add_workload(cluster.hosts[0], "after")  # and the survivor carries new state
         assert unreachable(cluster.ping_matrix()) == []

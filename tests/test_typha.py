@@ -39,6 +39,7 @@ from typha import protocol
 from typha.client import TyphaSyncer, client_ssl
 from typha.config import TyphaClientSettings
 from typha.registry import registered
+from typha.streams import read_frame
 
 PREFIXES = FELIX.prefixes("/felid")
 Start = Callable[..., TyphaProcess]
@@ -180,6 +181,28 @@ async def test_a_client_that_stops_reading_is_dropped_and_slows_nobody(kv: EtcdK
     assert with_slow <= 2 * max(alone, 0.005), (alone, with_slow)
     assert 'reason="too-slow"' in dropped or 'reason="dead"' in dropped
     assert metric(dropped, "typha_connections_active") == 20
+
+
+async def test_a_slow_snapshot_is_not_a_slow_client(kv: EtcdKV, typhas: Start) -> None:
+    """A client taking its snapshot far longer than the fall-behind bound keeps its connection."""
+    load(kv, ((f"{ENDPOINTS}wep-{i}", record(i, padding="p" * 300)) for i in range(10_000)))
+    typha = typhas(TYPHA_MAXFALLBEHINDSECS="1", TYPHA_NEWCLIENTFALLBEHINDGRACEPERIOD="60")
+    host, _, port = typha.address.rpartition(":")
+    # A small read buffer: while it sleeps, its socket fills and typha's writes stall.
+    reader, writer = await asyncio.open_connection(host, int(port), limit=64 * 1024)
+    writer.write(protocol.ClientHello("slow-reader", "felix", "0.1.0", compressions=()).frame())
+    started, frames = time.monotonic(), 0
+    while True:
+        kind, _ = await read_frame(reader)
+        if kind == protocol.Kind.IN_SYNC:
+            break
+        frames += kind == protocol.Kind.SNAPSHOT
+        await asyncio.sleep(0.7)
+    took = time.monotonic() - started
+    writer.close()
+    assert took > 2, f"the snapshot took only {took:.1f}s: not slow enough to test anything"
+    assert frames == 5
+    assert metric(typha.metrics(), "typha_connections_dropped_total") == 0
 
 
 async def test_a_connection_dead_without_fin_is_left_within_twice_the_ping_interval(

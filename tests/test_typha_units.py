@@ -85,13 +85,19 @@ def test_the_cache_keeps_its_syncer_types_keys_and_logs_one_frame_per_batch() ->
         Update(f"{BLOCK}10.0.0.0-26", b"{}", 6),
         Update(f"{NODE}b", b"2", 7),
     ]
-    entry = cache.apply(batch, 0.0)
-    assert entry is not None and entry.kvs == 2 and entry.revision == 7
+    (entry,) = cache.apply(batch, 0.0)
+    assert entry.kvs == 2 and entry.revision == 7
     assert cache.values == {f"{NODE}a": (5, b"1"), f"{NODE}b": (7, b"2")}
     # A deletion of a key it never had, or only keys of another type: nothing to send.
-    assert cache.apply([Update(f"{NODE}never", None, 8)], 0.0) is None
-    assert cache.apply([Update(f"{BLOCK}10.0.0.64-26", b"{}", 9)], 0.0) is None
+    assert cache.apply([Update(f"{NODE}never", None, 8)], 0.0) == []
+    assert cache.apply([Update(f"{BLOCK}10.0.0.64-26", b"{}", 9)], 0.0) == []
     assert cache.revision == 9 and cache.log.head == 1
+    # A resync's difference of thousands of keys: frames of a bounded size, in order.
+    entries = cache.apply([Update(f"{NODE}r{i}", b"v", 100 + i) for i in range(2500)], 1.0)
+    assert [e.kvs for e in entries] == [1000, 1000, 500] and entries[-1].revision == 2599
+    # Before the first sync nothing is logged: no client can be waiting.
+    assert cache.apply([Update(f"{NODE}early", b"v", 3000)], 2.0, logged=False) == []
+    assert cache.values[f"{NODE}early"] == (3000, b"v") and cache.log.head == 4
 
 
 def test_a_snapshot_is_reused_while_the_log_since_it_is_small() -> None:

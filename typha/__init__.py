@@ -1,6 +1,7 @@
-"""typha: the datastore fan-out cache for large clusters.
+"""typha: one datastore watch fanned out to every felix and felid-bgp, for large clusters.
 
-Empty so far: felix and the bgp agent read etcd directly through
-``datastore.syncer``.  The layer is reserved beside ``ipam`` (on
-``datastore``, below ``felix``) so the contracts already hold for it.
+``felid-typha`` (``__main__``) follows etcd with one Syncer and serves its view over a framed
+protocol (``protocol``, docs/typha-protocol.md): ``cache`` keeps the view, the encoded update
+log and the shared snapshots; ``server`` the connections; ``client`` gives felix and felid-bgp
+the Syncer's interface over it; ``registry`` spreads the load between typhas.
 """

@@ -68,10 +68,10 @@ class Typha:
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
         registrar = Registrar(kv, self.layout, self.settings.registration_ttl)
-        syncer = Syncer(kv, self.server.prefixes())
+        syncer = Syncer(kv, self.server.feed.prefixes())
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.server.pump(syncer), name="syncer")
+                tasks.create_task(self.server.feed.pump(syncer), name="syncer")
                 await self.server.start()
                 tasks.create_task(self.server.accept(), name="accept")
                 await serve_http(self.settings.health_host, self.settings.health_port, self._health())

@@ -1,7 +1,7 @@
 """What typha serves, per syncer type: the current key -> value map, the encoded log of recent
 updates and the encoded snapshot that clients join at.  Synchronous and without I/O.
 
-Every update is encoded once, as one UPDATES frame per datastore batch, and appended to the
+Every update is encoded once, as UPDATES frames per datastore batch, and appended to the
 log with the next sequence number; a client is a cursor into that log, so serving it is a
 socket write of frames that already exist.  A snapshot is the whole map encoded (and
 compressed) once at a log position: every client that joins while it is fresh gets the same
@@ -19,6 +19,7 @@ from typha import protocol
 from typha.protocol import Kind, WireKV
 
 SNAPSHOT_CHUNK = 2000  # keys per SNAPSHOT frame: a frame stays small enough to write between others
+UPDATE_CHUNK = 1000  # keys per UPDATES frame: a resync's difference can be the whole datastore
 REUSE_FRACTION = 0.25  # a snapshot is reused while the log since it is under this share of its size
 
 
@@ -110,8 +111,10 @@ class SyncerCache:
     def wants(self, key: str) -> bool:
         return key.startswith(self.prefixes)
 
-    def apply(self, updates: Sequence[Update], now: float) -> Entry | None:
-        """One datastore batch: the map changes and one frame is logged (None if none concern us)."""
+    def apply(self, updates: Sequence[Update], now: float, *, logged: bool = True) -> list[Entry]:
+        """One datastore batch: the map changes and the changes that concern this syncer type are
+        logged, as UPDATES frames of at most ``UPDATE_CHUNK`` keys (none when ``logged`` is False:
+        before the first sync, when no client can be waiting for them)."""
         kvs: list[WireKV] = []
         for update in updates:
             self.revision = max(self.revision, update.revision)
@@ -123,9 +126,12 @@ class SyncerCache:
             else:
                 self.values[update.key] = (update.revision, update.value)
             kvs.append((update.key, update.value, update.revision))
-        if not kvs:
-            return None
-        return self.log.append(self.revision, protocol.kvs_frame(Kind.UPDATES, kvs)[0], now, len(kvs))
+        if not logged:
+            return []
+        return [
+            self.log.append(chunk[-1][2], protocol.kvs_frame(Kind.UPDATES, chunk)[0], now, len(chunk))
+            for chunk in protocol.chunks(kvs, UPDATE_CHUNK)
+        ]
 
     def synced_at(self, revision: int) -> None:
         self.revision = max(self.revision, revision)

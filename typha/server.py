@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from datastore.keys import KeyLayout, SyncerType
-from datastore.models import Node
-from datastore.syncer import InSync, Update, UpdateSource
 from typha import protocol, tls
 from typha.cache import FellBehind, SyncerCache
 from typha.config import TyphaSettings
+from typha.feed import DatastoreFeed
 from typha.metrics import TyphaMetrics
 from typha.protocol import ClientHello, Kind, ProtocolError, Reason, ServerHello
 from typha.registry import Registration, fair_share, registrations, room_elsewhere
@@ -87,76 +86,18 @@ class TyphaServer:
         self.metrics = metrics or TyphaMetrics()
         self.ssl_context = ssl_context
         self.clock = clock
-        self.caches = {t: SyncerCache(t.prefixes(layout.prefix)) for t in SyncerType}
+        self.feed = DatastoreFeed(layout, self.metrics, clock)
+        self.caches = self.feed.caches
+        self.in_sync = self.feed.in_sync
         self.connections: set[Connection] = set()
-        self.in_sync = asyncio.Event()
         self.closing = False
         self.share = settings.max_connections
-        self.nodes: set[str] = set()
-        self.peers: dict[str, bytes] = {}  # registration key -> value, this typha's included
         self.listener: socket.socket | None = None
         self.accept_failing = False
         self.accepting = False
         self._handlers: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
         self.own_certificate: bytes | None = None  # DER: a peer showing it may only probe
-        self._data = {t: asyncio.Event() for t in SyncerType}
-        self._pending: list[Update] = []
-
-    # -- the datastore side ------------------------------------------------------------
-
-    def prefixes(self) -> list[str]:
-        """What this typha's own Syncer follows: everything its clients need, and the registrations."""
-        wanted = {p for cache in self.caches.values() for p in cache.prefixes} | {self.layout.typhas}
-        return sorted(wanted)
-
-    async def pump(self, source: UpdateSource) -> None:
-        """Feed the caches from the Syncer: a datastore batch becomes one frame per syncer type."""
-        loop = asyncio.get_running_loop()
-        async for item in source.updates():
-            if isinstance(item, InSync):
-                self._flush()
-                for cache in self.caches.values():
-                    cache.synced_at(item.revision)
-                if not self.in_sync.is_set():
-                    log.info("in sync with the datastore at revision %d", item.revision)
-                self.in_sync.set()
-                continue
-            self._note(item)
-            if not self._pending:
-                loop.call_soon(self._flush)
-            self._pending.append(item)
-        raise RuntimeError("the Syncer stopped")
-
-    def _note(self, update: Update) -> None:
-        if update.key.startswith(self.layout.typhas):
-            if update.value is None:
-                self.peers.pop(update.key, None)
-            else:
-                self.peers[update.key] = update.value
-        elif update.key.startswith(self.layout.kind_prefix(Node)):
-            if update.value is None:
-                self.nodes.discard(update.key)
-            else:
-                self.nodes.add(update.key)
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        now = self.clock()
-        self.metrics.updates_total.inc(len(batch))
-        used = False
-        for syncer, cache in self.caches.items():
-            entry = cache.apply(batch, now)
-            self.metrics.cache_size.labels(syncer).set(len(cache.values))
-            if entry is not None:
-                used = True
-                self.metrics.kvs_per_msg.observe(entry.kvs)
-                self._data[syncer].set()
-                self._data[syncer] = asyncio.Event()
-        if not used:
-            self.metrics.updates_skipped.inc(len(batch))
 
     # -- serving -----------------------------------------------------------------------
 
@@ -362,7 +303,7 @@ class TyphaServer:
         while conn.ended is None:
             frames = cache.log.since(conn.cursor)
             if not frames:
-                await self._data[syncer].wait()
+                await self.feed.grown(syncer)
                 continue
             entry = cache.log.entry(conn.cursor)
             if entry is not None:
@@ -488,12 +429,12 @@ class TyphaServer:
         return Registration(self.name, address, self.port, len(self.connections), self.share)
 
     def others(self) -> list[Registration]:
-        return [r for r in registrations(self.peers, self.layout) if r.name != self.name]
+        return [r for r in registrations(self.feed.peers, self.layout) if r.name != self.name]
 
     def rebalance(self) -> Connection | None:
         """Shed one connection if over the fair share and another typha has room; never more."""
         others = self.others()
-        self.share = fair_share(len(self.nodes), len(others) + 1, self.settings.max_connections)
+        self.share = fair_share(len(self.feed.nodes), len(others) + 1, self.settings.max_connections)
         if self.closing or len(self.connections) <= self.share or not room_elsewhere(others):
             return None
         streaming = [c for c in self.connections if c.streaming_since is not None and c.ended is None]
