@@ -15,7 +15,8 @@ one run, each figure beside a baseline from the same run:
    as many direct etcd Syncers;
 2. ``--rate`` writes/s for ``--duration`` s while the clients are connected: the delay from the
    etcd write (its wall-clock time is in the value) to its receipt at every client, p50 / p99,
-   against one direct etcd Syncer alone (goal: p99 < 100 ms);
+   against one direct etcd Syncer alone (goal: p99 < 100 ms).  Also shown: one more TyphaSyncer
+   in a process of its own (what typha delivers to a client whose event loop is not shared);
 3. etcd's CPU seconds (utime + stime of its process) over that write phase and its watcher
    count (``etcd_debugging_mvcc_watcher_total``), with typha serving the clients and with each
    client a direct ``Syncer`` (one ``EtcdKV`` per client process, shared by its Syncers: still
@@ -24,6 +25,13 @@ one run, each figure beside a baseline from the same run:
    against the same typha before any client came.  These clients read typha's frames without
    decoding them: 1,000 full maps of 50,000 keys would not fit in this machine's memory, and
    typha's side of a connection is the same either way.
+
+typha runs with ``TYPHA_PINGINTERVAL=60`` (``--typha-ping-interval``; typha's default is 10 s), its other
+slow-client settings at their defaults.  The reason: 1,000 clients on 2 cores share each client
+process's event loop 250 ways, so a client's pinger gets its turn far later than on a host of its
+own; at 10 s typha finds clients still working through their snapshot silent for twice the
+interval, drops them as dead, and they reconnect into the same queue (thousands of drops a run).
+Every drop that still happens is reported (``typha_connections_dropped_total``, typha's log).
 
 Scaled down for a smoke test: ``python -m bench.typha_fanout --clients 100 --keys 2000 --quick``.
 Logs (etcd, typha, every client process) stay in the directory printed at the end.
@@ -79,7 +87,11 @@ SENT_LABEL = "felid.bench/sent"  # a write's "<phase tag>:<time.time()>", in a W
 MARKER = f'"{SENT_LABEL}":"'.encode()
 PLACEHOLDER = b"@sent@"
 TXN_PUTS = 100
-DIRECT_THREADS = 8  # each client process's executor for its Syncers' blocking etcd calls
+# Threads of each client process's executor for its Syncers' blocking etcd calls: more are no
+# faster (the GIL) and only race the client's 5 s deadlines.
+DIRECT_THREADS = 2
+YIELD_EVERY = 100  # updates a client consumes between two turns of its process's event loop
+PING_INTERVAL = 60.0  # TYPHA_PINGINTERVAL for the benchmark's typha (typha's default is 10 s): see below
 GOALS = {"sync": 20.0, "fanout": 0.5, "p99_ms": 100.0, "etcd_cpu": 20.0}
 
 Mode = Literal["typha", "raw", "bare", "direct"]
@@ -337,7 +349,13 @@ async def _follow(source: UpdateSource, job: Job, state: ClientState) -> None:
     view = state.view = {}
     state.source = source
     tag = job.tag.encode()
+    consumed = 0
     async for item in source.updates():
+        consumed += 1
+        if consumed % YIELD_EVERY == 0:
+            # As if each client had its own process: a backlog of buffered frames is not worked
+            # through in one step while the other clients (and this one's pinger) wait.
+            await asyncio.sleep(0)
         if isinstance(item, InSync):
             if state.synced_at is None:
                 state.synced_at = time.time()
@@ -617,7 +635,7 @@ def expect(
             continue
         if report["event"] == event:
             got[index] = report
-        elif report["event"] in ("error", "eof"):
+        elif report["event"] in ("error", "eof") and index not in got:
             problem = report.get("trace") or f"exited ({by_index[index].process.poll()})"
             raise ChildFailed(f"client process {index} failed: {problem} (see {by_index[index].log})")
     return got
@@ -654,6 +672,7 @@ class Phase:
     sync_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds from the start to all in sync
     probe: list[float] = field(default_factory=list)  # the probe client's write -> receipt delays
     probe_received: int = 0
+    failed: str | None = None
     log_problems: int = 0
     log_samples: list[str] = field(default_factory=list)
 
@@ -717,11 +736,31 @@ class Bench:
         after_sync: Callable[[], None] | None = None,
     ) -> Phase:
         """Start the client processes, let them go at once, time them into sync, then write.  A
-        probe job's client is reported apart (``Phase.probe``) and counts in no other figure."""
-        reports: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
-        probes = {j.index for j in jobs if j.probe}
+        probe job's client is reported apart (``Phase.probe``) and counts in no other figure.  A
+        phase that fails is reported as failed, and the next one runs."""
         clients = sum(j.clients for j in jobs if not j.probe)
         phase = Phase(name, clients)
+        try:
+            self._run(phase, jobs, sync_timeout, writes, watched or {}, etcd, tick, after_sync)
+        except (ChildFailed, OSError, RuntimeError, KeyError) as exc:
+            progress(f"{name} failed: {exc}")
+            phase.failed = str(exc)[:400]
+        return phase
+
+    def _run(  # noqa: PLR0917 - the options of run(), passed on
+        self,
+        phase: Phase,
+        jobs: list[Job],
+        sync_timeout: float,
+        writes: WritePlan | None,
+        watched: dict[str, int],
+        etcd: EtcdServer | None,
+        tick: Callable[[], None] | None,
+        after_sync: Callable[[], None] | None,
+    ) -> None:
+        reports: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        probes = {j.index for j in jobs if j.probe}
+        name, clients = phase.name, phase.clients
         progress(f"{name}: starting {len(jobs)} client processes, {clients} clients")
         children = [
             self.children.start(
@@ -754,12 +793,12 @@ class Bench:
                 progress(f"{name}: only {len(times)} of {clients} clients in sync after {sync_timeout:.0f}s")
             if after_sync is not None:
                 after_sync()
-            if writes is not None and phase.sync_seconds is not None:
+            if writes is not None and phase.synced:  # those not in sync yet catch up from the log
                 phase.window = self._write_phase(
                     plan=writes,
                     reports=reports,
                     children=children,
-                    watched=watched or {},
+                    watched=watched,
                     etcd=etcd,
                     tick=tick,
                 )
@@ -788,7 +827,6 @@ class Bench:
             count, samples = log_problems(child.log)
             phase.log_problems += count
             phase.log_samples += samples[: max(0, 4 - len(phase.log_samples))]
-        return phase
 
     def _write_phase(
         self,
@@ -858,9 +896,13 @@ def etcd_with(work: Path, name: str, records: Records) -> Iterator[tuple[EtcdSer
 
 
 @contextlib.contextmanager
-def typha_on(work: Path, name: str, etcd: EtcdServer, figures: Figures) -> Iterator[TyphaProcess]:
+def typha_on(
+    work: Path, name: str, etcd: EtcdServer, figures: Figures, ping_interval: float
+) -> Iterator[TyphaProcess]:
     log = work / f"{name}.log"
-    typha = TyphaProcess(name, etcd.url, log)  # slow-client settings at their defaults
+    # The other slow-client settings (TYPHA_MAXFALLBEHINDSECS, TYPHA_NEWCLIENTFALLBEHINDGRACEPERIOD) at
+    # their defaults.
+    typha = TyphaProcess(name, etcd.url, log, env={"TYPHA_PINGINTERVAL": f"{ping_interval:g}"})
     try:
         typha.start()
         typha.wait_ready(60)
@@ -903,7 +945,7 @@ def measure(args: argparse.Namespace, work: Path) -> Figures:
             )
             # 1's baseline: the same bytes from a bare server.
             figures.phases["bare"] = bare_phase(bench, snapshot_file, figures.snapshot_wire)
-            with typha_on(work, "typha", etcd, figures) as typha:
+            with typha_on(work, "typha", etcd, figures, args.typha_ping_interval) as typha:
                 assert typha.pid is not None
                 typha_pid = typha.pid
                 address = typha.address
@@ -1004,7 +1046,7 @@ def rss_phase(bench: Bench, args: argparse.Namespace, figures: Figures) -> None:
     records = make_records(args.rss_keys)
     with (
         etcd_with(bench.work, "etcd-rss", records) as (etcd, _kv),
-        typha_on(bench.work, "typha-rss", etcd, figures) as typha,
+        typha_on(bench.work, "typha-rss", etcd, figures, args.typha_ping_interval) as typha,
     ):
         pid = typha.pid
         assert pid is not None
@@ -1231,6 +1273,8 @@ def report_health(figures: Figures, work: Path) -> None:
     print("clients: reconnects (resyncs), errors, warnings in their logs, maps complete at the end")
     for name, phase in figures.phases.items():
         views = f", maps complete {phase.views_ok}/{phase.views}" if phase.views else ""
+        if phase.failed:
+            print(f"  {name}: FAILED: {phase.failed}")
         print(
             f"  {name}: {phase.resyncs} resyncs, {phase.errors} errors, {phase.log_problems} warnings"
             f"{views}, client processes' peak RSS {phase.client_hwm_mb:.0f} MB"
@@ -1259,9 +1303,9 @@ def source_state() -> str:
     return f"felid {git('rev-parse', '--short', 'HEAD') or '?'}{local}"
 
 
-def report(args: argparse.Namespace, figures: Figures, took: float, work: Path) -> None:
+def report(args: argparse.Namespace, figures: Figures, took: float, work: Path, source: str) -> None:
     n = args.clients
-    print(source_state())
+    print(f"{source} (at the start)")
     print(
         f"typha fan-out: {n} clients in {min(args.workers, n)} processes, {figures.keys} keys "
         f"({figures.record_bytes:.0f} bytes a value on average), {args.rate:g} writes/s for "
@@ -1301,6 +1345,12 @@ def main() -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=300.0, help="after the writes, for every delivery"
     )
+    parser.add_argument(
+        "--typha-ping-interval",
+        type=float,
+        default=PING_INTERVAL,
+        help=f"TYPHA_PINGINTERVAL (default {PING_INTERVAL:g}; 10 is typha's own default)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke test")
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="for the logs (default: a new one in /tmp)"
@@ -1323,9 +1373,10 @@ def main() -> None:
     raise_fd_limit()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="felid-bench-typha-"))
     work.mkdir(parents=True, exist_ok=True)
+    source = source_state()
     started = time.monotonic()
     figures = measure(args, work)
-    report(args, figures, time.monotonic() - started, work)
+    report(args, figures, time.monotonic() - started, work, source)
 
 
 if __name__ == "__main__":

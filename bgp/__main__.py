@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from bgp.agent import BGPAgent
 from bgp.config import BGPSettings
 from datastore.config import DatastoreConfig
+from datastore.daemon import until_signalled
 from datastore.errors import DatastoreError, InvalidName, NotFound, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
@@ -69,21 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         finally:
             kv.close()
-    return asyncio.run(_serve(BGPAgent(node, datastore, settings, typha=typha)))
-
-
-async def _serve(agent: BGPAgent) -> int:
-    """Until SIGTERM or SIGINT (exit 0: ExaBGP stopped and reaped, routes left) or a failure (exit 1)."""
-    main = asyncio.current_task()
-    assert main is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
-    try:
-        await agent.run()
-    except asyncio.CancelledError:
-        return 0
-    return 1
+    # SIGTERM: exit 0 with ExaBGP stopped and reaped and the routes left in the kernel.
+    agent = BGPAgent(node, datastore, settings, typha=typha)
+    return asyncio.run(until_signalled(agent.run, logging.getLogger("bgp")))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ view for everyone, restarts, slow and dead clients, version skew, TLS, shedding 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import statistics
@@ -150,8 +151,10 @@ async def test_a_restarted_typha_brings_every_client_back_to_etcds_state(kv: Etc
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_slows_nobody(kv: EtcdKV, typhas: Start) -> None:
-    typha = typhas(TYPHA_PINGINTERVAL="1", TYPHA_MAXFALLBEHINDSECS="3")
-    filler = b";" + b"x" * 20_000
+    typha = typhas(
+        TYPHA_PINGINTERVAL="1", TYPHA_MAXFALLBEHINDSECS="3", TYPHA_NEWCLIENTFALLBEHINDGRACEPERIOD="2"
+    )
+    filler = b";" + b"x" * 50_000
 
     async def latencies(followers_count: int, writes: int) -> float:
         del followers_count
@@ -228,10 +231,24 @@ async def test_a_connection_dead_without_fin_is_left_within_twice_the_ping_inter
         assert noticed <= 2 * 1.0 + 0.5, noticed
     finally:
         proxy.cut()
-    # The other side: a client that reads but never answers a ping is dropped as dead.
-    _, writer, kind, _ = await raw_hello(typha.address)
+    # The other side: a client that took its snapshot in, said so, and then fell silent (it
+    # reads, but answers no ping) is dropped as dead.
+    reader, writer, kind, _ = await raw_hello(typha.address)
     assert kind == protocol.Kind.SERVER_HELLO
+    while (await read_frame(reader))[0] != protocol.Kind.IN_SYNC:
+        pass
+    writer.write(protocol.ping(0.0))
+    silent = time.monotonic()
+
+    async def keep_reading() -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await read_frame(reader)
+
+    reading = asyncio.create_task(keep_reading())
     await until(lambda: 'reason="dead"' in typha.metrics(), 2 * 1.0 + 1.5, "typha drops the silent one")
+    assert time.monotonic() - silent >= 2 * 1.0
+    reading.cancel()
     writer.close()
 
 

@@ -61,7 +61,9 @@ def test_corrupt_bodies_are_protocol_errors() -> None:
     with pytest.raises(ProtocolError):
         protocol.decode(0, b"\xc1")
     with pytest.raises(ProtocolError):
-        protocol.wire_kvs({"kvs": [["k", "text, not bytes", 1]]})
+        protocol.wire_kvs({"kvs": (("k", "text, not bytes", 1),)})
+    with pytest.raises(ProtocolError, match="kvs missing"):
+        protocol.wire_kvs({"kvs": "not an array"})
 
 
 def test_the_log_serves_from_a_cursor_and_forgets_what_nobody_needs() -> None:

@@ -11,13 +11,13 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import ssl
 import sys
 from urllib.parse import urlsplit
 
 from datastore.config import DatastoreConfig
+from datastore.daemon import until_signalled
 from datastore.errors import DatastoreError, InvalidName, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.health import TEXT, Handler, Response, health_handlers, serve_http
@@ -169,23 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, settings.log_severity_screen.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(_serve(Typha(settings, datastore, name)))
-
-
-async def _serve(typha: Typha) -> int:
-    main = asyncio.current_task()
-    assert main is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, main.cancel)
-    try:
-        await typha.run()
-    except asyncio.CancelledError:
-        return 0
-    except Exception:
-        log.exception("typha failed")
-        return 1
-    return 1
+    typha = Typha(settings, datastore, name)
+    return asyncio.run(until_signalled(typha.run, log))
 
 
 if __name__ == "__main__":

@@ -94,10 +94,12 @@ class TyphaSyncer:
             address = random.choice(choices)
             moved = False
             try:
-                async for item in self._session(address):
-                    if isinstance(item, InSync):
-                        delay = RETRY_MIN
-                    yield item
+                # Items travel in batches up to here: one generator hop each, not three.
+                async for batch in self._session(address):
+                    for item in batch:
+                        if isinstance(item, InSync):
+                            delay = RETRY_MIN
+                        yield item
             except Refused as exc:
                 moved = exc.reason in protocol.MOVE_ON
                 log.log(
@@ -124,7 +126,7 @@ class TyphaSyncer:
             if not moved:
                 delay = min(delay * 2, RETRY_MAX)
 
-    async def _session(self, address: str) -> AsyncIterator[SyncItem]:
+    async def _session(self, address: str) -> AsyncIterator[list[SyncItem]]:
         host, _, port = address.rpartition(":")
         timeout = self.settings.typha_connect_timeout
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races its
@@ -163,8 +165,8 @@ class TyphaSyncer:
             )
             self.connected_to = address
             pinger = asyncio.create_task(self._ping(writer, server.ping_interval))
-            async for item in self._stream(reader, writer, 2 * server.ping_interval):
-                yield item
+            async for batch in self._stream(reader, writer, 2 * server.ping_interval):
+                yield batch
         finally:
             if pinger is not None:
                 pinger.cancel()
@@ -175,7 +177,7 @@ class TyphaSyncer:
 
     async def _stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silence: float
-    ) -> AsyncIterator[SyncItem]:
+    ) -> AsyncIterator[list[SyncItem]]:
         snapshot: dict[str, tuple[int, bytes]] = {}
         while True:
             try:
@@ -190,17 +192,20 @@ class TyphaSyncer:
                 await asyncio.sleep(0)  # frames already buffered would otherwise hold the loop
             elif kind == Kind.IN_SYNC:
                 revision = protocol.revision_of(body)
-                for i, change in enumerate(self._known.diff(snapshot, revision), 1):
-                    yield change
-                    if i % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
+                changes: list[SyncItem] = list(self._known.diff(snapshot, revision))
                 snapshot = {}
-                yield InSync(revision)
+                for start in range(0, len(changes), YIELD_EVERY):
+                    yield changes[start : start + YIELD_EVERY]
+                    await asyncio.sleep(0)
+                writer.write(protocol.ping(time.monotonic()))  # tells typha the snapshot is taken in
+                yield [InSync(revision)]
             elif kind == Kind.UPDATES:
-                for key, value, revision in protocol.wire_kvs(body):
-                    update = self._known.apply(key, value, revision)
-                    if update is not None:
-                        yield update
+                apply = self._known.apply
+                updates: list[SyncItem] = [
+                    u for k, v, r in protocol.wire_kvs(body) if (u := apply(k, v, r)) is not None
+                ]
+                if updates:
+                    yield updates
             elif kind == Kind.PING:
                 writer.write(protocol.pong(body))
             elif kind == Kind.PONG:

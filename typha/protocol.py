@@ -92,7 +92,7 @@ def decode(flags: int, payload: bytes) -> dict[str, Any]:
         except zlib.error as exc:
             raise ProtocolError(f"a compressed body that does not decompress: {exc}") from None
     try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=False)  # arrays as tuples
     except (ValueError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"a body that is not msgpack: {exc}") from None
     if not isinstance(body, dict):
@@ -113,22 +113,33 @@ def kvs_frame(kind: Kind, kvs: Sequence[WireKV], *, compress: bool = False) -> t
 
 
 def wire_kvs(body: Mapping[str, Any]) -> list[WireKV]:
-    """The ``kvs`` of a SNAPSHOT or UPDATES body, checked."""
+    """The ``kvs`` of a SNAPSHOT or UPDATES body, checked (text keys, bytes or nil values, integer
+    revisions): what a consumer is handed is what the Syncer would hand it."""
     kvs = body.get("kvs")
-    if not isinstance(kvs, list):
+    if not isinstance(kvs, tuple):
         raise ProtocolError("kvs missing")
-    out: list[WireKV] = []
-    for item in kvs:
-        if (
-            not isinstance(item, list | tuple)
-            or len(item) != 3
-            or not isinstance(item[0], str)
-            or not (item[1] is None or isinstance(item[1], bytes))
-            or not isinstance(item[2], int)
-        ):
-            raise ProtocolError(f"a kv that is not [key, value, revision]: {str(item)[:80]}")
-        out.append((item[0], item[1], item[2]))
-    return out
+    try:
+        for key, value, revision in kvs:
+            if (
+                type(key) is not str
+                or type(revision) is not int
+                or not (value is None or type(value) is bytes)
+            ):
+                raise TypeError(key)
+    except (TypeError, ValueError):
+        bad = next((i for i in kvs if not _is_kv(i)), None)
+        raise ProtocolError(f"a kv that is not [key, value, revision]: {str(bad)[:80]}") from None
+    return list(kvs)
+
+
+def _is_kv(item: Any) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and (item[1] is None or isinstance(item[1], bytes))
+        and isinstance(item[2], int)
+    )
 
 
 def _text(body: Mapping[str, Any], key: str) -> str:
@@ -161,10 +172,10 @@ class ClientHello:
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> ClientHello:
         protocols = body.get("protocols")
-        compressions = body.get("compressions", [])
-        if not isinstance(protocols, list) or not all(isinstance(p, int) for p in protocols):
+        compressions = body.get("compressions", ())
+        if not isinstance(protocols, tuple) or not all(isinstance(p, int) for p in protocols):
             raise ProtocolError("protocols missing or not a list of integers")
-        if not isinstance(compressions, list) or not all(isinstance(c, str) for c in compressions):
+        if not isinstance(compressions, tuple) or not all(isinstance(c, str) for c in compressions):
             raise ProtocolError("compressions not a list of names")
         return cls(
             _text(body, "hostname"),

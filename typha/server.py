@@ -53,6 +53,7 @@ class Connection:
     last_ping: float = 0.0
     ended: str | None = None
     probe_only: bool = False
+    digested: bool = False  # heard from after its snapshot was sent
     handler: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -160,6 +161,9 @@ class TyphaServer:
         except OSError:
             sock.close()
             return
+        # asyncio sets TCP_NODELAY only on sockets it made: without it a small update waits for
+        # the client's delayed ACK (tens of milliseconds).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = asyncio.StreamReader(limit=1 << 20)
         stream = asyncio.StreamReaderProtocol(reader)
         try:
@@ -328,6 +332,7 @@ class TyphaServer:
             while True:
                 kind, body = await read_frame(conn.reader)
                 conn.last_heard = self.clock()
+                conn.digested = conn.digested or conn.streaming_since is not None
                 if kind == Kind.PING:
                     conn.send(protocol.pong(body))
                 elif kind == Kind.PONG:
@@ -380,10 +385,12 @@ class TyphaServer:
         for conn in list(self.connections):
             if conn.ended is not None or conn.cache is None:
                 continue
-            # Silence counts from the end of its snapshot: until then the grace period rules.
-            silent = now - max(conn.last_heard, conn.streaming_since or now)
-            if silent > 2 * s.ping_interval:
-                self.drop(conn, Reason.DEAD, f"nothing heard for {silent:.1f}s: the connection is dead")
+            # Silence counts once the client said it has taken its snapshot in (its first message
+            # after the snapshot): until then the grace period rules, however long it digests.
+            silent = now - (conn.last_heard if conn.digested else conn.joined)
+            bound = 2 * s.ping_interval + (0 if conn.digested else s.new_client_fall_behind_grace_period)
+            if silent > bound:
+                self.drop(conn, Reason.DEAD, f"nothing heard for {silent:.1f}s (bound {bound:g}s): dead")
                 continue
             if now - conn.last_ping >= s.ping_interval:
                 conn.last_ping = now
