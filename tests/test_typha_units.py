@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from datastore.errors import ValidationFailed
 from datastore.keys import SyncerType
+from datastore.settings import resolve
 from datastore.syncer import KnownKeys, Update
 from typha import protocol
 from typha.cache import FellBehind, SyncerCache, UpdateLog
+from typha.config import TyphaClientSettings, TyphaSettings
 from typha.protocol import ClientHello, Kind, ProtocolError, ServerHello
 from typha.registry import Registration, fair_share, room_elsewhere
 from typha.tls import refusal
@@ -153,3 +156,15 @@ def test_a_fresh_snapshot_becomes_only_its_difference() -> None:
     assert again == [Update("c", None, 6), Update("b", b"22", 5), Update("d", b"4", 6)]
     assert known.apply("b", b"22", 5) is None  # already delivered by the snapshot
     assert known.apply("e", None, 7) is None  # a deletion of what the consumer never had
+
+
+def test_settings_refuse_half_a_tls_setup_and_addresses_without_a_port() -> None:
+    with pytest.raises(ValidationFailed, match=r"TLS needs all of .* \(only ca_file given\)"):
+        resolve(TyphaSettings, environ={"TYPHA_CAFILE": "/etc/hostname"})
+    files = {TyphaClientSettings.env_name(f): "/etc/hostname" for f in ("typha_ca_file", "typha_cert_file")}
+    files[TyphaClientSettings.env_name("typha_key_file")] = "/etc/hostname"
+    with pytest.raises(ValidationFailed, match="set typha_cn or typha_uri_san"):
+        resolve(TyphaClientSettings, environ=files)
+    with pytest.raises(ValidationFailed, match=r"FELID_TYPHA_ADDRS.*'192\.0\.2\.1' is not host:port"):
+        resolve(TyphaClientSettings, environ={"FELID_TYPHA_ADDRS": "192.0.2.1:5473,192.0.2.1"})
+    assert resolve(TyphaClientSettings, environ={"FELID_TYPHA_ADDRS": "192.0.2.1:5473"}).enabled

@@ -18,6 +18,17 @@ def _readable(value: Path | None) -> Path | None:
     return value
 
 
+def _mutual_tls(
+    files: dict[str, Path | None], identities: tuple[str | None, ...], names: str, peers: str
+) -> None:
+    """All of the TLS files or none; with them, at least one allowed identity of the peers."""
+    given = [name for name, path in files.items() if path is not None]
+    if given and len(given) < len(files):
+        raise ValueError(f"TLS needs all of {', '.join(files)} (only {', '.join(given)} given)")
+    if given and not any(identities):
+        raise ValueError(f"with TLS, set {names}: which {peers} to trust")
+
+
 class TyphaSettings(Settings):
     ENV_PREFIX: ClassVar[str] = "TYPHA_"
 
@@ -90,11 +101,9 @@ class TyphaSettings(Settings):
 
     @model_validator(mode="after")
     def _tls(self) -> TyphaSettings:
-        files = (self.ca_file, self.server_cert_file, self.server_key_file)
-        if any(files) and not all(files):
-            raise ValueError("TLS needs all of ca_file, server_cert_file and server_key_file")
-        if all(files) and not (self.client_cn or self.client_uri_san):
-            raise ValueError("with TLS, set client_cn or client_uri_san: which clients are allowed")
+        files = {"ca_file": self.ca_file, "server_cert_file": self.server_cert_file}
+        files["server_key_file"] = self.server_key_file
+        _mutual_tls(files, (self.client_cn, self.client_uri_san), "client_cn or client_uri_san", "clients")
         return self
 
     @property
@@ -139,11 +148,9 @@ class TyphaClientSettings(Settings):
 
     @model_validator(mode="after")
     def _tls(self) -> TyphaClientSettings:
-        files = (self.typha_ca_file, self.typha_cert_file, self.typha_key_file)
-        if any(files) and not all(files):
-            raise ValueError("TLS to typha needs all of typha_ca_file, typha_cert_file and typha_key_file")
-        if all(files) and not (self.typha_cn or self.typha_uri_san):
-            raise ValueError("with TLS to typha, set typha_cn or typha_uri_san: which typha to trust")
+        files = {"typha_ca_file": self.typha_ca_file, "typha_cert_file": self.typha_cert_file}
+        files["typha_key_file"] = self.typha_key_file
+        _mutual_tls(files, (self.typha_cn, self.typha_uri_san), "typha_cn or typha_uri_san", "typhas")
         return self
 
     @property
