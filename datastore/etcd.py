@@ -3,8 +3,9 @@
 The client is synchronous and thread based; asyncio callers run it with
 ``asyncio.to_thread``.  Its pitfalls (DESIGN.md §2) are handled here once:
 an endpoint that failed is retried after ``RETRY_FAILED_ENDPOINT`` seconds
-instead of pyetcd's 300, watch callbacks arrive on pyetcd's thread, range
-reads are paginated, and every gRPC failure becomes a typed datastore error.
+instead of pyetcd's 300 (and at once when every endpoint is marked failed), watch
+callbacks arrive on pyetcd's thread, range reads are paginated, and every gRPC
+failure becomes a typed datastore error.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ _UNAVAILABLE = (
 )
 
 
+class _Shunned(Exception):
+    """pyetcd refused to try: every endpoint is marked failed."""
+
+
 def _prefix_end(prefix: str) -> bytes:
     raw = bytearray(prefix.encode())
     while raw and raw[-1] == 0xFF:
@@ -109,13 +114,26 @@ class EtcdKV:
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
+            return self._translated(fn)
+        except _Shunned:
+            # Every endpoint failed within RETRY_FAILED_ENDPOINT, and pyetcd would not even try one:
+            # right after etcd came back, a call would fail unseen. Try the one shunned longest.
+            oldest = min(self._client.endpoints.values(), key=lambda e: float(e.last_failed))
+            oldest.last_failed = 0
+            try:
+                return self._translated(fn)
+            except _Shunned as exc:
+                raise Unavailable(self.endpoints, str(exc.__cause__ or exc)) from None
+
+    def _translated(self, fn: Callable[[], Any]) -> Any:
+        try:
             return fn()
+        except (etcd_exc.NoServerAvailableError, ValueError) as exc:  # ValueError: "a failed node"
+            raise _Shunned() from exc
         except _UNAVAILABLE as exc:
             raise Unavailable(self.endpoints, _reason(exc)) from None
         except grpc.RpcError as exc:
             raise self._rpc_error(exc) from None
-        except ValueError as exc:  # pyetcd: "Trying to use a failed node"
-            raise Unavailable(self.endpoints, str(exc)) from None
 
     def _rpc_error(self, exc: grpc.RpcError) -> DatastoreError:
         code = exc.code() if isinstance(exc, grpc.Call) else None

@@ -6,11 +6,13 @@ import threading
 
 import pytest
 
-from datastore.errors import AlreadyExists, BatchItemFailed, Conflict, NotFound, ValidationFailed
+from datastore.errors import AlreadyExists, BatchItemFailed, Conflict, NotFound, Unavailable, ValidationFailed
+from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from datastore.kv import KVStore
+from datastore.kv import KVStore, Put
 from datastore.models import BGPPeer, IPPool, Node, WorkloadEndpoint, parse_resource
 from datastore.store import ResourceStore, WriteMode
+from lab.etcd import EtcdServer
 
 
 def pool(name: str, cidr: str, **spec: object) -> IPPool:
@@ -235,3 +237,23 @@ def test_corrupt_stored_value_is_a_clear_error(store: ResourceStore, kv: KVStore
     kv.commit([], [Put("/felid/resources/v3/projectcalico.org/ippools/bad", b"{not json")])
     with pytest.raises(ValidationFailed, match="not JSON"):
         store.get(IPPool, "bad")
+
+
+def shun_every_endpoint(kv: EtcdKV) -> None:
+    """As a call that failed while etcd was away leaves pyetcd: every endpoint marked failed."""
+    for endpoint in kv._client.endpoints.values():
+        endpoint.fail()
+    kv._client._clear_old_stubs()
+
+
+def test_a_call_is_tried_when_every_endpoint_was_just_marked_failed(etcd: EtcdServer, kv: EtcdKV) -> None:
+    """Right after etcd comes back, pyetcd would refuse every call for RETRY_FAILED_ENDPOINT: the
+    endpoint that failed while etcd was away is tried at once instead."""
+    kv.commit([], [Put("/felid/x", b"1")])
+    shun_every_endpoint(kv)
+    found = kv.get("/felid/x")
+    assert found is not None and found.value == b"1"
+    etcd.stop()
+    shun_every_endpoint(kv)
+    with pytest.raises(Unavailable):
+        kv.get("/felid/x")
