@@ -88,8 +88,6 @@ class TyphaServer:
         self.ssl_context = ssl_context
         self.clock = clock
         self.feed = DatastoreFeed(layout, self.metrics, clock)
-        self.caches = self.feed.caches
-        self.in_sync = self.feed.in_sync
         self.connections: set[Connection] = set()
         self.closing = False
         self.share = settings.max_connections
@@ -120,7 +118,7 @@ class TyphaServer:
     def ready(self) -> bool:
         """In sync with etcd, accepting and below the hard maximum: a client would be served."""
         return (
-            self.in_sync.is_set()
+            self.feed.in_sync.is_set()
             and not self.closing
             and self.accepting
             and not self.accept_failing
@@ -242,6 +240,7 @@ class TyphaServer:
             )
         if hello.syncer not in set(SyncerType):
             return self._refuse(conn, Reason.BAD_HELLO, f"unknown syncer type {hello.syncer!r}")
+        syncer = SyncerType(hello.syncer)
         if self.closing:
             return self._refuse(conn, Reason.SHUTDOWN, "this typha is shutting down")
         if len(self.connections) >= self.settings.max_connections:
@@ -251,15 +250,15 @@ class TyphaServer:
         self.connections.add(conn)
         self.metrics.connections_accepted.inc()
         self._count()
-        await self.in_sync.wait()
-        cache = conn.cache = self.caches[SyncerType(hello.syncer)]
+        await self.feed.in_sync.wait()
+        cache = conn.cache = self.feed.caches[syncer]
         compression = "zlib" if "zlib" in hello.compressions else None
         conn.send(
             ServerHello(self.name, self.version, chosen, self.settings.ping_interval, compression).frame()
         )
         conn.tasks.append(asyncio.create_task(self._read(conn)))
-        await self._send_snapshot(conn, cache, compression is not None)
-        await self._stream(conn, cache, SyncerType(hello.syncer))
+        await self._send_snapshot(conn, cache, syncer, compression is not None)
+        await self._stream(conn, cache, syncer)
 
     def _identified(self, conn: Connection) -> bool:
         """After the handshake: the client certificate names an allowed client (or is typha's own,
@@ -278,20 +277,20 @@ class TyphaServer:
         return True
 
     def _refuse(self, conn: Connection, reason: Reason, message: str) -> None:
+        """Say goodbye to a client before serving it (the handler then returns)."""
         log.warning("refused %s: %s", conn, message)
-        conn.send(protocol.goodbye(reason, message))
-        conn.ended = str(reason)
-        self.metrics.connections_dropped.labels(str(reason)).inc()
+        self._goodbye(conn, reason, message, graceful=True)
 
-    async def _send_snapshot(self, conn: Connection, cache: SyncerCache, compressed: bool) -> None:
+    async def _send_snapshot(
+        self, conn: Connection, cache: SyncerCache, syncer: SyncerType, compressed: bool
+    ) -> None:
         generated = cache.generated
         snapshot = cache.snapshot(compressed)
-        syncer = conn.hello.syncer if conn.hello else ""
         if cache.generated > generated:
             self.metrics.snapshots_generated.labels(syncer).inc()
-            gauge = self.metrics.snapshot_compressed_bytes if compressed else self.metrics.snapshot_raw_bytes
-            gauge.labels(syncer).set(snapshot.wire_bytes)
             self.metrics.snapshot_raw_bytes.labels(syncer).set(snapshot.raw_bytes)
+            if compressed:
+                self.metrics.snapshot_compressed_bytes.labels(syncer).set(snapshot.wire_bytes)
         else:
             self.metrics.snapshots_reused.labels(syncer).inc()
         conn.cursor = snapshot.seq
@@ -345,6 +344,9 @@ class TyphaServer:
         if conn.ended is not None:
             return
         log.log(logging.INFO if graceful else logging.WARNING, "dropping %s: %s", conn, message)
+        self._goodbye(conn, reason, message, graceful=graceful)
+
+    def _goodbye(self, conn: Connection, reason: Reason, message: str, *, graceful: bool) -> None:
         conn.send(protocol.goodbye(reason, message))
         self.metrics.connections_dropped.labels(str(reason)).inc()
         self._end(conn, str(reason), graceful=graceful)
@@ -422,7 +424,7 @@ class TyphaServer:
     def trim_logs(self) -> None:
         limit = min(LOG_LIMIT, int(self.settings.max_fall_behind_bytes * LOG_SLACK))
         entries = 0
-        for cache in self.caches.values():
+        for cache in self.feed.caches.values():
             cursors = [c.cursor for c in self.connections if c.cache is cache]
             cache.log.trim(min([*cursors, cache.oldest_needed(), cache.log.head]))
             while cache.log.bytes > limit and cache.log.base < cache.log.head:
