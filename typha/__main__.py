@@ -16,6 +16,8 @@ import ssl
 import sys
 from urllib.parse import urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from datastore.config import DatastoreConfig
 from datastore.daemon import until_signalled
 from datastore.errors import DatastoreError, InvalidName, ValidationFailed
@@ -41,7 +43,7 @@ def advertised(settings: TyphaSettings, datastore: DatastoreConfig) -> str:
     """The address clients are told: the configured one, the bound one, or the one etcd is reached from."""
     if settings.advertise_address:
         return settings.advertise_address
-    if settings.server_host not in ("0.0.0.0", ""):
+    if not settings.binds_every_address:
         return settings.server_host
     target = urlsplit(datastore.etcd_endpoints[0])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -61,8 +63,11 @@ class Typha:
                 settings.ca_file, settings.server_cert_file, settings.server_key_file
             )
         self.server = TyphaServer(settings, self.layout, name, VERSION, ssl_context=context)
-        if settings.server_cert_file is not None:
+        self.probe_ssl: ssl.SSLContext | None = None  # the readiness probe's, made once
+        if settings.tls:
+            assert settings.server_cert_file and settings.server_key_file
             self.server.own_certificate = tls.der_of(settings.server_cert_file)
+            self.probe_ssl = tls.probe_context(settings.server_cert_file, settings.server_key_file)
         self.address = advertised(settings, datastore)
 
     async def run(self) -> None:
@@ -99,7 +104,7 @@ class Typha:
         await self.server.shutdown()
 
     async def _register(self, registrar: Registrar) -> None:
-        await self.server.in_sync.wait()
+        await self.server.feed.in_sync.wait()
         interval = min(self.settings.registration_ttl / 3, self.settings.shed_interval)
         while True:
             try:
@@ -110,7 +115,7 @@ class Typha:
             await asyncio.sleep(interval)
 
     async def _rebalance(self) -> None:
-        await self.server.in_sync.wait()
+        await self.server.feed.in_sync.wait()
         while True:
             await asyncio.sleep(self.settings.shed_interval)
             self.server.rebalance()
@@ -123,10 +128,10 @@ class Typha:
         is accepted and answered (a probe frame), not merely listened for."""
         if not self.server.ready():
             return 503, TEXT, b"not ready: not in sync, shutting down or full\n"
-        host = "127.0.0.1" if self.settings.server_host in ("0.0.0.0", "") else self.settings.server_host
+        host = self.settings.local_host
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
-                reader, writer = await asyncio.open_connection(host, self.server.port, ssl=self._probe_ssl())
+                reader, writer = await asyncio.open_connection(host, self.server.port, ssl=self.probe_ssl)
             try:
                 writer.write(protocol.ping(0.0))
                 async with asyncio.timeout(PROBE_TIMEOUT):
@@ -139,17 +144,8 @@ class Typha:
             return 503, TEXT, b"not ready: the client port answered wrongly\n"
         return 200, TEXT, b"ready\n"
 
-    def _probe_ssl(self) -> ssl.SSLContext | None:
-        """With TLS the probe shows typha's own certificate, which the server lets probe and nothing else."""
-        if not self.settings.tls:
-            return None
-        assert self.settings.server_cert_file and self.settings.server_key_file
-        return tls.probe_context(self.settings.server_cert_file, self.settings.server_key_file)
-
     def _metrics(self) -> Response:
-        from prometheus_client import generate_latest
-
-        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.server.metrics.registry)
+        return 200, CONTENT_TYPE_LATEST, generate_latest(self.server.metrics.registry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,15 @@ class TyphaSettings(Settings):
     def tls(self) -> bool:
         return self.ca_file is not None
 
+    @property
+    def binds_every_address(self) -> bool:
+        return self.server_host in ("0.0.0.0", "")
+
+    @property
+    def local_host(self) -> str:
+        """Where this host reaches the client server: its bound address, loopback for a wildcard."""
+        return "127.0.0.1" if self.binds_every_address else self.server_host
+
 
 class TyphaClientSettings(Settings):
     """How felix and felid-bgp reach typha; with no address and no discovery they read etcd."""
