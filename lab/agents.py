@@ -21,14 +21,9 @@ from typing import Any
 from bgp.config import BGPSettings
 from lab.etcd import free_port
 from lab.network import Lab, LabHost, http_get
-from lab.processes import BIN, kill_group
+from lab.processes import BIN, clean_environment, kill_group
 
 BGP_PORT: int = BGPSettings.default_of("metrics_port")
-
-
-def _clean_environment() -> dict[str, str]:
-    """This process's environment without felid's own settings, which would leak into the agent."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))}
 
 
 class FelixProcess:
@@ -37,7 +32,7 @@ class FelixProcess:
         self.log = log
         self.health_port = free_port()
         self.env = {
-            **_clean_environment(),
+            **clean_environment(),
             "FELID_ETCD_ENDPOINTS": host.etcd_url,
             "FELID_NODENAME": host.node,
             "FELIX_HEALTHPORT": str(self.health_port),
@@ -93,7 +88,7 @@ class BGPProcess:
         self.args = args
         self.log = work / f"bgp-{host.node}.log"
         self.env = {
-            **_clean_environment(),
+            **clean_environment(),
             "FELID_ETCD_ENDPOINTS": host.etcd_url,
             "FELID_NODENAME": host.node,
             "FELID_BGP_RUN_DIR": str(work / f"bgp-{host.node}"),

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from felid.node.config import NodeSettings
 from lab import network
 from lab.network import Lab, LabHost
-from lab.processes import BIN, kill_tree, kill_trees, wait_gone
+from lab.processes import BIN, clean_environment, kill_tree, kill_trees, wait_gone
 from lab.typha import TyphaProcess
 from lab.workloads import PingResult, ping
 from typha.config import TyphaSettings
@@ -133,7 +133,7 @@ class Cluster:
         assert self.lab is not None
         home = Path(host.home)
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))},
+            **clean_environment(),
             **node_environment(self.mode),
             "FELID_ETCD_ENDPOINTS": self.lab.etcd.url,
             "FELID_NODENAME": host.node,

@@ -12,6 +12,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # felid's console scripts, beside the interpreter running the lab
+OWN_SETTINGS = ("FELID_", "FELIX_", "TYPHA_")
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without felid's own settings, which would leak into what the lab
+    starts (each gets exactly the settings its caller gives it)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}
 
 
 def kill_tree(pid: int, grace: float = 0.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 from datastore.health import get_local
 from lab.etcd import free_port
 from lab.network import LabHost, http_get
-from lab.processes import BIN, kill_group
+from lab.processes import BIN, clean_environment, kill_group
 
 
 class TyphaProcess:
@@ -39,7 +38,7 @@ class TyphaProcess:
         bind = host.address if host is not None else "127.0.0.1"
         self.address = f"{bind}:{self.port}"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_", "TYPHA_"))},
+            **clean_environment(),
             "FELID_ETCD_ENDPOINTS": etcd_url,
             "TYPHA_NAME": name,
             "TYPHA_SERVERHOST": bind,

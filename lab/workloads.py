@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lab.processes import BIN
+from lab.processes import BIN, clean_environment
 
 
 def cni(
@@ -26,7 +25,7 @@ def cni(
 ) -> tuple[int, dict[str, Any] | None]:
     """Run a CNI plugin as a runtime would, inside host namespace ``netns``: (exit code, result JSON).
     ``environ`` adds to the plugin's environment (felid's own variables are not passed on otherwise)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "CNI_", "FELIX_"))}
+    env = {k: v for k, v in clean_environment().items() if not k.startswith("CNI_")}
     env |= dict(environ or {})
     env |= {
         "CNI_COMMAND": command,

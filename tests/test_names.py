@@ -4,7 +4,6 @@ component that would split a key or climb out of its place, whoever forgot to ch
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from datastore.errors import InvalidName
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import Node, WorkloadEndpoint
 from lab.network import LabHost, namespaces
-from lab.processes import BIN
+from lab.processes import BIN, clean_environment
 
 LIST_KEYS = """
 import sys
@@ -106,7 +105,7 @@ def test_felidctl_refuses_names_that_are_not_names(host: LabHost) -> None:
 
 @pytest.mark.parametrize("program", ["felid-node", "felid-felix", "felid-bgp"])
 def test_the_agents_refuse_a_bad_node_name(program: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FELID_", "FELIX_"))}
+    env = clean_environment()
     argv = [str(BIN / program)] + (["--check-config"] if program == "felid-node" else [])
     done = subprocess.run(
         argv, env={**env, "FELID_NODENAME": "a/b"}, capture_output=True, text=True, timeout=60, check=False
