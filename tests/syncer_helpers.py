@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
+from datastore.kv import KVStore
 from datastore.syncer import InSync, Update, UpdateSource
 
 
@@ -49,9 +50,17 @@ async def running(syncer: UpdateSource) -> AsyncIterator[Consumer]:
             await task
 
 
-async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> float:
+    """Seconds it took; AssertionError naming ``what`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
+        if loop.time() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
         await asyncio.sleep(0.02)
+    return loop.time() - started
+
+
+def etcd_view(kv: KVStore, prefixes: Sequence[str]) -> dict[str, bytes]:
+    """What etcd holds under ``prefixes``: what a follower's view must come to."""
+    return {item.key: item.value for prefix in prefixes for item in kv.list(prefix)[0]}

@@ -10,13 +10,9 @@ from datastore.kv import Delete, KVStore, Put
 from datastore.syncer import Syncer, Update
 from lab.etcd import EtcdServer
 from tests.harness.proxy import CuttableProxy
-from tests.syncer_helpers import Consumer, running, until
+from tests.syncer_helpers import Consumer, etcd_view, running, until
 
 A, B = "/felid/a/", "/felid/b/"
-
-
-def etcd_view(kv: KVStore) -> dict[str, bytes]:
-    return {item.key: item.value for prefix in (A, B) for item in kv.list(prefix)[0]}
 
 
 def put(kv: KVStore, key: str, value: str) -> int:
@@ -53,7 +49,7 @@ async def test_snapshot_then_ordered_updates(kv: EtcdKV) -> None:
             Update(B + "1", None, r2),
             Update(B + "2", b"b-two", r3),
         ]
-        assert consumer.view == etcd_view(kv)
+        assert consumer.view == etcd_view(kv, (A, B))
 
 
 async def test_resync_across_etcd_restart(etcd: EtcdServer, kv: EtcdKV) -> None:
@@ -75,7 +71,7 @@ async def test_resync_across_etcd_restart(etcd: EtcdServer, kv: EtcdKV) -> None:
             await asyncio.to_thread(put, kv, f"{A}{i:02}", f"changed{i}")
         for i in range(5):
             await asyncio.to_thread(put, kv, f"{B}{i}", f"new{i}")
-        await until(lambda: consumer.view == etcd_view(kv))
+        await until(lambda: consumer.view == etcd_view(kv, (A, B)))
         assert consumer.in_syncs() >= 2
         # Afterwards the watch is live again.
         put(kv, B + "after", "x")
@@ -109,7 +105,7 @@ async def test_resync_across_lost_connection_and_compaction(etcd: EtcdServer, kv
             last = put(kv, B + "new", "fresh")
             kv.compact(last)
             await asyncio.to_thread(proxy.restore)
-            await until(lambda: consumer.view == etcd_view(kv))
+            await until(lambda: consumer.view == etcd_view(kv, (A, B)))
             put(kv, A + "0", "after")
             await until(lambda: consumer.view[A + "0"] == b"after")
         check_stream(consumer)

@@ -23,18 +23,17 @@ from lab.etcd import EtcdServer, free_port
 from lab.typha import TyphaProcess
 from tests.harness.proxy import CuttableProxy
 from tests.harness.tls import PKI
+from tests.syncer_helpers import etcd_view, until
 from tests.typha_helpers import (
     ENDPOINTS,
     FELIX,
     NODES,
     client,
-    etcd_view,
     following,
     load,
     metric,
     raw_hello,
     record,
-    until,
 )
 from typha import protocol
 from typha.client import TyphaSyncer, client_ssl

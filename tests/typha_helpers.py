@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +47,6 @@ def load(kv: KVStore, items: Iterable[tuple[str, bytes]]) -> int:
     if batch:
         revision = kv.commit([], batch) or revision
     return revision
-
-
-def etcd_view(kv: KVStore, prefixes: Sequence[str]) -> dict[str, bytes]:
-    return {item.key: item.value for prefix in prefixes for item in kv.list(prefix)[0]}
 
 
 @dataclass
@@ -103,16 +99,6 @@ async def following(clients: Sequence[TyphaSyncer]) -> AsyncIterator[list[Follow
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise AssertionError(f"a client failed: {task.exception()!r}")
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds it took; AssertionError naming ``what`` after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def raw_hello(
