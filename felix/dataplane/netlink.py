@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from felix.calc.model import VTEP, IPIPDevice, Route, VXLANDevice
 from felix.dataplane import rtnl
+
+# Entering a pod's namespace forks a helper that hands back a socket. Under an emulated kernel
+# (the UML demo) its start took longer than pyroute2's 2 s a try (10 s in all) and a CNI ADD
+# failed; a slow start is not a failure, so it gets the time.
+pyroute2_config.default_communicate_timeout = 10
+pyroute2_config.default_create_socket_timeout = 60
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
