@@ -9,7 +9,7 @@ one run, each figure beside a baseline from the same run:
    felid writes them, under felix's syncer prefixes, loaded in transactions of 100 puts): the
    time from the clients starting until every one is in sync, each a ``TyphaSyncer`` keeping the
    full key -> value map, against a bare asyncio server writing the same encoded snapshot
-   (``SyncerCache.snapshot(compressed=True).frames``) to the same number of sockets read by the
+   (``SyncerCache.snapshot("zstd").frames``) to the same number of sockets read by the
    same client processes, which only read the bytes (goal: all in sync < 20 s, bare/typha
    >= 0.5).  Also shown: typha with clients that only read its frames (the server alone), and
    as many direct etcd Syncers;

@@ -166,7 +166,7 @@ def snapshot_frames(kv: EtcdKV) -> tuple[tuple[bytes, ...], int]:
     ]
     updates.sort(key=lambda u: (u.revision, u.key))
     cache.apply(updates, time.monotonic())
-    snapshot = cache.snapshot(compressed=True)
+    snapshot = cache.snapshot("zstd")
     return snapshot.frames, snapshot.raw_bytes
 
 

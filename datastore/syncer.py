@@ -19,13 +19,13 @@ from typing import NoReturn, Protocol
 
 from datastore.errors import Compacted, DatastoreError, Unavailable
 from datastore.kv import KVStore, WatchEvent
-from datastore.updates import InSync, KnownKeys, SyncItem, Update
+from datastore.updates import InSync, KeyState, KnownKeys, SyncItem, Update
 
 log = logging.getLogger(__name__)
 
 
 _Batch = Sequence[WatchEvent] | Exception
-__all__ = ["InSync", "KnownKeys", "SyncItem", "Syncer", "Update", "UpdateSource", "follow"]
+__all__ = ["InSync", "KeyState", "KnownKeys", "SyncItem", "Syncer", "Update", "UpdateSource", "follow"]
 
 
 class Syncer:
@@ -90,14 +90,14 @@ class Syncer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_retry_delay)
 
-    def _snapshot(self) -> tuple[int, dict[str, tuple[int, bytes]]]:
+    def _snapshot(self) -> tuple[int, dict[str, KeyState]]:
         while True:
             revision: int | None = None
-            found: dict[str, tuple[int, bytes]] = {}
+            found: dict[str, KeyState] = {}
             try:
                 for prefix in self._prefixes:
                     items, revision = self._kv.list(prefix, revision)
-                    found.update((kv.key, (kv.mod_revision, kv.value)) for kv in items)
+                    found.update((kv.key, (kv.key, kv.value, kv.mod_revision)) for kv in items)
             except Compacted:
                 continue  # compacted between two prefixes: read them all again
             assert revision is not None

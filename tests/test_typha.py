@@ -10,15 +10,16 @@ import logging
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.kv import Delete, Put
-from datastore.syncer import Update
+from datastore.syncer import InSync, SyncItem, Update
 from lab.etcd import EtcdServer, free_port
 from lab.typha import TyphaProcess
 from tests.harness.proxy import CuttableProxy
@@ -205,6 +206,27 @@ async def test_a_slow_snapshot_is_not_a_slow_client(kv: EtcdKV, typhas: Start) -
     assert took > 2, f"the snapshot took only {took:.1f}s: not slow enough to test anything"
     assert frames == 5
     assert metric(typha.metrics(), "typha_connections_dropped_total") == 0
+
+
+async def test_a_consumer_busy_for_longer_than_the_silence_bound_keeps_its_connection(
+    kv: EtcdKV, typhas: Start
+) -> None:
+    """Silence is counted only while the client waits for typha: felix busy programming a big change
+    for seconds is not a dead typha (the frames wait in the socket), so nothing resyncs."""
+    typha = typhas(TYPHA_PINGINTERVAL="0.5")
+    kv.commit([], [Put(f"{NODES}a", b"1")])
+    busy = client([typha.address], "node-busy")
+    updates = cast(AsyncGenerator[SyncItem, None], busy.updates())  # a generator: closed below
+    try:
+        while not isinstance(await anext(updates), InSync):
+            pass
+        kv.commit([], [Put(f"{NODES}b", b"2")])
+        await asyncio.sleep(3 * 2 * 0.5)  # busy elsewhere: three times the bound
+        item = await asyncio.wait_for(anext(updates), 5)
+        assert item == Update(f"{NODES}b", b"2", item.revision) and busy.resyncs == 0
+        assert busy.connected_to == typha.address
+    finally:
+        await updates.aclose()
 
 
 async def test_a_connection_dead_without_fin_is_left_within_twice_the_ping_interval(

@@ -4,6 +4,7 @@ and the snapshot diff every reconnect goes through."""
 from __future__ import annotations
 
 import pytest
+import zstandard
 
 from datastore.errors import ValidationFailed
 from datastore.keys import SyncerType
@@ -30,11 +31,29 @@ def parse(data: bytes) -> tuple[int, dict[str, object]]:
 def test_frames_round_trip_plain_and_compressed() -> None:
     kvs = [(f"{NODE}n{i}", b"x" * 100, i) for i in range(50)] + [(f"{NODE}gone", None, 99)]
     plain, raw = protocol.kvs_frame(Kind.SNAPSHOT, kvs)
-    packed, raw_too = protocol.kvs_frame(Kind.SNAPSHOT, kvs, compress=True)
-    assert raw == raw_too == len(plain) and len(packed) < len(plain) / 5
-    for data in (plain, packed):
+    assert raw == len(plain)
+    frames = [plain]
+    for codec in protocol.COMPRESSIONS:
+        packed, raw_too = protocol.kvs_frame(Kind.SNAPSHOT, kvs, compress=codec)
+        assert raw_too == raw and len(packed) < len(plain) / 5, codec
+        assert packed[protocol.HEADER.size - 1] == protocol.CODEC_FLAGS[codec]  # the frame names its codec
+        frames.append(packed)
+    for data in frames:
         kind, body = parse(data)
         assert kind == Kind.SNAPSHOT and protocol.wire_kvs(body) == kvs
+    with pytest.raises(ValueError, match="no codec 'snappy'"):
+        protocol.kvs_frame(Kind.SNAPSHOT, kvs, compress="snappy")
+
+
+def test_the_server_compresses_with_its_preferred_codec_of_those_offered() -> None:
+    def hello(*offered: str) -> ClientHello:
+        return ClientHello("node-1", "felix", "0.1.0", compressions=offered)
+
+    assert hello().common_compression() is None
+    assert hello("zlib").common_compression() == "zlib"  # an older client: what it can read
+    assert hello("zlib", "zstd").common_compression() == "zstd"  # the server's preference wins
+    assert hello("snappy").common_compression() is None
+    assert ClientHello("node-1", "felix", "0.1.0").compressions[0] == "zstd"
 
 
 def test_a_hello_keeps_what_it_knows_and_ignores_the_rest() -> None:
@@ -60,7 +79,12 @@ def test_a_server_hello_the_client_cannot_honour_is_refused() -> None:
 
 def test_corrupt_bodies_are_protocol_errors() -> None:
     with pytest.raises(ProtocolError):
-        protocol.decode(protocol.COMPRESSED, b"not zlib")
+        protocol.decode(protocol.CODEC_FLAGS["zlib"], b"not zlib")
+    with pytest.raises(ProtocolError, match="zstd body that does not decompress"):
+        protocol.decode(protocol.CODEC_FLAGS["zstd"], b"not zstd")
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (protocol.MAX_BODY + 1))
+    with pytest.raises(ProtocolError, match="over the"):
+        protocol.decode(protocol.CODEC_FLAGS["zstd"], bomb)
     with pytest.raises(ProtocolError):
         protocol.decode(0, b"\xc1")
     with pytest.raises(ProtocolError):
@@ -108,20 +132,20 @@ def test_the_cache_keeps_its_syncer_types_keys_and_logs_one_frame_per_batch() ->
 def test_a_snapshot_is_reused_while_the_log_since_it_is_small() -> None:
     cache = SyncerCache(FELIX)
     cache.apply([Update(f"{NODE}n{i}", b"v" * 200, i + 1) for i in range(100)], 0.0)
-    first = cache.snapshot(compressed=True)
-    assert cache.snapshot(compressed=True) is first and (cache.generated, cache.reused) == (1, 1)
+    first = cache.snapshot("zstd")
+    assert cache.snapshot("zstd") is first and (cache.generated, cache.reused) == (1, 1)
     cache.apply([Update(f"{NODE}n0", b"w" * 200, 200)], 1.0)
-    assert cache.snapshot(compressed=True) is first  # one small update: replayed from the log
+    assert cache.snapshot("zstd") is first  # one small update: replayed from the log
     for i in range(50):
         cache.apply([Update(f"{NODE}n{i}", b"z" * 200, 300 + i)], 2.0)
-    second = cache.snapshot(compressed=True)
+    second = cache.snapshot("zstd")
     assert second is not first and second.seq == cache.log.head and cache.generated == 2
     kvs = [kv for data in second.frames for kv in protocol.wire_kvs(parse(data)[1])]
     assert {k: (r, v) for k, v, r in kvs} == cache.values
     cache.log.trim(cache.log.head)  # the log no longer holds what came after it: a new one
     cache.apply([Update(f"{NODE}n1", b"y", 400)], 3.0)
     cache.log.trim(cache.log.head)
-    assert cache.snapshot(compressed=True) is not second
+    assert cache.snapshot("zstd") is not second
 
 
 def test_fair_share_splits_every_nodes_clients_with_slack() -> None:
@@ -149,11 +173,13 @@ def test_a_peer_must_have_the_allowed_cn_or_uri_san() -> None:
 
 def test_a_fresh_snapshot_becomes_only_its_difference() -> None:
     known = KnownKeys()
-    first = known.diff({"a": (1, b"1"), "b": (2, b"2"), "c": (3, b"3")}, 3)
-    assert [u.key for u in first] == ["a", "b", "c"]
+    first = known.diff({"c": ("c", b"3", 2), "b": ("b", b"2", 2), "a": ("a", b"1", 1)}, 3)
+    assert first == [Update("a", b"1", 1), Update("b", b"2", 2), Update("c", b"3", 2)]  # revision, key
+    assert all(type(u) is Update for u in first) and len(known) == 3
     # After a reconnect: a unchanged, b changed, c gone, d new.
-    again = known.diff({"a": (1, b"1"), "b": (5, b"22"), "d": (6, b"4")}, 6)
+    again = known.diff({"a": ("a", b"1", 1), "b": ("b", b"22", 5), "d": ("d", b"4", 6)}, 6)
     assert again == [Update("c", None, 6), Update("b", b"22", 5), Update("d", b"4", 6)]
+    assert all(type(u) is Update for u in again)
     assert known.apply("b", b"22", 5) is None  # already delivered by the snapshot
     assert known.apply("e", None, 7) is None  # a deletion of what the consumer never had
 

@@ -23,7 +23,7 @@ from datastore.daemon import until_signalled
 from datastore.errors import DatastoreError, InvalidName, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.health import TEXT, Handler, Response, health_handlers, serve_http
-from datastore.keys import KeyLayout
+from datastore.keys import KeyLayout, SyncerType
 from datastore.models.base import valid_name
 from datastore.settings import add_flags, resolve
 from datastore.syncer import Syncer
@@ -77,6 +77,8 @@ class Typha:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.server.feed.pump(syncer), name="syncer")
+                for syncer_type in SyncerType:  # waiting before any client can be caught up
+                    tasks.create_task(self.server.fan_out(syncer_type), name=f"fan-out {syncer_type}")
                 await self.server.start()
                 tasks.create_task(self.server.accept(), name="accept")
                 await serve_http(self.settings.health_host, self.settings.health_port, self._health())

@@ -90,7 +90,7 @@ class Snapshot:
     revision: int
     seq: int  # the log position it was taken at: its clients continue from here
     frames: tuple[bytes, ...]
-    compressed: bool
+    compression: str | None  # the codec, or None
     raw_bytes: int
     wire_bytes: int
     keys: int
@@ -104,7 +104,7 @@ class SyncerCache:
     values: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # key -> (mod_revision, value)
     log: UpdateLog = field(default_factory=UpdateLog)
     revision: int = 0
-    snapshots: dict[bool, Snapshot] = field(default_factory=dict)  # by compressed or not
+    snapshots: dict[str | None, Snapshot] = field(default_factory=dict)  # by codec
     generated: int = 0
     reused: int = 0
 
@@ -136,10 +136,11 @@ class SyncerCache:
     def synced_at(self, revision: int) -> None:
         self.revision = max(self.revision, revision)
 
-    def snapshot(self, compressed: bool) -> Snapshot:
-        """The snapshot to send a joining client: the last one if the log still holds what came
-        after it and that is small beside it, else a new one of the map as it is now."""
-        last = self.snapshots.get(compressed)
+    def snapshot(self, compression: str | None) -> Snapshot:
+        """The snapshot to send a joining client (its frames compressed with ``compression``, a
+        codec name, or not at all): the last one if the log still holds what came after it and
+        that is small beside it, else a new one of the map as it is now."""
+        last = self.snapshots.get(compression)
         if (
             last is not None
             and last.seq >= self.log.base
@@ -152,19 +153,19 @@ class SyncerCache:
         raw = 0
         items = ((key, value, rev) for key, (rev, value) in self.values.items())
         for chunk in protocol.chunks(items, SNAPSHOT_CHUNK):
-            encoded, size = protocol.kvs_frame(Kind.SNAPSHOT, chunk, compress=compressed)
+            encoded, size = protocol.kvs_frame(Kind.SNAPSHOT, chunk, compress=compression)
             frames.append(encoded)
             raw += size
         made = Snapshot(
             self.revision,
             self.log.head,
             tuple(frames),
-            compressed,
+            compression,
             raw,
             sum(map(len, frames)),
             len(self.values),
         )
-        self.snapshots[compressed] = made
+        self.snapshots[compression] = made
         return made
 
     def oldest_needed(self) -> int:

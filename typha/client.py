@@ -17,10 +17,11 @@ import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from datastore.keys import KeyLayout, SyncerType
 from datastore.kv import KVStore
-from datastore.syncer import InSync, KnownKeys, Syncer, SyncItem, UpdateSource
+from datastore.syncer import InSync, KeyState, KnownKeys, Syncer, SyncItem, UpdateSource
 from datastore.version import VERSION
 from typha import protocol, tls
 from typha.config import TyphaClientSettings
@@ -41,6 +42,24 @@ Discover = Callable[[], Awaitable[Sequence[str]]]
 
 class Dead(Exception):
     """Nothing came from typha for twice its ping interval."""
+
+
+@dataclass
+class _Liveness:
+    """Since when a session's reader has waited for typha; its watcher cuts a connection silent
+    for too long.  One watcher a session, not a timeout around every read: a thousand clients'
+    timers were a measurable share of their cost per update.  Only waiting counts: a consumer
+    busy for a while (felix programming a big change) is not a silent typha."""
+
+    silence: float  # the bound: twice typha's ping interval
+    waiting_since: float | None = None
+    dead: bool = False
+
+    def late(self, now: float) -> bool:
+        return self.waiting_since is not None and now - self.waiting_since > self.silence
+
+    def deadline(self, now: float) -> float:
+        return now + self.silence if self.waiting_since is None else self.waiting_since + self.silence
 
 
 class Untrusted(Exception):
@@ -164,9 +183,16 @@ class TyphaSyncer:
                 server.protocol,
             )
             self.connected_to = address
-            pinger = asyncio.create_task(self._ping(writer, server.ping_interval))
-            async for batch in self._stream(reader, writer, 2 * server.ping_interval):
-                yield batch
+            liveness = _Liveness(2 * server.ping_interval)
+            pinger = asyncio.create_task(self._watch(writer, server.ping_interval, liveness))
+            try:
+                async for batch in self._stream(reader, writer, liveness):
+                    yield batch
+            except (asyncio.IncompleteReadError, ConnectionError):
+                if liveness.dead:
+                    silence = liveness.silence
+                    raise Dead(f"nothing from typha for {silence:g}s: the connection is dead") from None
+                raise
         finally:
             if pinger is not None:
                 pinger.cancel()
@@ -176,19 +202,15 @@ class TyphaSyncer:
                     await writer.wait_closed()
 
     async def _stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, silence: float
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, liveness: _Liveness
     ) -> AsyncIterator[list[SyncItem]]:
-        snapshot: dict[str, tuple[int, bytes]] = {}
+        snapshot: dict[str, KeyState] = {}  # the states as decoded, compared as they are
         while True:
-            try:
-                async with asyncio.timeout(silence):
-                    kind, body = await read_frame(reader)
-            except TimeoutError:
-                raise Dead(f"nothing from typha for {silence:g}s: the connection is dead") from None
+            liveness.waiting_since = time.monotonic()
+            kind, body = await read_frame(reader)
+            liveness.waiting_since = None
             if kind == Kind.SNAPSHOT:
-                for key, value, revision in protocol.wire_kvs(body):
-                    if value is not None:
-                        snapshot[key] = (revision, value)
+                snapshot.update((kv[0], kv) for kv in protocol.wire_kvs(body) if kv[1] is not None)
                 await asyncio.sleep(0)  # frames already buffered would otherwise hold the loop
             elif kind == Kind.IN_SYNC:
                 revision = protocol.revision_of(body)
@@ -216,11 +238,21 @@ class TyphaSyncer:
                 raise protocol.parse_goodbye(body)
             # any other kind: one a later minor version added, which this client skips
 
-    async def _ping(self, writer: asyncio.StreamWriter, interval: float) -> None:
+    async def _watch(self, writer: asyncio.StreamWriter, interval: float, liveness: _Liveness) -> None:
+        """Ping every ``interval``; cut the connection once nothing has come for ``liveness.silence``
+        (its reader then ends with ``Dead``)."""
+        next_ping = time.monotonic() + interval
         with contextlib.suppress(ConnectionError, OSError):
             while True:
-                await asyncio.sleep(interval)
-                writer.write(protocol.ping(time.monotonic()))
+                now = time.monotonic()
+                if liveness.late(now):
+                    liveness.dead = True
+                    writer.transport.abort()
+                    return
+                if now >= next_ping:
+                    writer.write(protocol.ping(now))
+                    next_ping = now + interval
+                await asyncio.sleep(min(next_ping, liveness.deadline(now)) - now + 0.001)
 
 
 def client_ssl(settings: TyphaClientSettings) -> ssl.SSLContext | None:
