@@ -96,7 +96,7 @@ def test_corrupt_bodies_are_protocol_errors() -> None:
 def test_the_log_serves_from_a_cursor_and_forgets_what_nobody_needs() -> None:
     log = UpdateLog()
     for i in range(10):
-        log.append(i, bytes([i]) * 10, float(i), 1)
+        log.append(i, bytes([i]) * 10, float(i), [(f"k{i}", b"v", i)])
     assert log.since(7) == [bytes([7]) * 10, bytes([8]) * 10, bytes([9]) * 10]
     assert log.since(10) == []
     assert log.bytes_since(7) == 30 and log.bytes_since(0) == 100
@@ -105,6 +105,13 @@ def test_the_log_serves_from_a_cursor_and_forgets_what_nobody_needs() -> None:
     with pytest.raises(FellBehind):
         log.since(4)
     assert log.since(0 + 5, max_bytes=15) == [bytes([5]) * 10, bytes([6]) * 10]
+    # A stretch as one frame: its entries' changes in order; one entry is its own frame.
+    frame, entries = log.stretch(7)
+    assert entries == 3 and parse(frame) == (
+        Kind.UPDATES,
+        {"kvs": tuple((f"k{i}", b"v", i) for i in (7, 8, 9))},
+    )
+    assert log.stretch(9) == (bytes([9]) * 10, 1) and log.stretch(10) == (b"", 0)
 
 
 def test_the_cache_keeps_its_syncer_types_keys_and_logs_one_frame_per_batch() -> None:

@@ -33,8 +33,12 @@ class Entry:
     revision: int
     frame: bytes
     appended: float  # monotonic time
-    kvs: int
+    changes: tuple[WireKV, ...]  # what the frame carries (its values are the map's own bytes)
     offset: int  # bytes appended to the log before this entry
+
+    @property
+    def kvs(self) -> int:
+        return len(self.changes)
 
 
 class UpdateLog:
@@ -47,8 +51,8 @@ class UpdateLog:
         self.bytes = 0  # bytes held
         self.appended = 0  # bytes ever appended
 
-    def append(self, revision: int, frame: bytes, now: float, kvs: int) -> Entry:
-        entry = Entry(self.head, revision, frame, now, kvs, self.appended)
+    def append(self, revision: int, frame: bytes, now: float, changes: Sequence[WireKV]) -> Entry:
+        entry = Entry(self.head, revision, frame, now, tuple(changes), self.appended)
         self._entries.append(entry)
         self.head += 1
         self.bytes += len(frame)
@@ -68,6 +72,17 @@ class UpdateLog:
             if size >= max_bytes:
                 break
         return out
+
+    def stretch(self, seq: int, max_bytes: int = 1 << 20) -> tuple[bytes, int]:
+        """The entries from ``seq`` on (up to about ``max_bytes``) as one UPDATES frame, and how many
+        entries it stands for: a client reading one frame for a stretch pays its per-frame cost
+        once (the fan-out encodes it once for every client at ``seq``)."""
+        frames = self.since(seq, max_bytes)
+        if len(frames) <= 1:
+            return (frames[0] if frames else b""), len(frames)
+        first = seq - self.base
+        changes = [kv for i in range(first, first + len(frames)) for kv in self._entries[i].changes]
+        return protocol.kvs_frame(Kind.UPDATES, changes)[0], len(frames)
 
     def entry(self, seq: int) -> Entry | None:
         if self.base <= seq < self.head:
@@ -129,7 +144,7 @@ class SyncerCache:
         if not logged:
             return []
         return [
-            self.log.append(chunk[-1][2], protocol.kvs_frame(Kind.UPDATES, chunk)[0], now, len(chunk))
+            self.log.append(chunk[-1][2], protocol.kvs_frame(Kind.UPDATES, chunk)[0], now, chunk)
             for chunk in protocol.chunks(kvs, UPDATE_CHUNK)
         ]
 

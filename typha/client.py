@@ -36,6 +36,7 @@ RETRY_MAX = 5.0
 # Updates of a snapshot's difference between two turns of the event loop: a big snapshot in one
 # go would hold back everything else in the process (its pings, the consumer's other tasks).
 YIELD_EVERY = 1000
+UPDATES = int(Kind.UPDATES)  # a plain int: compared for every frame
 
 Discover = Callable[[], Awaitable[Sequence[str]]]
 
@@ -209,7 +210,14 @@ class TyphaSyncer:
             liveness.waiting_since = time.monotonic()
             kind, body = await read_frame(reader)
             liveness.waiting_since = None
-            if kind == Kind.SNAPSHOT:
+            if kind == UPDATES:  # the common case first
+                apply = self._known.apply
+                updates: list[SyncItem] = [
+                    u for k, v, r in protocol.wire_kvs(body) if (u := apply(k, v, r)) is not None
+                ]
+                if updates:
+                    yield updates
+            elif kind == Kind.SNAPSHOT:
                 snapshot.update((kv[0], kv) for kv in protocol.wire_kvs(body) if kv[1] is not None)
                 await asyncio.sleep(0)  # frames already buffered would otherwise hold the loop
             elif kind == Kind.IN_SYNC:
@@ -221,13 +229,6 @@ class TyphaSyncer:
                     await asyncio.sleep(0)
                 writer.write(protocol.ping(time.monotonic()))  # tells typha the snapshot is taken in
                 yield [InSync(revision)]
-            elif kind == Kind.UPDATES:
-                apply = self._known.apply
-                updates: list[SyncItem] = [
-                    u for k, v, r in protocol.wire_kvs(body) if (u := apply(k, v, r)) is not None
-                ]
-                if updates:
-                    yield updates
             elif kind == Kind.PING:
                 writer.write(protocol.pong(body))
             elif kind == Kind.PONG:

@@ -39,7 +39,7 @@ WRITE_HIGH_WATER = 256 * 1024  # the transport's buffer above which a writer wai
 WATCHDOG_INTERVAL = 0.5
 LOG_SLACK = 1.25  # the log holds at most this times the fall-behind bound in bytes
 LOG_LIMIT = 64 * 1024 * 1024
-FAN_OUT_REST = 3.0  # after a fan-out pass, rest this many times as long as it took (<= 1/4 of the loop)
+FAN_OUT_REST = 2.0  # after a fan-out pass, rest twice the CPU it took: passes use at most 1/3 of a core
 
 
 @dataclass(eq=False)
@@ -338,23 +338,25 @@ class TyphaServer:
             self.write_to_live(syncer, cache)
             # A pass is a socket write per client (8 us each, on loopback here): at a thousand
             # clients and a hundred updates a second, passes back to back took most of a core.
-            # Resting a few times the CPU a pass took bounds their share of it; what comes
-            # meanwhile goes out in one write per client.  With few clients the rest is
-            # microseconds; with many it batches just enough.
+            # Resting twice the CPU a pass took bounds their share of it; what comes meanwhile
+            # goes out in one write per client.  With few clients the rest is microseconds; with
+            # many it batches just enough (bench/typha_fanout.py: resting 2x, p99 93-98 ms; 3x,
+            # 112-132 ms, the clients woken more often; 8x, 248 ms, the rest itself).
             await asyncio.sleep((time.thread_time() - started) * FAN_OUT_REST)
 
     def write_to_live(self, syncer: SyncerType, cache: SyncerCache) -> None:
         live = self.live[syncer]
         head = cache.log.head
-        # By cursor: the frames from there, joined once for every client at it, and how many.
-        stretches: dict[int, tuple[list[bytes], int]] = {}
+        # By cursor: the stretch from there as one frame (made once for every client at it) and
+        # how many log entries it stands for.
+        stretches: dict[int, tuple[bytes, int]] = {}
         for conn in list(live):
             stretch = stretches.get(conn.cursor)
             if stretch is None:
-                since = cache.log.since(conn.cursor)
-                stretch = stretches[conn.cursor] = ([b"".join(since)] if since else [], len(since))
-            if stretch[1] and conn.ended is None:
-                self._write(conn, cache, *stretch)
+                stretch = stretches[conn.cursor] = cache.log.stretch(conn.cursor)
+            frame, entries = stretch
+            if entries and conn.ended is None:
+                self._write(conn, cache, [frame], entries)
             if conn.cursor != head or conn.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 live.discard(conn)  # its socket is behind (or the stretch was long): its own writer
                 conn.handed_back.set()
