@@ -221,6 +221,7 @@ def etcd_watch_metrics(etcd: EtcdServer) -> dict[str, float]:
         "etcd_debugging_mvcc_watcher_total",
         "etcd_debugging_mvcc_watch_stream_total",
         "etcd_debugging_mvcc_slow_watcher_total",
+        "etcd_debugging_mvcc_events_total",  # events etcd sent to its watchers
     )
     return {n.removeprefix("etcd_debugging_mvcc_"): metric_lines(text, n).get("", -1.0) for n in names}
 
