@@ -1,142 +1,286 @@
-"""Calico's label selector language, parsed once and evaluated against labels.
+"""Calico's label selector language: parsed once into a tree of frozen nodes, evaluated against
+labels, and written back in one canonical form.
 
-Grammar (a subset of Calico's that covers what node and peer selectors use):
-``all()``, ``has(k)``, ``!has(k)``, ``k == 'v'``, ``k != 'v'``, ``k in {'a', 'b'}``,
-``k not in {...}``, ``!expr``, ``expr && expr``, ``expr || expr``, parentheses.
-An empty selector means ``all()``.
+The language, as Calico's: ``all()``, ``global()``, ``has(k)``, ``k == 'v'``, ``k != 'v'``,
+``k in {'a', 'b'}``, ``k not in {...}``, ``k contains 's'``, ``k starts with 's'``,
+``k ends with 's'``, ``!expr``, ``expr && expr``, ``expr || expr`` and parentheses (``!`` binds
+tightest, then ``&&``, then ``||``).  Strings take single or double quotes.  An empty selector
+is ``all()``.  ``!=`` and ``not in`` hold for labels that are missing; the string operators do
+not.  ``global()`` matches what is not namespaced: felid gives every namespaced endpoint the
+label ``projectcalico.org/namespace``, as Calico does, so it means "no such label".
+
+Two selectors that mean the same by construction (spacing, quotes, the order of a set) have
+the same ``canonical`` text and ``unique_id``: policies that repeat a selector share what is
+computed for it (the endpoints it matches, the kernel set holding their addresses).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 Labels = Mapping[str, str]
-Predicate = Callable[[Labels], bool]
-
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<op>&&|\|\||==|!=|!|\(|\)|\{|\}|,)
-    | (?P<str>'[^']*'|"[^"]*")
-    | (?P<word>[A-Za-z0-9_./-]+)
-    )""",
-    re.VERBOSE,
-)
+NAMESPACE_LABEL = "projectcalico.org/namespace"
 
 
 class SelectorError(ValueError):
-    pass
+    """A selector that does not parse; the message names the offset of the problem."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} at offset {offset}")
+        self.offset = offset
 
 
-def _tokenize(text: str) -> list[str]:
-    tokens: list[str] = []
-    pos = 0
+# -- the tree ---------------------------------------------------------------------------
+
+
+def _quoted(value: str) -> str:
+    return f"'{value}'" if '"' in value else f'"{value}"'
+
+
+@dataclass(frozen=True)
+class All:
+    def matches(self, labels: Labels) -> bool:
+        return True
+
+    def canonical(self) -> str:
+        return "all()"
+
+
+@dataclass(frozen=True)
+class Global:
+    def matches(self, labels: Labels) -> bool:
+        return NAMESPACE_LABEL not in labels
+
+    def canonical(self) -> str:
+        return "global()"
+
+
+@dataclass(frozen=True)
+class Has:
+    key: str
+
+    def matches(self, labels: Labels) -> bool:
+        return self.key in labels
+
+    def canonical(self) -> str:
+        return f"has({self.key})"
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``key <op> value`` for ==, !=, contains, starts with, ends with."""
+
+    key: str
+    op: str
+    value: str
+
+    def matches(self, labels: Labels) -> bool:
+        found = labels.get(self.key)
+        if self.op == "!=":
+            return found != self.value
+        if found is None:
+            return False
+        if self.op == "==":
+            return found == self.value
+        if self.op == "contains":
+            return self.value in found
+        if self.op == "starts with":
+            return found.startswith(self.value)
+        return found.endswith(self.value)
+
+    def canonical(self) -> str:
+        return f"{self.key} {self.op} {_quoted(self.value)}"
+
+
+@dataclass(frozen=True)
+class In:
+    key: str
+    values: frozenset[str]
+    negated: bool = False
+
+    def matches(self, labels: Labels) -> bool:
+        return (labels.get(self.key) in self.values) != self.negated
+
+    def canonical(self) -> str:
+        members = ", ".join(_quoted(v) for v in sorted(self.values))
+        return f"{self.key} {'not in' if self.negated else 'in'} {{{members}}}"
+
+
+@dataclass(frozen=True)
+class Not:
+    inner: Node
+
+    def matches(self, labels: Labels) -> bool:
+        return not self.inner.matches(labels)
+
+    def canonical(self) -> str:
+        inner = self.inner.canonical()
+        return f"!{inner}" if isinstance(self.inner, All | Global | Has | Not) else f"!({inner})"
+
+
+@dataclass(frozen=True)
+class And:
+    terms: tuple[Node, ...]
+
+    def matches(self, labels: Labels) -> bool:
+        return all(t.matches(labels) for t in self.terms)
+
+    def canonical(self) -> str:
+        return " && ".join(f"({t.canonical()})" if isinstance(t, Or) else t.canonical() for t in self.terms)
+
+
+@dataclass(frozen=True)
+class Or:
+    terms: tuple[Node, ...]
+
+    def matches(self, labels: Labels) -> bool:
+        return any(t.matches(labels) for t in self.terms)
+
+    def canonical(self) -> str:
+        return " || ".join(t.canonical() for t in self.terms)
+
+
+Node = All | Global | Has | Compare | In | Not | And | Or
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""(?P<op>&&|\|\||==|!=|!|\(|\)|\{|\}|,)
+    | (?P<str>'[^']*'|"[^"]*")
+    | (?P<word>[A-Za-z0-9_./-]+)""",
+    re.VERBOSE,
+)
+_PUNCTUATION = frozenset({"&&", "||", "==", "!=", "!", "(", ")", "{", "}", ","})
+_STRING_OPERATORS = {"contains": "contains", "starts": "starts with", "ends": "ends with"}
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    offset: int
+
+    @property
+    def quoted(self) -> bool:
+        return self.text[:1] in ("'", '"')
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = _skip_space(text, 0)
     while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            raise SelectorError(f"unexpected character {text[pos:].strip()[0]!r} at offset {pos}")
-        tokens.append(m.group("op") or m.group("str") or m.group("word") or "")
-        pos = m.end()
+        found = _TOKEN.match(text, pos)
+        if found is None:
+            if text[pos] in "'\"":
+                raise SelectorError(f"a string that is never closed (no {text[pos]} after it)", pos)
+            raise SelectorError(f"unexpected character {text[pos]!r}", pos)
+        tokens.append(_Token(found.group(), pos))
+        pos = _skip_space(text, found.end())
     return tokens
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
+        self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
 
     def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+        return self.tokens[self.pos].text if self.pos < len(self.tokens) else None
 
-    def next(self, description: str) -> str:
-        tok = self.peek()
-        if tok is None:
-            raise SelectorError(f"expected {description} at end of selector")
+    def next(self, wanted: str) -> _Token:
+        if self.pos >= len(self.tokens):
+            raise SelectorError(f"expected {wanted}, found the end", len(self.text))
+        token = self.tokens[self.pos]
         self.pos += 1
-        return tok
+        return token
 
-    def take(self, literal: str) -> str:
-        tok = self.next(repr(literal))
-        if tok != literal:
-            raise SelectorError(f"expected {literal!r}, found {tok!r}")
-        return tok
+    def take(self, literal: str) -> None:
+        token = self.next(repr(literal))
+        if token.text != literal:
+            raise SelectorError(f"expected {literal!r}, found {token.text!r}", token.offset)
 
-    def parse(self) -> Predicate:
+    def parse(self) -> Node:
         if not self.tokens:
-            return lambda _labels: True
-        pred = self.parse_or()
-        if self.peek() is not None:
-            raise SelectorError(f"unexpected {self.peek()!r}")
-        return pred
+            return All()
+        node = self.parse_or()
+        if self.pos < len(self.tokens):
+            token = self.tokens[self.pos]
+            raise SelectorError(f"unexpected {token.text!r} after a complete selector", token.offset)
+        return node
 
-    def parse_or(self) -> Predicate:
+    def parse_or(self) -> Node:
         terms = [self.parse_and()]
         while self.peek() == "||":
-            self.take("||")
+            self.pos += 1
             terms.append(self.parse_and())
-        return terms[0] if len(terms) == 1 else (lambda lb: any(t(lb) for t in terms))
+        return terms[0] if len(terms) == 1 else Or(tuple(terms))
 
-    def parse_and(self) -> Predicate:
+    def parse_and(self) -> Node:
         terms = [self.parse_unary()]
         while self.peek() == "&&":
-            self.take("&&")
+            self.pos += 1
             terms.append(self.parse_unary())
-        return terms[0] if len(terms) == 1 else (lambda lb: all(t(lb) for t in terms))
+        return terms[0] if len(terms) == 1 else And(tuple(terms))
 
-    def parse_unary(self) -> Predicate:
-        tok = self.peek()
-        if tok == "!":
-            self.take("!")
-            inner = self.parse_unary()
-            return lambda lb: not inner(lb)
-        if tok == "(":
-            self.take("(")
+    def parse_unary(self) -> Node:
+        if self.peek() == "!":
+            self.pos += 1
+            return Not(self.parse_unary())
+        if self.peek() == "(":
+            self.pos += 1
             inner = self.parse_or()
             self.take(")")
             return inner
         return self.parse_atom()
 
-    def parse_atom(self) -> Predicate:
-        word = self.next("a label or function")
-        if word in ("all", "has"):
-            self.take("(")
-            if word == "all":
+    def parse_atom(self) -> Node:
+        word = self.next("a label, all(), global() or has()")
+        if word.text in ("all", "global", "has") and self.peek() == "(":
+            self.pos += 1
+            if word.text == "has":
+                key = self.key(self.next("a label key"))
                 self.take(")")
-                return lambda _lb: True
-            key = self.label_key()
+                return Has(key)
             self.take(")")
-            return lambda lb: key in lb
-        key = self._check_key(word)
-        op = self.next("an operator")
-        if op in ("==", "!="):
-            value = self.string()
-            if op == "==":
-                return lambda lb: lb.get(key) == value
-            return lambda lb: lb.get(key) != value
-        if op == "in" or (op == "not" and self.take("in") == "in"):
-            values = self.string_set()
-            if op == "in":
-                return lambda lb: lb.get(key) in values
-            return lambda lb: lb.get(key) not in values
-        raise SelectorError(f"unknown operator {op!r}")
-
-    def label_key(self) -> str:
-        return self._check_key(self.next("a label key"))
+            return All() if word.text == "all" else Global()
+        key = self.key(word)
+        op = self.next("an operator (==, !=, in, not in, contains, starts with, ends with)")
+        if op.text in ("==", "!="):
+            return Compare(key, op.text, self.string())
+        if op.text == "in":
+            return In(key, self.string_set())
+        if op.text == "not":
+            self.take("in")
+            return In(key, self.string_set(), negated=True)
+        if op.text in _STRING_OPERATORS:
+            if op.text != "contains":
+                self.take("with")
+            return Compare(key, _STRING_OPERATORS[op.text], self.string())
+        raise SelectorError(f"unknown operator {op.text!r}", op.offset)
 
     @staticmethod
-    def _check_key(word: str) -> str:
-        if word in ("&&", "||", "!", "(", ")", "{", "}", ",") or word[0] in "'\"":
-            raise SelectorError(f"expected a label key, found {word!r}")
-        return word
+    def key(token: _Token) -> str:
+        if token.text in _PUNCTUATION or token.quoted:
+            raise SelectorError(f"expected a label key, found {token.text!r}", token.offset)
+        return token.text
 
     def string(self) -> str:
-        tok = self.next("a quoted string")
-        if tok[0] not in "'\"":
-            raise SelectorError(f"expected a quoted string, found {tok!r}")
-        return tok[1:-1]
+        token = self.next("a quoted string")
+        if not token.quoted:
+            raise SelectorError(f"expected a quoted string, found {token.text!r}", token.offset)
+        return token.text[1:-1]
 
     def string_set(self) -> frozenset[str]:
         self.take("{")
@@ -144,7 +288,7 @@ class _Parser:
         if self.peek() != "}":
             values.add(self.string())
             while self.peek() == ",":
-                self.take(",")
+                self.pos += 1
                 values.add(self.string())
         self.take("}")
         return frozenset(values)
@@ -152,14 +296,24 @@ class _Parser:
 
 @dataclass(frozen=True)
 class Selector:
-    """A parsed selector; ``Selector.parse("role == 'rr'").matches(labels)``."""
+    """A parsed selector: ``Selector.parse("role == 'rr'").matches(labels)``."""
 
     text: str
-    predicate: Predicate
+    root: Node
 
     @classmethod
     def parse(cls, text: str) -> Selector:
         return cls(text, _Parser(text).parse())
 
     def matches(self, labels: Labels) -> bool:
-        return self.predicate(labels)
+        return self.root.matches(labels)
+
+    @cached_property
+    def canonical(self) -> str:
+        return self.root.canonical()
+
+    @cached_property
+    def unique_id(self) -> str:
+        """A short name for what this selector means (the same for every spelling of it)."""
+        digest = hashlib.sha224(self.canonical.encode()).digest()
+        return base64.b32encode(digest).decode().lower().rstrip("=")[:20]
