@@ -223,6 +223,62 @@ def test_workload_endpoints_are_namespaced(etcd: EtcdServer) -> None:
     assert felidctl("delete", "wep", "n1-k8s-blog-eth0", "-n", "blog", url=etcd.url).returncode == 0
 
 
+POLICIES = """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-frontend, namespace: shop}
+spec:
+  order: 100
+  selector: role == 'db'
+  ingress:
+  - {action: Allow, protocol: TCP, source: {selector: role == 'frontend'}, destination: {ports: [6379]}}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-all}
+spec: {order: 2000, selector: all(), types: [Ingress, Egress]}
+---
+apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: kns.shop}
+spec: {labelsToApply: {pcns.team: web}}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-1-eth0, labels: {role: host}}
+spec: {node: node-1, interfaceName: eth0, expectedIPs: [192.0.2.10]}
+"""
+
+
+def test_policies_profiles_and_host_endpoints_apply_get_and_delete(etcd: EtcdServer) -> None:
+    result = felidctl("apply", "-f", "-", stdin=POLICIES, url=etcd.url)
+    assert result.returncode == 0 and "applied 4" in result.stdout, result.stderr
+    assert table(felidctl("get", "networkpolicy", "-n", "shop", "-o", "wide", url=etcd.url).stdout) == [
+        ["NAME", "ORDER", "SELECTOR"],
+        ["allow-frontend", "100", "role", "==", "'db'"],
+    ]
+    assert table(felidctl("get", "gnp", "-o", "wide", url=etcd.url).stdout)[1] == [
+        "deny-all",
+        "2000",
+        "all()",
+    ]
+    assert table(felidctl("get", "pro", "-o", "wide", url=etcd.url).stdout)[1] == [
+        "kns.shop",
+        "pcns.team=web",
+    ]
+    assert table(felidctl("get", "heps", "-o", "wide", url=etcd.url).stdout) == [
+        ["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"],
+        ["node-1-eth0", "node-1", "eth0", "192.0.2.10"],
+    ]
+    # A bad rule is refused with its field, and nothing of the batch is written.
+    bad = POLICIES.replace("destination: {ports: [6379]}", "destination: {ports: ['90:80']}")
+    refused = felidctl("apply", "-f", "-", stdin=bad.replace("allow-frontend", "other"), url=etcd.url)
+    assert refused.returncode != 0 and "spec.ingress.0.destination.ports.0" in refused.stderr
+    assert "other" not in felidctl("get", "policy", "-A", url=etcd.url).stdout
+    assert felidctl("delete", "pol", "allow-frontend", "-n", "shop", url=etcd.url).returncode == 0
+    assert table(felidctl("get", "policies", "-A", url=etcd.url).stdout) == [["NAMESPACE", "NAME"]]
+
+
 def test_unreachable_etcd_is_one_line_naming_the_endpoint(resources: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["get", "ippool"], ["apply", "-f", str(resources)]):

@@ -24,6 +24,18 @@ from datastore.models.ippool import (
     pool_containing,
 )
 from datastore.models.node import Node, NodeBGPSpec, NodeSpec
+from datastore.models.policy import (
+    EntityRule,
+    GlobalNetworkPolicy,
+    GlobalNetworkPolicySpec,
+    HostEndpoint,
+    HostEndpointSpec,
+    NetworkPolicy,
+    PolicySpec,
+    Profile,
+    ProfileSpec,
+    Rule,
+)
 from datastore.models.workload import WorkloadEndpoint, WorkloadEndpointSpec
 
 _BLAMED_FIELD = re.compile(r"^([A-Za-z0-9_.]+): (.*)$", re.DOTALL)
@@ -36,6 +48,10 @@ KINDS: tuple[type[Resource], ...] = (
     FelixConfiguration,
     WorkloadEndpoint,
     ClusterInformation,
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    Profile,
+    HostEndpoint,
 )
 KIND_BY_NAME: Mapping[str, type[Resource]] = {k.KIND: k for k in KINDS}
 KIND_BY_PLURAL: Mapping[str, type[Resource]] = {k.PLURAL: k for k in KINDS}
@@ -52,15 +68,25 @@ __all__ = [
     "ClusterInformation",
     "ClusterInformationSpec",
     "Encapsulation",
+    "EntityRule",
     "FelixConfiguration",
     "FelixConfigurationSpec",
+    "GlobalNetworkPolicy",
+    "GlobalNetworkPolicySpec",
+    "HostEndpoint",
+    "HostEndpointSpec",
     "IPPool",
     "IPPoolSpec",
+    "NetworkPolicy",
     "Node",
     "NodeBGPSpec",
     "NodeSpec",
     "ObjectMeta",
+    "PolicySpec",
+    "Profile",
+    "ProfileSpec",
     "Resource",
+    "Rule",
     "WorkloadEndpoint",
     "WorkloadEndpointSpec",
     "enabled_pools",

@@ -186,6 +186,15 @@ class ObjectMeta(Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+def default_namespace(cls: type[Resource], data: Any) -> Any:
+    """calicoctl's rule for a namespaced kind (a ``mode="before"`` model validator): a document
+    without a namespace is in "default"."""
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if isinstance(meta, dict) and meta.get("namespace") is None:
+        return {**data, "metadata": {**meta, "namespace": "default"}}
+    return data
+
+
 class Resource(Model):
     """Base of every kind. Subclasses set ``kind`` and ``spec``."""
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from datastore.errors import quoted
-from datastore.models.base import MAC, IPv4Network, Model, Name, Resource
+from datastore.models.base import MAC, IPv4Network, Model, Name, Resource, default_namespace
 
 
 def _host_route(value: str) -> str:
@@ -46,11 +46,4 @@ class WorkloadEndpoint(Resource):
     kind: Literal["WorkloadEndpoint"] = "WorkloadEndpoint"
     spec: WorkloadEndpointSpec
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_namespace(cls, data: Any) -> Any:
-        # calicoctl's rule: a namespaced resource without a namespace is in "default".
-        meta = data.get("metadata") if isinstance(data, dict) else None
-        if isinstance(meta, dict) and meta.get("namespace") is None:
-            return {**data, "metadata": {**meta, "namespace": "default"}}
-        return data
+    _default_namespace = model_validator(mode="before")(default_namespace)

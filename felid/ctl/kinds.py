@@ -9,8 +9,12 @@ from datastore.models import (
     BGPPeer,
     ClusterInformation,
     FelixConfiguration,
+    GlobalNetworkPolicy,
+    HostEndpoint,
     IPPool,
+    NetworkPolicy,
     Node,
+    Profile,
     Resource,
     WorkloadEndpoint,
 )
@@ -23,6 +27,10 @@ _ALIASES: Mapping[type[Resource], tuple[str, ...]] = {
     FelixConfiguration: ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
     WorkloadEndpoint: ("workloadendpoint", "workloadendpoints", "wep", "weps"),
     ClusterInformation: ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"),
+    NetworkPolicy: ("networkpolicy", "networkpolicies", "policy", "policies", "pol", "pols", "np", "nps"),
+    GlobalNetworkPolicy: ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
+    Profile: ("profile", "profiles", "pro", "pros"),
+    HostEndpoint: ("hostendpoint", "hostendpoints", "hep", "heps"),
 }
 _BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
 

@@ -11,9 +11,13 @@ from datastore.models import (
     BGPPeer,
     ClusterInformation,
     FelixConfiguration,
+    GlobalNetworkPolicy,
+    HostEndpoint,
     IPPool,
+    NetworkPolicy,
     Node,
     NodeBGPSpec,
+    Profile,
     Resource,
     WorkloadEndpoint,
 )
@@ -44,6 +48,14 @@ def _node_bgp(node: Node) -> NodeBGPSpec:
 
 def _peer_node(peer: BGPPeer) -> str:
     return peer.spec.node or peer.spec.node_selector or "(global)"
+
+
+def _labels(labels: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in labels.items()]
+
+
+def _order(policy: NetworkPolicy | GlobalNetworkPolicy) -> str:
+    return "" if policy.spec.order is None else f"{policy.spec.order:g}"
 
 
 def _mesh(config: BGPConfiguration) -> str:
@@ -94,6 +106,29 @@ COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
         Column[WorkloadEndpoint]("NETWORKS", lambda w: w.spec.ip_networks),
         Column[WorkloadEndpoint]("INTERFACE", lambda w: w.spec.interface_name),
         Column[WorkloadEndpoint]("PROFILES", lambda w: w.spec.profiles, wide_only=True),
+    ),
+    NetworkPolicy: (
+        _NAME,
+        Column[NetworkPolicy]("ORDER", _order, wide_only=True),
+        Column[NetworkPolicy]("SELECTOR", lambda p: p.spec.selector, wide_only=True),
+    ),
+    GlobalNetworkPolicy: (
+        _NAME,
+        Column[GlobalNetworkPolicy]("ORDER", _order, wide_only=True),
+        Column[GlobalNetworkPolicy]("SELECTOR", lambda p: p.spec.selector, wide_only=True),
+    ),
+    Profile: (
+        _NAME,
+        Column[Profile](
+            "LABELS", lambda p: [f"{k}={v}" for k, v in p.spec.labels_to_apply.items()], wide_only=True
+        ),
+    ),
+    HostEndpoint: (
+        _NAME,
+        Column[HostEndpoint]("NODE", lambda h: h.spec.node),
+        Column[HostEndpoint]("INTERFACE", lambda h: h.spec.interface_name, wide_only=True),
+        Column[HostEndpoint]("IPS", lambda h: h.spec.expected_i_ps, wide_only=True),
+        Column[HostEndpoint]("PROFILES", lambda h: h.spec.profiles, wide_only=True),
     ),
     ClusterInformation: (
         _NAME,
