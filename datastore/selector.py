@@ -148,6 +148,38 @@ class Or:
 Node = All | Global | Has | Compare | In | Not | And | Or
 
 
+def both(*nodes: Node) -> Node:
+    """All of ``nodes`` (``all()`` dropped, nested ands flattened)."""
+    terms: list[Node] = []
+    for node in nodes:
+        if isinstance(node, And):
+            terms.extend(node.terms)
+        elif not isinstance(node, All):
+            terms.append(node)
+    if not terms:
+        return All()
+    return terms[0] if len(terms) == 1 else And(tuple(terms))
+
+
+def with_prefix(node: Node, prefix: str) -> Node:
+    """``node`` asking about ``prefix + key`` wherever it asks about ``key``: how a namespace
+    selector becomes a selector on the labels endpoints inherit from their namespace.
+    ``global()`` and ``all()`` ask about no key and stay as they are."""
+    if isinstance(node, Has):
+        return Has(prefix + node.key)
+    if isinstance(node, Compare):
+        return Compare(prefix + node.key, node.op, node.value)
+    if isinstance(node, In):
+        return In(prefix + node.key, node.values, node.negated)
+    if isinstance(node, Not):
+        return Not(with_prefix(node.inner, prefix))
+    if isinstance(node, And):
+        return And(tuple(with_prefix(t, prefix) for t in node.terms))
+    if isinstance(node, Or):
+        return Or(tuple(with_prefix(t, prefix) for t in node.terms))
+    return node
+
+
 # -- parsing ----------------------------------------------------------------------------
 
 _TOKEN = re.compile(
@@ -304,6 +336,11 @@ class Selector:
     @classmethod
     def parse(cls, text: str) -> Selector:
         return cls(text, _Parser(text).parse())
+
+    @classmethod
+    def of(cls, root: Node) -> Selector:
+        """A selector made from a tree (a composition of others), its text the canonical one."""
+        return cls(root.canonical(), root)
 
     def matches(self, labels: Labels) -> bool:
         return self.root.matches(labels)

@@ -1,0 +1,213 @@
+"""Which policies and profiles apply to each of this host's endpoints, in order, and which
+addresses each selector in their rules stands for: pure, over the datastore's typed models.
+
+An endpoint's labels, as Calico computes them: those its profiles apply, then its own (which
+win), then ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator``; a workload
+also inherits its namespace's labels (the ``labelsToApply`` of the ``kns.<namespace>`` Profile)
+under the ``pcns.`` prefix.  Every selector is then one selector over those labels: a
+NetworkPolicy's is scoped to its namespace, and a ``namespaceSelector`` becomes the same
+question asked of the ``pcns.`` labels.  A selector that rules repeat, however spelled, is one
+``AddressSet`` (by its canonical form), which the dataplane keeps as one kernel set: a pod
+joining a selector changes that set's members, not any rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from datastore.models import (
+    EntityRule,
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    NetworkPolicy,
+    Profile,
+    Rule,
+    WorkloadEndpoint,
+)
+from datastore.models.policy import Direction
+from datastore.selector import NAMESPACE_LABEL, All, Compare, Node, Selector, both, with_prefix
+
+NAMESPACE_PREFIX = "pcns."
+NAMESPACE_NAME_LABEL = "projectcalico.org/name"
+ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
+Policy = NetworkPolicy | GlobalNetworkPolicy
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A workload's interface or a host's, with the labels selectors see and its addresses."""
+
+    key: str  # ``namespace/name`` for a workload, ``name`` for a host endpoint
+    namespace: str | None
+    labels: Mapping[str, str]
+    addresses: tuple[str, ...]  # IPv4 addresses, no prefix
+    profiles: tuple[str, ...]
+    node: str
+
+
+def namespace_labels(namespace: str, profiles: Mapping[str, Profile]) -> dict[str, str]:
+    """A namespace's labels: its ``kns.`` Profile's ``labelsToApply`` (``pcns.`` prefix or not) and
+    its name, as Calico's automatic ``projectcalico.org/name``."""
+    profile = profiles.get(f"kns.{namespace}")
+    applied = profile.spec.labels_to_apply if profile is not None else {}
+    labels = {k.removeprefix(NAMESPACE_PREFIX): v for k, v in applied.items()}
+    labels[NAMESPACE_NAME_LABEL] = namespace
+    return labels
+
+
+def _inherited(names: Iterable[str], profiles: Mapping[str, Profile]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for name in names:
+        profile = profiles.get(name)
+        if profile is not None and not name.startswith("kns."):
+            labels.update(profile.spec.labels_to_apply)
+    return labels
+
+
+def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
+    namespace = wep.namespace or "default"
+    labels = _inherited(wep.spec.profiles, profiles)
+    labels.update(wep.metadata.labels)
+    labels.update({f"{NAMESPACE_PREFIX}{k}": v for k, v in namespace_labels(namespace, profiles).items()})
+    labels[NAMESPACE_LABEL] = namespace
+    labels[ORCHESTRATOR_LABEL] = wep.spec.orchestrator
+    addresses = tuple(net.partition("/")[0] for net in wep.spec.ip_networks)
+    return Endpoint(
+        f"{namespace}/{wep.name}", namespace, labels, addresses, tuple(wep.spec.profiles), wep.spec.node
+    )
+
+
+def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
+    labels = _inherited(hep.spec.profiles, profiles)
+    labels.update(hep.metadata.labels)
+    return Endpoint(
+        hep.name, None, labels, tuple(hep.spec.expected_i_ps), tuple(hep.spec.profiles), hep.spec.node
+    )
+
+
+def scoped(selector: str | None, namespace_selector: str | None, namespace: str | None) -> Selector:
+    """One selector over endpoint labels: ``selector``, within the namespaces ``namespace_selector``
+    matches, or else (for a NetworkPolicy, whose ``namespace`` this is) within its own."""
+    parts: list[Node] = [Selector.parse(selector).root if selector is not None else All()]
+    if namespace_selector is not None:
+        parts.append(with_prefix(Selector.parse(namespace_selector).root, NAMESPACE_PREFIX))
+    elif namespace is not None:
+        parts.append(Compare(NAMESPACE_LABEL, "==", namespace))
+    return Selector.of(both(*parts))
+
+
+def policy_namespace(policy: Policy) -> str | None:
+    return policy.namespace if isinstance(policy, NetworkPolicy) else None
+
+
+def policy_selector(policy: Policy) -> Selector:
+    """Which endpoints ``policy`` applies to."""
+    if isinstance(policy, GlobalNetworkPolicy):
+        return scoped(policy.spec.selector, policy.spec.namespace_selector, None)
+    return scoped(policy.spec.selector, None, policy.namespace)
+
+
+def policy_id(policy: Policy) -> str:
+    return f"{policy.namespace}/{policy.name}" if isinstance(policy, NetworkPolicy) else policy.name
+
+
+def ordered(policies: Iterable[Policy]) -> list[Policy]:
+    """Calico's order: by ``order`` (unordered last), then by name; a NetworkPolicy's name
+    counts with its namespace."""
+    return sorted(policies, key=lambda p: p.spec.sort_key(policy_id(p)))
+
+
+def side_selectors(entity: EntityRule, namespace: str | None) -> tuple[Selector | None, Selector | None]:
+    """The (selector, notSelector) of one side of a rule, scoped; None where the rule gives none.
+    A side with only a namespaceSelector selects every endpoint of those namespaces."""
+    positive = None
+    if entity.selector is not None or entity.namespace_selector is not None:
+        positive = scoped(entity.selector, entity.namespace_selector, namespace)
+    negative = None
+    if entity.not_selector is not None:
+        negative = scoped(entity.not_selector, entity.namespace_selector, namespace)
+    return positive, negative
+
+
+@dataclass(frozen=True)
+class EndpointPolicies:
+    """What decides an endpoint's traffic, per direction: the policies that select it, in order
+    (ids), then its profiles (names), which decide when no policy does."""
+
+    endpoint: Endpoint
+    ingress: tuple[str, ...]
+    egress: tuple[str, ...]
+    profiles: tuple[str, ...]
+
+    def policies(self, direction: Direction) -> tuple[str, ...]:
+        return self.ingress if direction == "Ingress" else self.egress
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    selector: Selector
+    members: frozenset[str]
+
+    @property
+    def id(self) -> str:
+        return self.selector.unique_id
+
+
+@dataclass(frozen=True)
+class PolicyPlan:
+    endpoints: tuple[EndpointPolicies, ...]  # this host's, by key
+    policies: Mapping[str, Policy]  # the ones some local endpoint uses, by id
+    profiles: Mapping[str, Profile]  # likewise, by name
+    sets: Mapping[str, AddressSet]  # every selector their rules name, by id
+
+
+def plan(
+    node: str,
+    workloads: Sequence[WorkloadEndpoint],
+    host_endpoints: Sequence[HostEndpoint],
+    policies: Sequence[Policy],
+    profiles: Mapping[str, Profile],
+) -> PolicyPlan:
+    """This host's endpoints with what applies to them, and the address sets their rules need."""
+    everyone = [workload_endpoint(w, profiles) for w in workloads]
+    everyone += [host_endpoint(h, profiles) for h in host_endpoints]
+    local = sorted((e for e in everyone if e.node == node), key=lambda e: e.key)
+    ranked = [(p, policy_selector(p)) for p in ordered(policies)]
+    used: dict[str, Policy] = {}
+    decided: list[EndpointPolicies] = []
+    for endpoint in local:
+        chosen: dict[Direction, list[str]] = {"Ingress": [], "Egress": []}
+        for policy, selector in ranked:
+            if not selector.matches(endpoint.labels):
+                continue
+            used[policy_id(policy)] = policy
+            for direction in sorted(policy.spec.directions):
+                chosen[direction].append(policy_id(policy))
+        decided.append(
+            EndpointPolicies(endpoint, tuple(chosen["Ingress"]), tuple(chosen["Egress"]), endpoint.profiles)
+        )
+    used_profiles = {n: profiles[n] for e in local for n in e.profiles if n in profiles}
+    rules = [(r, policy_namespace(p)) for p in used.values() for r in (*p.spec.ingress, *p.spec.egress)]
+    rules += [(r, None) for p in used_profiles.values() for r in (*p.spec.ingress, *p.spec.egress)]
+    return PolicyPlan(tuple(decided), used, used_profiles, address_sets(rules, everyone))
+
+
+def address_sets(
+    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
+) -> dict[str, AddressSet]:
+    """Every selector ``rules`` name (with the namespace each rule's policy scopes it to), and the
+    addresses of the endpoints each matches."""
+    selectors: dict[str, Selector] = {}
+    for rule, namespace in rules:
+        for entity in (rule.source, rule.destination):
+            for selector in side_selectors(entity, namespace):
+                if selector is not None:
+                    selectors.setdefault(selector.unique_id, selector)
+    return {
+        ident: AddressSet(
+            selector,
+            frozenset(a for e in endpoints if selector.matches(e.labels) for a in e.addresses),
+        )
+        for ident, selector in selectors.items()
+    }
