@@ -279,6 +279,42 @@ def test_policies_profiles_and_host_endpoints_apply_get_and_delete(etcd: EtcdSer
     assert table(felidctl("get", "policies", "-A", url=etcd.url).stdout) == [["NAMESPACE", "NAME"]]
 
 
+def test_label_sets_overwrites_and_removes_as_calicoctl(etcd: EtcdServer) -> None:
+    assert felidctl("apply", "-f", "-", stdin=POLICIES, url=etcd.url).returncode == 0
+
+    def labels(*args: str) -> dict[str, str]:
+        got = yaml.safe_load(felidctl("get", *args, "-o", "yaml", url=etcd.url).stdout)
+        return dict(got["metadata"].get("labels", {}))
+
+    done = felidctl("label", "hep", "node-1-eth0", "zone=a", url=etcd.url)
+    assert (
+        done.returncode == 0
+        and done.stdout.strip() == "Successfully set label zone=a on hostendpoint 'node-1-eth0'"
+    )
+    assert labels("hep", "node-1-eth0") == {"role": "host", "zone": "a"}
+    refused = felidctl("label", "hep", "node-1-eth0", "zone=b", url=etcd.url)
+    assert refused.returncode == 1 and "already has zone=a; use --overwrite" in refused.stderr
+    assert felidctl("label", "hep", "node-1-eth0", "zone=b", "--overwrite", url=etcd.url).returncode == 0
+    assert labels("hep", "node-1-eth0")["zone"] == "b"
+    assert felidctl("label", "hep", "node-1-eth0", "role", "--remove", url=etcd.url).returncode == 0
+    assert labels("hep", "node-1-eth0") == {"zone": "b"}
+    missing = felidctl("label", "hep", "node-1-eth0", "role", "--remove", url=etcd.url)
+    assert missing.returncode == 1 and "has no label 'role'" in missing.stderr
+    # Namespaced kinds take -n; keys and values are checked as Kubernetes checks them.
+    assert (
+        felidctl(
+            "label", "policy", "allow-frontend", "-n", "shop", "app.kubernetes.io/part-of=shop", url=etcd.url
+        ).returncode
+        == 0
+    )
+    assert labels("policy", "allow-frontend", "-n", "shop") == {"app.kubernetes.io/part-of": "shop"}
+    for bad in ("bad-=x", "ok=-bad", "UPPER.Prefix/k=v", "k=" + "v" * 64):
+        result = felidctl("label", "hep", "node-1-eth0", bad, url=etcd.url)
+        assert result.returncode == 1 and "invalid label" in result.stderr, bad
+    gone = felidctl("label", "hep", "nobody", "a=b", url=etcd.url)
+    assert gone.returncode == 1 and "nobody" in gone.stderr
+
+
 def test_unreachable_etcd_is_one_line_naming_the_endpoint(resources: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["get", "ippool"], ["apply", "-f", str(resources)]):

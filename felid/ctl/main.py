@@ -1,10 +1,11 @@
-"""felidctl: apply / create / replace / get / delete / version over the datastore."""
+"""felidctl: apply / create / replace / get / delete / label / version over the datastore."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig, read_config_f
 from datastore.errors import (
     AlreadyExists,
     BatchItemFailed,
+    Conflict,
     DatastoreError,
     NotFound,
     PartlyWritten,
@@ -168,6 +170,64 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_RETRIES = 5
+
+
+def _label_key(key: str) -> str:
+    prefix, slash, name = key.rpartition("/")
+    if (slash and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix))) or not _LABEL_NAME.match(name):
+        raise UsageError(
+            f"invalid label key {quoted(key)}: [prefix/]name, the name at most 63 letters, digits, '-', '_' "
+            "or '.' starting and ending with a letter or digit, the prefix a DNS subdomain"
+        )
+    return key
+
+
+def _label_value(value: str) -> str:
+    if value and not _LABEL_NAME.match(value):
+        raise UsageError(
+            f"invalid label value {quoted(value)}: at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (or empty)"
+        )
+    return value
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """calicoctl label: set (``key=value``, ``--overwrite`` to change one) or ``--remove`` a label,
+    as one compare-and-swap of the resource (retried if another writer got there first)."""
+    kind = kind_named(args.kind)
+    namespace = args.namespace if kind.NAMESPACED else None
+    _named(kind, [args.name], namespace)
+    key, sep, value = args.label.partition("=")
+    if args.remove == bool(sep):
+        raise UsageError("label takes KEY=VALUE to set a label, or KEY with --remove")
+    key, value = _label_key(key), _label_value(value)
+    store = open_store(args)
+    what = f"{kind.KIND.lower()} {quoted(args.name)}"
+    for _ in range(LABEL_RETRIES):
+        resource = store.get(kind, args.name, namespace)
+        labels = dict(resource.metadata.labels)
+        if args.remove:
+            if key not in labels:
+                raise UsageError(f"{what} has no label {quoted(key)}")
+            del labels[key]
+        elif key in labels and labels[key] != value and not args.overwrite:
+            raise UsageError(f"{what} already has {key}={labels[key]}; use --overwrite to change it")
+        else:
+            labels[key] = value
+        meta = resource.metadata.model_copy(update={"labels": labels})
+        try:
+            store.update(resource.model_copy(update={"metadata": meta}))
+        except Conflict:
+            continue
+        done = f"removed label {key} from" if args.remove else f"set label {key}={value} on"
+        print(f"Successfully {done} {what}")
+        return 0
+    raise UsageError(f"{what} kept changing under us; try again")
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"Client Version:    v{__version__}")
     try:
@@ -216,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-not-exists", action="store_true", help="do not fail on resources that do not exist"
     )
+
+    p = command("label", cmd_label, "Set or remove a label on one resource (calicoctl label).")
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("label", metavar="KEY=VALUE | KEY")
+    p.add_argument("--remove", action="store_true", help="remove the label KEY")
+    p.add_argument("--overwrite", action="store_true", help="change the value of a label that is set")
+    p.add_argument("-n", "--namespace", default="default")
 
     command("version", cmd_version, "Show the client and cluster versions.")
     add_ipam_parser(sub, add_datastore_flags, open_store)
