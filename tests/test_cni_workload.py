@@ -59,6 +59,58 @@ def test_two_workloads_ping_each_other_and_the_host(host: LabHost) -> None:
         assert host.cni("DEL", host.netconf(), "cb", f"/run/netns/{pods['pod-b']}")[0] == 0  # idempotent
 
 
+def test_labels_from_the_network_config_and_its_profiles_reach_the_endpoint(host: LabHost) -> None:
+    labelled = {
+        **host.netconf(),
+        "args": {
+            "cni": {
+                "labels": [
+                    {"key": "role", "value": "frontend"},
+                    {"key": "app.kubernetes.io/name", "value": "shop"},
+                ]
+            }
+        },
+    }
+    with namespaces("pod-l", "pod-p") as pods:
+        code, _ = host.cni(
+            "ADD", labelled, "cl", f"/run/netns/{pods['pod-l']}", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web"
+        )
+        assert code == 0
+        code, _ = host.cni(
+            "ADD", {**host.netconf(), "profiles": ["kns.shop", "prod"]}, "cp", f"/run/netns/{pods['pod-p']}"
+        )
+        assert code == 0
+        items = {
+            w["spec"]["containerID"]: w
+            for w in json.loads(host.felidctl("get", "wep", "-A", "-o", "json").stdout)["items"]
+        }
+        assert items["cl"]["metadata"]["labels"] == {"role": "frontend", "app.kubernetes.io/name": "shop"}
+        assert items["cl"]["spec"]["profiles"] == ["projectcalico-default-allow"]  # the default
+        assert (
+            items["cp"]["spec"]["profiles"] == ["kns.shop", "prod"]
+            and "labels" not in items["cp"]["metadata"]
+        )
+        # felidctl label changes them later.
+        wep = items["cl"]["metadata"]["name"]
+        assert host.felidctl("label", "wep", wep, "-n", "shop", "role=db", "--overwrite").returncode == 0
+        got = json.loads(host.felidctl("get", "wep", wep, "-n", "shop", "-o", "json").stdout)
+        assert got["metadata"]["labels"]["role"] == "db"
+    # Bad labels or profiles are refused before anything is made.
+    for bad, says in (
+        (
+            {"args": {"cni": {"labels": [{"key": "-x", "value": "y"}]}}},
+            "args.cni.labels[0]: invalid label key",
+        ),
+        ({"args": {"cni": {"labels": {"role": "db"}}}}, "must be a list"),
+        ({"profiles": "prod"}, "profiles must be a list"),
+        ({"profiles": ["Not_A_Name"]}, "profiles"),
+    ):
+        with namespaces("pod-bad") as pods:
+            code, error = host.cni("ADD", {**host.netconf(), **bad}, "cbad", f"/run/netns/{pods['pod-bad']}")
+        assert code != 0 and error is not None and error["code"] == 7 and says in error["msg"], error
+    assert "cbad" not in host.felidctl("get", "wep", "-A", "-o", "json").stdout
+
+
 def test_del_after_the_namespace_is_gone(host: LabHost) -> None:
     with namespaces("pod") as pods:
         code, result = host.cni("ADD", host.netconf(), "c1", f"/run/netns/{pods['pod']}")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from datastore.etcd import EtcdKV
-from datastore.models import ClusterInformation, IPPool, Node
+from datastore.models import ClusterInformation, IPPool, Node, Profile
 from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, choose
@@ -75,6 +75,7 @@ def test_nodes_starting_at_once_create_one_pool_and_distinct_tunnel_addresses(
 
     def start(i: int) -> Node:
         startup.ensure_default_pool(store, settings)
+        startup.ensure_default_profile(store)
         startup.mark_datastore_ready(store)
         return startup.register_node(store, kv, f"node-{i}", f"198.51.100.{i}/24", settings)
 
@@ -85,6 +86,7 @@ def test_nodes_starting_at_once_create_one_pool_and_distinct_tunnel_addresses(
         ("default-ipv4-ippool", "10.50.0.0/16", "Always")
     ]
     assert store.get(ClusterInformation, "default").spec.datastore_ready is True
+    assert [p.to_dict()["spec"] for p in store.list(Profile)] == [Profile.default_allow().to_dict()["spec"]]
     tunnels = {str(n.spec.bgp.ipv4_ipip_tunnel_addr) for n in nodes if n.spec.bgp}
     assert len(tunnels) == 6 and all(
         ipaddress.IPv4Address(t) in ipaddress.IPv4Network("10.50.0.0/16") for t in tunnels

@@ -83,6 +83,25 @@ def _checked(check: Callable[[str], str], value: str, what: str) -> str:
         raise InvalidName(what, str(exc)) from None
 
 
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why ``key: value`` is not a label as Kubernetes (and Calico) allow them, or None."""
+    prefix, slash, name = key.rpartition("/")
+    if (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or not _LABEL_NAME.match(name):
+        return (
+            f"invalid label key {quoted(key)}: [prefix/]name, the name at most 63 letters, digits, "
+            "'-', '_' or '.' starting and ending with a letter or digit, the prefix a DNS subdomain"
+        )
+    if value and not _LABEL_NAME.match(value):
+        return (
+            f"invalid label value {quoted(value)}: at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit (or empty)"
+        )
+    return None
+
+
 def _ipv4(value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))

@@ -18,8 +18,8 @@ from typing import Any
 from datastore.errors import InvalidName, NotFound
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from datastore.models import IPPool, WorkloadEndpoint, encapsulation_overhead
-from datastore.models.base import valid_name, valid_namespace
+from datastore.models import IPPool, Profile, WorkloadEndpoint, encapsulation_overhead
+from datastore.models.base import label_problem, valid_name, valid_namespace
 from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
 from felid.cni.ipam_plugin import requested_pools
@@ -70,6 +70,40 @@ class Workload:
         ``_`` (which names may not hold) becomes ``-`` and its capitals small letters."""
         parts = (self.node, self.orchestrator, self.pod, self.ifname)
         return "-".join(p.replace("-", "--").replace("_", "-") for p in parts).lower()
+
+
+def labels_of(invocation: Invocation) -> dict[str, str]:
+    """The CNI conventions' ``args.cni.labels`` (a list of ``{"key": ..., "value": ...}``), which
+    become the WorkloadEndpoint's labels: what policy selectors see."""
+    args = invocation.config.get("args") or {}
+    cni = args.get("cni") if isinstance(args, dict) else None
+    listed = cni.get("labels", []) if isinstance(cni, dict) else []
+    if not isinstance(listed, list):
+        raise CNIError(INVALID_CONFIG, "args.cni.labels must be a list of {key, value}")
+    labels: dict[str, str] = {}
+    for i, item in enumerate(listed):
+        key = item.get("key") if isinstance(item, dict) else None
+        value = item.get("value", "") if isinstance(item, dict) else None
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise CNIError(INVALID_CONFIG, f"args.cni.labels[{i}]: expected {{key, value}} with text values")
+        problem = label_problem(key, value)
+        if problem is not None:
+            raise CNIError(INVALID_CONFIG, f"args.cni.labels[{i}]: {problem}")
+        labels[key] = value
+    return labels
+
+
+def profiles_of(invocation: Invocation) -> list[str]:
+    """The network config's ``profiles`` (felid's key), by default Calico's default-allow one."""
+    profiles = invocation.config.get("profiles", [Profile.DEFAULT_ALLOW])
+    if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+        raise CNIError(INVALID_CONFIG, "profiles must be a list of Profile names")
+    for name in profiles:
+        try:
+            valid_name(name, "profiles")
+        except InvalidName as exc:
+            raise CNIError(INVALID_CONFIG, str(exc)) from None
+    return profiles
 
 
 def workload_of(invocation: Invocation) -> Workload:
@@ -124,6 +158,7 @@ class Context:
 def cni_add(invocation: Invocation) -> Mapping[str, Any]:
     if not invocation.netns:
         raise CNIError(INVALID_CONFIG, "CNI_NETNS is not set")
+    labels, profiles = labels_of(invocation), profiles_of(invocation)  # refused before any change
     ctx = Context(invocation)
     wl = ctx.workload
     undo: list[Callable[[], object]] = []
@@ -144,7 +179,7 @@ def cni_add(invocation: Invocation) -> Mapping[str, Any]:
         pod_mac = asyncio.run(_plumb(netlink, wl, invocation.netns, address, mtu))
         endpoint = WorkloadEndpoint.model_validate(
             {
-                "metadata": {"name": wl.endpoint_name, "namespace": wl.namespace},
+                "metadata": {"name": wl.endpoint_name, "namespace": wl.namespace, "labels": labels},
                 "spec": {
                     "orchestrator": wl.orchestrator,
                     "node": wl.node,
@@ -154,6 +189,7 @@ def cni_add(invocation: Invocation) -> Mapping[str, Any]:
                     "interfaceName": wl.host_interface,
                     "ipNetworks": [f"{a}/32" for a in addresses],
                     "mac": pod_mac,
+                    "profiles": profiles,
                 },
             }
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from datastore.errors import (
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import API_VERSION, ClusterInformation, Resource
-from datastore.models.base import valid_name, valid_namespace
+from datastore.models.base import label_problem, valid_name, valid_namespace
 from datastore.settings import add_flags, resolve
 from datastore.store import ResourceStore, WriteMode
 from felid import __version__
@@ -170,28 +169,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_RETRIES = 5
-
-
-def _label_key(key: str) -> str:
-    prefix, slash, name = key.rpartition("/")
-    if (slash and (len(prefix) > 253 or not _LABEL_PREFIX.match(prefix))) or not _LABEL_NAME.match(name):
-        raise UsageError(
-            f"invalid label key {quoted(key)}: [prefix/]name, the name at most 63 letters, digits, '-', '_' "
-            "or '.' starting and ending with a letter or digit, the prefix a DNS subdomain"
-        )
-    return key
-
-
-def _label_value(value: str) -> str:
-    if value and not _LABEL_NAME.match(value):
-        raise UsageError(
-            f"invalid label value {quoted(value)}: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit (or empty)"
-        )
-    return value
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -203,7 +181,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     key, sep, value = args.label.partition("=")
     if args.remove == bool(sep):
         raise UsageError("label takes KEY=VALUE to set a label, or KEY with --remove")
-    key, value = _label_key(key), _label_value(value)
+    problem = label_problem(key, value)
+    if problem is not None:
+        raise UsageError(problem)
     store = open_store(args)
     what = f"{kind.KIND.lower()} {quoted(args.name)}"
     for _ in range(LABEL_RETRIES):

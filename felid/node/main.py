@@ -120,6 +120,7 @@ class FelidNode:
             try:
                 store = ResourceStore(kv, KeyLayout(self.datastore.etcd_prefix))
                 startup.ensure_default_pool(store, self.settings)
+                startup.ensure_default_profile(store)
                 startup.mark_datastore_ready(store)
                 startup.register_node(store, kv, self.name, self.address, self.settings)
                 self.files = startup.host_files(store, kv, self.name)

@@ -21,6 +21,7 @@ from datastore.models import (
     Encapsulation,
     IPPool,
     Node,
+    Profile,
     enabled_pools,
     pool_containing,
 )
@@ -58,6 +59,16 @@ def ensure_default_pool(store: ResourceStore, settings: NodeSettings) -> None:
         log.info("created the default IPPool %s (%s)", DEFAULT_POOL, settings.ipv4pool_cidr)
     except AlreadyExists:
         pass  # another node was first
+
+
+def ensure_default_profile(store: ResourceStore) -> None:
+    """Calico's ``projectcalico-default-allow``: the profile the CNI plugin gives workloads unless
+    its network config names others, so a cluster without policy lets everything through."""
+    try:
+        store.create(Profile.default_allow())
+        log.info("created the Profile %s", Profile.DEFAULT_ALLOW)
+    except AlreadyExists:
+        pass  # there already (an operator may have changed it: it is theirs now)
 
 
 def mark_datastore_ready(store: ResourceStore) -> None:
