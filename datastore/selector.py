@@ -352,5 +352,9 @@ class Selector:
     @cached_property
     def unique_id(self) -> str:
         """A short name for what this selector means (the same for every spelling of it)."""
-        digest = hashlib.sha224(self.canonical.encode()).digest()
-        return base64.b32encode(digest).decode().lower().rstrip("=")[:20]
+        return short_id(self.canonical)
+
+
+def short_id(text: str) -> str:
+    """20 characters, [a-z2-7], naming ``text``: short enough for a kernel set's name."""
+    return base64.b32encode(hashlib.sha224(text.encode()).digest()).decode().lower()[:20]

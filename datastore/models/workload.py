@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from datastore.errors import quoted
 from datastore.models.base import MAC, IPv4Network, Model, Name, Resource, default_namespace
+from datastore.models.policy import EndpointPort
 
 
 def _host_route(value: str) -> str:
@@ -30,6 +31,7 @@ class WorkloadEndpointSpec(Model):
     ip_networks: list[HostNetwork] = Field(default_factory=list, alias="ipNetworks")
     mac: MAC | None = None
     profiles: list[str] = Field(default_factory=list)
+    ports: list[EndpointPort] = Field(default_factory=list)  # named ports rules may name
 
     @model_validator(mode="after")
     def _iface(self) -> WorkloadEndpointSpec:

@@ -26,7 +26,7 @@ from datastore.models import (
     WorkloadEndpoint,
 )
 from datastore.models.policy import Direction
-from datastore.selector import NAMESPACE_LABEL, All, Compare, Node, Selector, both, with_prefix
+from datastore.selector import NAMESPACE_LABEL, All, Compare, Node, Selector, both, short_id, with_prefix
 
 NAMESPACE_PREFIX = "pcns."
 NAMESPACE_NAME_LABEL = "projectcalico.org/name"
@@ -44,6 +44,7 @@ class Endpoint:
     addresses: tuple[str, ...]  # IPv4 addresses, no prefix
     profiles: tuple[str, ...]
     node: str
+    ports: tuple[tuple[str, str | int, int], ...] = ()  # named ports: (name, protocol, number)
 
 
 def namespace_labels(namespace: str, profiles: Mapping[str, Profile]) -> dict[str, str]:
@@ -73,17 +74,17 @@ def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) ->
     labels[NAMESPACE_LABEL] = namespace
     labels[ORCHESTRATOR_LABEL] = wep.spec.orchestrator
     addresses = tuple(net.partition("/")[0] for net in wep.spec.ip_networks)
-    return Endpoint(
-        f"{namespace}/{wep.name}", namespace, labels, addresses, tuple(wep.spec.profiles), wep.spec.node
-    )
+    ports = tuple((str(p.name), p.protocol, p.port) for p in wep.spec.ports)
+    key = f"{namespace}/{wep.name}"
+    return Endpoint(key, namespace, labels, addresses, tuple(wep.spec.profiles), wep.spec.node, ports)
 
 
 def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
     labels = _inherited(hep.spec.profiles, profiles)
     labels.update(hep.metadata.labels)
-    return Endpoint(
-        hep.name, None, labels, tuple(hep.spec.expected_i_ps), tuple(hep.spec.profiles), hep.spec.node
-    )
+    ports = tuple((str(p.name), p.protocol, p.port) for p in hep.spec.ports)
+    addresses = tuple(hep.spec.expected_i_ps)
+    return Endpoint(hep.name, None, labels, addresses, tuple(hep.spec.profiles), hep.spec.node, ports)
 
 
 def scoped(selector: str | None, namespace_selector: str | None, namespace: str | None) -> Selector:
@@ -155,11 +156,31 @@ class AddressSet:
 
 
 @dataclass(frozen=True)
+class NamedPortSet:
+    """The (address, port) pairs a rule's named port stands for: that port of every endpoint the
+    rule's side selects (every endpoint, if it selects none) that has a port of that name."""
+
+    selector: Selector
+    protocol: str  # tcp, udp or sctp
+    port_name: str
+    members: frozenset[tuple[str, int]]
+
+    @property
+    def id(self) -> str:
+        return named_port_id(self.selector, self.protocol, self.port_name)
+
+
+def named_port_id(selector: Selector, protocol: str, name: str) -> str:
+    return short_id(f"{selector.canonical}|{protocol}|{name}")
+
+
+@dataclass(frozen=True)
 class PolicyPlan:
     endpoints: tuple[EndpointPolicies, ...]  # this host's, by key
     policies: Mapping[str, Policy]  # the ones some local endpoint uses, by id
     profiles: Mapping[str, Profile]  # likewise, by name
     sets: Mapping[str, AddressSet]  # every selector their rules name, by id
+    port_sets: Mapping[str, NamedPortSet]  # every named port their rules name, by id
 
 
 def plan(
@@ -190,7 +211,9 @@ def plan(
     used_profiles = {n: profiles[n] for e in local for n in e.profiles if n in profiles}
     rules = [(r, policy_namespace(p)) for p in used.values() for r in (*p.spec.ingress, *p.spec.egress)]
     rules += [(r, None) for p in used_profiles.values() for r in (*p.spec.ingress, *p.spec.egress)]
-    return PolicyPlan(tuple(decided), used, used_profiles, address_sets(rules, everyone))
+    return PolicyPlan(
+        tuple(decided), used, used_profiles, address_sets(rules, everyone), named_port_sets(rules, everyone)
+    )
 
 
 def address_sets(
@@ -211,3 +234,36 @@ def address_sets(
         )
         for ident, selector in selectors.items()
     }
+
+
+def port_names(entity: EntityRule) -> list[str]:
+    return [p for p in (*entity.ports, *entity.not_ports) if isinstance(p, str) and ":" not in p]
+
+
+def port_side_selector(entity: EntityRule, namespace: str | None) -> Selector:
+    positive, _ = side_selectors(entity, namespace)
+    return positive if positive is not None else Selector.of(All())
+
+
+def named_port_sets(
+    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
+) -> dict[str, NamedPortSet]:
+    wanted: dict[str, tuple[Selector, str, str]] = {}
+    for rule, namespace in rules:
+        protocol = str(rule.protocol).lower()
+        for entity in (rule.source, rule.destination):
+            for name in port_names(entity):
+                selector = port_side_selector(entity, namespace)
+                wanted.setdefault(named_port_id(selector, protocol, name), (selector, protocol, name))
+    out: dict[str, NamedPortSet] = {}
+    for ident, (selector, protocol, name) in wanted.items():
+        members = frozenset(
+            (address, number)
+            for e in endpoints
+            if selector.matches(e.labels)
+            for port_name, port_protocol, number in e.ports
+            if port_name == name and str(port_protocol).lower() == protocol
+            for address in e.addresses
+        )
+        out[ident] = NamedPortSet(selector, protocol, name, members)
+    return out

@@ -1,0 +1,310 @@
+"""A ``PolicyPlan`` rendered as iptables chains and ipsets (pure: text, no kernel).
+
+felix's policy goes into the kernel as iptables (Debian's nf_tables variant) with ipsets:
+``bench/policy_backend.py`` measured it ahead of nftables on every count that matters here
+(a set member 2.3 ms against 10.9; a chain 11.9 ms against 19.5; reading all back 89 ms
+against 265).  Everything felid makes is named ``felid-…``, so a restart finds its own.
+
+Per local endpoint two chains: ``felid-tw-<iface>`` (to the workload: its ingress) and
+``felid-fw-<iface>`` (from it: its egress).  Each runs the policies that select the endpoint
+in order (``felid-pi-`` / ``felid-po-`` chains, shared by every endpoint they select), then
+its profiles (``felid-pri-`` / ``felid-pro-``).  A policy chain's rule that allows sets the
+accept mark and returns; ``Pass`` sets the pass mark and returns; ``Deny`` drops; ``Log``
+logs and goes on.  The endpoint chain accepts once the accept mark is set, skips the other
+policies once the pass mark is, and drops when a policy selected it and none decided
+(Calico's rule); after the profiles, what none allowed is dropped.  Selectors are match-set
+tests against one ipset each (``felid-s-<id>``), several nets one ``hash:net`` set
+(``felid-n-<id>``), a named port one ``hash:ip,port`` set (``felid-p-<id>``): a pod joining a
+selector changes a set, never a rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from datastore.models import EntityRule, Profile, Rule
+from datastore.models.policy import Direction, protocol_number
+from datastore.selector import short_id
+from felix.calc.policy import (
+    EndpointPolicies,
+    Policy,
+    PolicyPlan,
+    named_port_id,
+    policy_namespace,
+    port_side_selector,
+    side_selectors,
+)
+
+PREFIX = "felid-"
+ACCEPT_MARK = 0x10000
+PASS_MARK = 0x20000
+MARKS = ACCEPT_MARK | PASS_MARK
+MULTIPORT_MAX = 15  # entries an iptables multiport match takes (a range counts two)
+LOG_PREFIX = "felid-packet: "
+SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
+DIRECTIONS: tuple[Direction, ...] = ("Ingress", "Egress")
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[str, ...]  # each what follows ``-A <name>`` in iptables-restore input
+
+
+@dataclass(frozen=True)
+class IPSet:
+    name: str
+    type: SetType
+    members: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    chains: tuple[Chain, ...]
+    sets: tuple[IPSet, ...]
+
+    def chain(self, name: str) -> Chain:
+        return next(c for c in self.chains if c.name == name)
+
+
+def _name(kind: str, ident: str) -> str:
+    return f"{PREFIX}{kind}-{short_id(ident)[:16]}"
+
+
+def policy_chain(policy_id: str, direction: Direction) -> str:
+    return _name("pi" if direction == "Ingress" else "po", policy_id)
+
+
+def profile_chain(name: str, direction: Direction) -> str:
+    return _name("pri" if direction == "Ingress" else "pro", name)
+
+
+def endpoint_chain(interface: str, direction: Direction) -> str:
+    return f"{PREFIX}{'tw' if direction == 'Ingress' else 'fw'}-{interface}"
+
+
+def selector_set(ident: str) -> str:
+    return f"{PREFIX}s-{ident}"
+
+
+def nets_set(nets: Sequence[str]) -> IPSet:
+    return IPSet(f"{PREFIX}n-{short_id(','.join(sorted(nets)))}", "hash:net", frozenset(nets))
+
+
+def port_set(ident: str) -> str:
+    return f"{PREFIX}p-{ident}"
+
+
+# -- one rule -----------------------------------------------------------------------------
+
+
+def _protocol(protocol: str | int) -> str:
+    return protocol.lower() if isinstance(protocol, str) else str(protocol)
+
+
+class _Sides:
+    """The sets one rule needs, collected while it renders."""
+
+    def __init__(self) -> None:
+        self.nets: dict[str, IPSet] = {}
+
+    def addresses(self, entity: EntityRule, namespace: str | None, where: Literal["src", "dst"]) -> list[str]:
+        flag = "-s" if where == "src" else "-d"
+        out: list[str] = []
+        for nets, negated in ((entity.nets, False), (entity.not_nets, True)):
+            if len(nets) == 1:
+                out.append(f"{'! ' if negated else ''}{flag} {nets[0]}")
+            elif nets:
+                made = nets_set(nets)
+                self.nets[made.name] = made
+                out.append(f"-m set {'! ' if negated else ''}--match-set {made.name} {where}")
+        positive, negative = side_selectors(entity, namespace)
+        if positive is not None:
+            out.append(f"-m set --match-set {selector_set(positive.unique_id)} {where}")
+        if negative is not None:
+            out.append(f"-m set ! --match-set {selector_set(negative.unique_id)} {where}")
+        return out
+
+
+def _port_chunks(ports: Sequence[int | str]) -> list[str]:
+    """Numbers and ranges in multiport lists of at most MULTIPORT_MAX entries."""
+    chunks: list[str] = []
+    current: list[str] = []
+    used = 0
+    for port in ports:
+        text = str(port)
+        cost = 2 if ":" in text else 1
+        if used + cost > MULTIPORT_MAX:
+            chunks.append(",".join(current))
+            current, used = [], 0
+        current.append(text)
+        used += cost
+    if current:
+        chunks.append(",".join(current))
+    return chunks
+
+
+def _ports(
+    rule: Rule, entity: EntityRule, namespace: str | None, where: Literal["s", "d"]
+) -> list[list[str]]:
+    """Alternatives (any one may match) for the side's ports, and its notPorts (all must hold)."""
+    protocol = str(rule.protocol).lower()
+    numbers = [p for p in entity.ports if not (isinstance(p, str) and ":" not in p)]
+    names = [p for p in entity.ports if isinstance(p, str) and ":" not in p]
+    selector = port_side_selector(entity, namespace)
+    direction = "src" if where == "s" else "dst"
+    alternatives = [[f"-m multiport --{where}ports {chunk}"] for chunk in _port_chunks(numbers)]
+    alternatives += [
+        [f"-m set --match-set {port_set(named_port_id(selector, protocol, n))} {direction},{direction}"]
+        for n in names
+    ]
+    not_numbers = [p for p in entity.not_ports if not (isinstance(p, str) and ":" not in p)]
+    not_names = [p for p in entity.not_ports if isinstance(p, str) and ":" not in p]
+    excluded = [f"-m multiport ! --{where}ports {chunk}" for chunk in _port_chunks(not_numbers)]
+    excluded += [
+        f"-m set ! --match-set {port_set(named_port_id(selector, protocol, n))} {direction},{direction}"
+        for n in not_names
+    ]
+    if not alternatives:
+        return [excluded]
+    return [[*a, *excluded] for a in alternatives]
+
+
+def _icmp(rule: Rule) -> list[str]:
+    out = []
+    for fields, negated in ((rule.icmp, False), (rule.not_icmp, True)):
+        if fields is not None and fields.type is not None:
+            code = f"/{fields.code}" if fields.code is not None else ""
+            out.append(f"-m icmp {'! ' if negated else ''}--icmp-type {fields.type}{code}")
+    return out
+
+
+_MARK_OF = {"Allow": ACCEPT_MARK, "Pass": PASS_MARK}
+
+
+def _target(rule: Rule) -> str:
+    mark = _MARK_OF.get(rule.action)
+    if mark is not None:
+        return f"-j MARK --set-xmark {mark:#x}/{mark:#x}"
+    if rule.action == "Deny":
+        return "-j DROP"
+    return f'-j LOG --log-prefix "{LOG_PREFIX}"'
+
+
+def render_rule(rule: Rule, namespace: str | None, sides: _Sides) -> list[str]:
+    """The iptables rules for one Calico rule (several when its ports need several multiport
+    matches); none for what IPv4 never carries (ICMPv6)."""
+    for protocol in (rule.protocol, rule.not_protocol):
+        if protocol is not None and protocol_number(protocol) == 58:
+            return []  # ICMPv6: not in an IPv4 table (with notProtocol it would match everything v4)
+    head: list[str] = []
+    if rule.protocol is not None:
+        head.append(f"-p {_protocol(rule.protocol)}")
+    if rule.not_protocol is not None:
+        head.append(f"! -p {_protocol(rule.not_protocol)}")
+    head += sides.addresses(rule.source, namespace, "src")
+    head += sides.addresses(rule.destination, namespace, "dst")
+    head += _icmp(rule)
+    out: list[str] = []
+    for src, dst in itertools.product(
+        _ports(rule, rule.source, namespace, "s"), _ports(rule, rule.destination, namespace, "d")
+    ):
+        out.append(" ".join([*head, *src, *dst, _target(rule)]))
+        mark = _MARK_OF.get(rule.action)
+        if mark is not None:  # Allow and Pass: then leave the policy
+            out.append(f"-m mark --mark {mark:#x}/{mark:#x} -j RETURN")
+    return out
+
+
+# -- chains -------------------------------------------------------------------------------
+
+
+def _rules_chain(name: str, rules: Iterable[Rule], namespace: str | None, sides: _Sides) -> Chain:
+    rendered = [line for rule in rules for line in render_rule(rule, namespace, sides)]
+    return Chain(name, tuple(rendered))
+
+
+def _endpoint_chain(
+    decided: EndpointPolicies, interface: str, direction: Direction, profiles: Mapping[str, Profile]
+) -> Chain:
+    rules = [f"-j MARK --set-xmark 0/{MARKS:#x}"]
+    policies = decided.policies(direction)
+    for ident in policies:
+        rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j {policy_chain(ident, direction)}")
+        rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j ACCEPT")
+    if policies:  # selected, and no policy decided or passed: dropped
+        rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j DROP")
+    for name in decided.profiles:
+        if name in profiles:  # a profile that does not exist allows nothing
+            rules.append(f"-j {profile_chain(name, direction)}")
+            rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j ACCEPT")
+    rules.append("-j DROP")
+    return Chain(endpoint_chain(interface, direction), tuple(rules))
+
+
+def _anti_spoof(decided: EndpointPolicies, sides: _Sides) -> list[str]:
+    """From a workload, only its own addresses: the rest is dropped before any policy."""
+    addresses = decided.endpoint.addresses
+    if not addresses:
+        return ["-j DROP"]
+    if len(addresses) == 1:
+        return [f"! -s {addresses[0]} -j DROP"]
+    own = nets_set([f"{a}/32" for a in addresses])
+    sides.nets[own.name] = own
+    return [f"-m set ! --match-set {own.name} src -j DROP"]
+
+
+def render(plan: PolicyPlan, interfaces: Mapping[str, str]) -> Ruleset:
+    """The chains and sets for ``plan``; ``interfaces`` names each local workload's host interface
+    (by endpoint key).  Endpoints without one (host endpoints, for now) get no chain."""
+    sides = _Sides()
+    chains: dict[str, Chain] = {}
+    for ident, policy in plan.policies.items():
+        for direction in DIRECTIONS:
+            name = policy_chain(ident, direction)
+            chains[name] = _rules_chain(name, _rules(policy, direction), policy_namespace(policy), sides)
+    for name, profile in plan.profiles.items():
+        for direction in DIRECTIONS:
+            chain = profile_chain(name, direction)
+            chains[chain] = _rules_chain(chain, _rules(profile, direction), None, sides)
+    for decided in plan.endpoints:
+        interface = interfaces.get(decided.endpoint.key)
+        if interface is None:
+            continue
+        to = _endpoint_chain(decided, interface, "Ingress", plan.profiles)
+        chains[to.name] = to
+        out = _endpoint_chain(decided, interface, "Egress", plan.profiles)
+        chains[out.name] = Chain(out.name, (*_anti_spoof(decided, sides), *out.rules))
+    sets = [IPSet(selector_set(i), "hash:ip", s.members) for i, s in plan.sets.items()]
+    sets += [
+        IPSet(port_set(i), "hash:ip,port", frozenset(f"{a},{s.protocol}:{n}" for a, n in s.members))
+        for i, s in plan.port_sets.items()
+    ]
+    sets += sides.nets.values()
+    ordered_chains = tuple(sorted(chains.values(), key=lambda c: c.name))
+    return Ruleset(ordered_chains, tuple(sorted(sets, key=lambda s: s.name)))
+
+
+def _rules(owner: Policy | Profile, direction: Direction) -> list[Rule]:
+    return owner.spec.ingress if direction == "Ingress" else owner.spec.egress
+
+
+def iptables_input(ruleset: Ruleset) -> str:
+    """``iptables-restore --noflush`` input that (re)writes exactly these chains of the filter
+    table, in one commit: declaring a chain empties it, so each is rewritten whole."""
+    lines = ["*filter", *(f":{c.name} - [0:0]" for c in ruleset.chains)]
+    lines += [f"-A {c.name} {rule}" for c in ruleset.chains for rule in c.rules]
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def ipset_input(sets: Iterable[IPSet]) -> str:
+    """``ipset restore`` input creating these sets (left alone if they exist) and adding their
+    members; the dataplane swaps a changed set in whole."""
+    lines: list[str] = []
+    for made in sets:
+        lines.append(f"create {made.name} {made.type} family inet -exist")
+        lines += [f"add {made.name} {member} -exist" for member in sorted(made.members)]
+    return "\n".join([*lines, ""])

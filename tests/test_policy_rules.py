@@ -1,0 +1,194 @@
+"""Policy rendered as iptables chains and ipsets: the rules' shapes (pure), and the whole of it
+loaded by the real iptables-restore and ipset in a namespace of its own."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+from datastore.models import GlobalNetworkPolicy, NetworkPolicy, Profile, WorkloadEndpoint
+from felix.calc.policy import Policy, plan
+from felix.calc.rules import (
+    ACCEPT_MARK,
+    Ruleset,
+    endpoint_chain,
+    ipset_input,
+    iptables_input,
+    policy_chain,
+    profile_chain,
+    render,
+)
+from lab.network import namespaces
+
+NODE = "node-1"
+
+
+def wep(name: str, ip: str, ports: list[dict[str, Any]] | None = None, **labels: str) -> WorkloadEndpoint:
+    return WorkloadEndpoint.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {
+                "node": NODE,
+                "interfaceName": f"cali{name}",
+                "ipNetworks": [f"{ip}/32"],
+                "profiles": ["projectcalico-default-allow"],
+                "ports": ports or [],
+            },
+        }
+    )
+
+
+WORKLOADS = [
+    wep("db", "10.244.0.1", ports=[{"name": "metrics", "protocol": "TCP", "port": 9100}], role="db"),
+    wep("front", "10.244.0.2", role="frontend"),
+]
+PROFILES = {Profile.DEFAULT_ALLOW: Profile.default_allow()}
+INTERFACES = {f"shop/{w.name}": w.spec.interface_name for w in WORKLOADS}
+
+
+def rendered(*policies: Policy) -> Ruleset:
+    return render(plan(NODE, WORKLOADS, [], list(policies), PROFILES), INTERFACES)
+
+
+def netpol(spec: dict[str, Any], name: str = "p") -> NetworkPolicy:
+    return NetworkPolicy.model_validate({"metadata": {"name": name, "namespace": "shop"}, "spec": spec})
+
+
+ALLOW_FRONTEND = netpol(
+    {
+        "selector": "role == 'db'",
+        "ingress": [
+            {
+                "action": "Allow",
+                "protocol": "TCP",
+                "source": {"selector": "role == 'frontend'"},
+                "destination": {"ports": [8080]},
+            }
+        ],
+    }
+)
+
+
+def test_an_endpoint_runs_its_policies_in_order_then_its_profiles() -> None:
+    ruleset = rendered(ALLOW_FRONTEND)
+    to_db = ruleset.chain(endpoint_chain("calidb", "Ingress")).rules
+    pi = policy_chain("shop/p", "Ingress")
+    assert to_db == (
+        "-j MARK --set-xmark 0/0x30000",
+        f"-m mark --mark 0/0x20000 -j {pi}",
+        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
+        "-m mark --mark 0/0x20000 -j DROP",  # selected by a policy that did not decide: dropped
+        f"-j {profile_chain('projectcalico-default-allow', 'Ingress')}",
+        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
+        "-j DROP",
+    )
+    (frontends,) = [s for s in ruleset.sets if s.name.startswith("felid-s-")]
+    assert frontends.members == {"10.244.0.2"}
+    assert ruleset.chain(pi).rules == (
+        f"-p tcp -m set --match-set {frontends.name} src -m multiport --dports 8080"
+        " -j MARK --set-xmark 0x10000/0x10000",
+        "-m mark --mark 0x10000/0x10000 -j RETURN",
+    )
+    # The frontend is selected by no policy: its profile decides; its own address only.
+    from_front = ruleset.chain(endpoint_chain("califront", "Egress")).rules
+    assert from_front[0] == "! -s 10.244.0.2 -j DROP" and f"{ACCEPT_MARK:#x}" in from_front[-2]
+    assert all(len(c.name) <= 28 for c in ruleset.chains) and all(len(s.name) <= 31 for s in ruleset.sets)
+
+
+def test_actions_ports_nets_icmp_and_what_ipv4_never_carries() -> None:
+    policy = GlobalNetworkPolicy.model_validate(
+        {
+            "metadata": {"name": "g"},
+            "spec": {
+                "selector": "all()",
+                "ingress": [
+                    {
+                        "action": "Deny",
+                        "protocol": "UDP",
+                        "source": {"nets": ["198.51.100.0/24"]},
+                        "destination": {"ports": list(range(1, 21))},
+                    },
+                    {"action": "Log", "source": {"nets": ["192.0.2.0/24", "203.0.113.0/24"]}},
+                    {"action": "Pass", "protocol": "ICMP", "icmp": {"type": 8, "code": 0}},
+                    {"action": "Allow", "protocol": "ICMPv6"},
+                    {
+                        "action": "Allow",
+                        "protocol": "TCP",
+                        "destination": {"ports": ["metrics"], "notPorts": ["1000:2000"]},
+                    },
+                ],
+            },
+        }
+    )
+    ruleset = rendered(policy)
+    rules = ruleset.chain(policy_chain("g", "Ingress")).rules
+    assert rules[0].startswith("-p udp -s 198.51.100.0/24 -m multiport --dports 1,2,3") and rules[0].endswith(
+        "-j DROP"
+    )
+    assert rules[1].endswith("--dports 16,17,18,19,20 -j DROP")  # 20 ports: two multiport matches
+    nets = next(s for s in ruleset.sets if s.type == "hash:net")
+    assert rules[2] == f'-m set --match-set {nets.name} src -j LOG --log-prefix "felid-packet: "'
+    assert rules[3] == "-p icmp -m icmp --icmp-type 8/0 -j MARK --set-xmark 0x20000/0x20000"
+    assert rules[4] == "-m mark --mark 0x20000/0x20000 -j RETURN"
+    named = next(s for s in ruleset.sets if s.type == "hash:ip,port")
+    assert named.members == {"10.244.0.1,tcp:9100"}  # the db's named port
+    assert rules[5].startswith(
+        f"-p tcp -m set --match-set {named.name} dst,dst -m multiport ! --dports 1000:2000"
+    )
+    assert len(rules) == 7  # the ICMPv6 rule is not there
+
+
+def test_the_rendered_ruleset_loads_into_the_kernel() -> None:
+    gnp = GlobalNetworkPolicy.model_validate(
+        {
+            "metadata": {"name": "g"},
+            "spec": {
+                "order": 5,
+                "selector": "all()",
+                "egress": [
+                    {
+                        "action": "Deny",
+                        "destination": {
+                            "nets": ["192.0.2.0/24", "203.0.113.7/32"],
+                            "notSelector": "role == 'db'",
+                        },
+                    }
+                ],
+                "ingress": [
+                    {
+                        "action": "Allow",
+                        "protocol": "TCP",
+                        "destination": {"ports": ["metrics", 80, "8000:8100"]},
+                    }
+                ],
+            },
+        }
+    )
+    ruleset = rendered(ALLOW_FRONTEND, gnp)
+    with namespaces("rules") as ns:
+
+        def run(*command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns["rules"], *command],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+        loaded = run("ipset", "restore", stdin=ipset_input(ruleset.sets))
+        assert loaded.returncode == 0, loaded.stderr
+        loaded = run("iptables-restore", "--noflush", stdin=iptables_input(ruleset))
+        assert loaded.returncode == 0, loaded.stderr
+        saved = run("iptables-save", "-t", "filter").stdout
+        for chain in ruleset.chains:
+            assert f":{chain.name} " in saved
+        assert saved.count("-A felid-") == sum(len(c.rules) for c in ruleset.chains)
+        frontends = next(s for s in ruleset.sets if s.members == {"10.244.0.2"})
+        assert "10.244.0.2" in run("ipset", "list", frontends.name).stdout
+        # Loading it again changes nothing (a restart rewrites what is already right to the same).
+        assert run("iptables-restore", "--noflush", stdin=iptables_input(ruleset)).returncode == 0
+        assert run("iptables-save", "-t", "filter").stdout.count("-A felid-") == saved.count("-A felid-")
+        run("iptables", "-F")
+        run("iptables", "-X")
+        run("ipset", "destroy")
