@@ -301,27 +301,16 @@ class HostEndpoint(Resource):
 
 # Calico's failsafe ports (FelixConfiguration failsafeInboundHostPorts / failsafeOutboundHostPorts
 # defaults): a HostEndpoint's policy never closes them, so ssh, BGP, etcd, typha and the API stay up.
+_CLUSTER_TCP = (179, 2379, 2380, 5473, 6443, 6666, 6667)  # BGP, etcd, typha, the API, etcd's old ports
 FAILSAFE_INBOUND: tuple[tuple[str, int], ...] = (
     ("TCP", 22),
     ("UDP", 68),
-    ("TCP", 179),
-    ("TCP", 2379),
-    ("TCP", 2380),
-    ("TCP", 5473),
-    ("TCP", 6443),
-    ("TCP", 6666),
-    ("TCP", 6667),
+    *(("TCP", p) for p in _CLUSTER_TCP),
 )
 FAILSAFE_OUTBOUND: tuple[tuple[str, int], ...] = (
     ("UDP", 53),
     ("UDP", 67),
     ("TCP", 53),
-    ("TCP", 179),
     ("TCP", 443),
-    ("TCP", 2379),
-    ("TCP", 2380),
-    ("TCP", 5473),
-    ("TCP", 6443),
-    ("TCP", 6666),
-    ("TCP", 6667),
+    *(("TCP", p) for p in _CLUSTER_TCP),
 )
