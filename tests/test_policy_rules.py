@@ -18,6 +18,7 @@ from felix.calc.rules import (
     profile_chain,
     render,
 )
+from felix.dataplane.policy import PolicyTables
 from lab.network import namespaces
 
 NODE = "node-1"
@@ -192,3 +193,49 @@ def test_the_rendered_ruleset_loads_into_the_kernel() -> None:
         run("iptables", "-F")
         run("iptables", "-X")
         run("ipset", "destroy")
+
+
+async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_alone() -> None:
+    with namespaces("tables") as ns:
+
+        def run(*command: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns["tables"], *command], capture_output=True, text=True, check=True
+            ).stdout
+
+        run("iptables", "-N", "OTHER")  # not felid's: never touched
+        run("iptables", "-A", "OTHER", "-j", "ACCEPT")
+        run("ipset", "create", "other-set", "hash:ip")
+        tables = PolicyTables(netns=ns["tables"])
+        first = rendered(ALLOW_FRONTEND)
+        tables.set_desired(first)
+        done = await tables.apply()
+        assert len(done.chains_written) == len(first.chains) and len(done.sets_written) == len(first.sets)
+        assert (await tables.apply()).empty  # read back, nothing differs: nothing written
+        # A new frontend: one set's members change (swapped in whole), no chain is rewritten.
+        more = [*WORKLOADS, wep("front3", "10.244.0.3", role="frontend")]
+        grown = render(
+            plan(NODE, more, [], [ALLOW_FRONTEND], PROFILES), {**INTERFACES, "shop/front3": "califront3"}
+        )
+        tables.set_desired(grown)
+        done = await tables.apply()
+        assert done.sets_written == tuple(
+            s.name for s in grown.sets if s.members == {"10.244.0.2", "10.244.0.3"}
+        )
+        assert set(done.chains_written) == {"felid-tw-califront3", "felid-fw-califront3"}  # the new pod's own
+        assert "10.244.0.3" in run("ipset", "list", done.sets_written[0])
+        # The policy goes: its chains and its set go, the endpoints' chains are rewritten without it.
+        bare = render(plan(NODE, more, [], [], PROFILES), {**INTERFACES, "shop/front3": "califront3"})
+        tables.set_desired(bare)
+        done = await tables.apply()
+        assert set(done.chains_removed) == {
+            policy_chain("shop/p", "Ingress"),
+            policy_chain("shop/p", "Egress"),
+        }
+        assert done.chains_written == (endpoint_chain("calidb", "Ingress"),) and len(done.sets_removed) == 1
+        assert (await tables.apply()).empty
+        saved = run("iptables-save", "-t", "filter")
+        assert (
+            ":OTHER" in saved and "-A OTHER -j ACCEPT" in saved and "other-set" in run("ipset", "list", "-n")
+        )
+        assert policy_chain("shop/p", "Ingress") not in saved

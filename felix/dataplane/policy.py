@@ -1,0 +1,188 @@
+"""Policy in the kernel: felid's iptables chains and ipsets made to match a rendered ``Ruleset``.
+
+``set_desired()`` only records what is wanted; ``apply()`` reads the kernel back
+(``iptables-save -t filter``, ``ipset save``), and changes only what differs, in three steps
+that never leave a rule naming a set that is not there: sets are created or refilled first
+(a changed set is built beside the old one and swapped in, so its members change at once),
+then every changed chain is rewritten in one ``iptables-restore --noflush`` (one commit), then
+the chains and sets nothing uses any more are removed.  Each rule carries a comment with a
+hash of what felid wrote (``felid:<hash>``), so reading back compares those, not iptables'
+own spelling of the rule.  Only ``felid-`` chains and sets are ever touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from datastore.selector import short_id
+from felix.calc.rules import PREFIX, Chain, IPSet, Ruleset
+
+_COMMENT = re.compile(r'--comment "?felid:([a-z2-7]+)"?')
+SWAP_SUFFIX = "-new"  # a set being refilled, before the swap (31 characters at most in all)
+
+
+class PolicyCommandFailed(Exception):
+    """An iptables or ipset command refused what felix gave it."""
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    """What felid has in the kernel: its chains (each the rule hashes, in order) and sets."""
+
+    chains: dict[str, tuple[str, ...]]
+    sets: dict[str, tuple[str, frozenset[str]]]  # name -> (type, members)
+
+
+@dataclass(frozen=True)
+class PolicyChanges:
+    sets_written: tuple[str, ...] = ()
+    chains_written: tuple[str, ...] = ()
+    chains_removed: tuple[str, ...] = ()
+    sets_removed: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sets_written or self.chains_written or self.chains_removed or self.sets_removed)
+
+
+def rule_hash(chain: str, index: int, rule: str) -> str:
+    return short_id(f"{chain}|{index}|{rule}")[:16]
+
+
+def tagged(chain: Chain) -> list[str]:
+    """The chain's rules, each with the comment that lets a reader know it is this one."""
+    return [
+        f'-m comment --comment "felid:{rule_hash(chain.name, i, rule)}" {rule}'
+        for i, rule in enumerate(chain.rules)
+    ]
+
+
+def _hashes(chain: Chain) -> tuple[str, ...]:
+    return tuple(rule_hash(chain.name, i, rule) for i, rule in enumerate(chain.rules))
+
+
+def parse_iptables_save(text: str) -> dict[str, tuple[str, ...]]:
+    chains: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith(f":{PREFIX}"):
+            chains.setdefault(line[1:].split()[0], [])
+        elif line.startswith(f"-A {PREFIX}"):
+            name = line.split()[1]
+            found = _COMMENT.search(line)
+            chains.setdefault(name, []).append(found.group(1) if found else "")
+    return {name: tuple(hashes) for name, hashes in chains.items()}
+
+
+def parse_ipset_save(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+    types: dict[str, str] = {}
+    members: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "create" and parts[1].startswith(PREFIX):
+            types[parts[1]] = parts[2]
+            members.setdefault(parts[1], set())
+        elif len(parts) >= 3 and parts[0] == "add" and parts[1].startswith(PREFIX):
+            members.setdefault(parts[1], set()).add(parts[2])
+    return {name: (types.get(name, ""), frozenset(members.get(name, set()))) for name in types}
+
+
+def _normal(made: IPSet) -> frozenset[str]:
+    """Members as ``ipset save`` prints them (a /32 net is printed as the address)."""
+    return frozenset(m.removesuffix("/32") if made.type == "hash:net" else m for m in made.members)
+
+
+def changes_for(
+    desired: Ruleset, kernel: KernelPolicy
+) -> tuple[list[IPSet], list[Chain], list[str], list[str]]:
+    """(sets to write, chains to write, chains to remove, sets to remove)."""
+    sets = [s for s in desired.sets if kernel.sets.get(s.name) != (s.type, _normal(s))]
+    chains = [c for c in desired.chains if kernel.chains.get(c.name) != _hashes(c)]
+    wanted_chains = {c.name for c in desired.chains}
+    wanted_sets = {s.name for s in desired.sets}
+    gone_chains = sorted(n for n in kernel.chains if n not in wanted_chains)
+    gone_sets = sorted(n for n in kernel.sets if n not in wanted_sets)  # a crash's half-swapped ones too
+    return sets, chains, gone_chains, gone_sets
+
+
+def ipset_script(sets: Sequence[IPSet], existing: dict[str, tuple[str, frozenset[str]]]) -> str:
+    lines: list[str] = []
+    for made in sets:
+        if made.name in existing and existing[made.name][0] == made.type:
+            fresh = f"{made.name[: 31 - len(SWAP_SUFFIX)]}{SWAP_SUFFIX}"
+            lines.append(f"create {fresh} {made.type} family inet -exist")
+            lines.append(f"flush {fresh}")
+            lines += [f"add {fresh} {m}" for m in sorted(made.members)]
+            lines.append(f"swap {fresh} {made.name}")
+            lines.append(f"destroy {fresh}")
+        else:
+            lines.append(f"create {made.name} {made.type} family inet")
+            lines += [f"add {made.name} {m}" for m in sorted(made.members)]
+    return "\n".join([*lines, ""])
+
+
+def iptables_script(chains: Sequence[Chain], removed: Sequence[str]) -> str:
+    """One commit: each changed chain declared (which empties it) and refilled; then the chains
+    no longer used are emptied and deleted (nothing refers to them once the others are rewritten)."""
+    lines = ["*filter", *(f":{c.name} - [0:0]" for c in chains)]
+    lines += [f":{name} - [0:0]" for name in removed]
+    lines += [f"-A {c.name} {rule}" for c in chains for rule in tagged(c)]
+    lines += [f"-X {name}" for name in removed]
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+@dataclass
+class PolicyTables:
+    """felix's policy manager: ``set_desired`` marks it dirty, ``apply`` makes the kernel match."""
+
+    netns: str | None = None  # run the commands in this network namespace (the lab's hosts)
+    desired: Ruleset | None = None
+    dirty: bool = True
+    applied: list[PolicyChanges] = field(default_factory=list)
+
+    async def _run(self, *command: str, stdin: str | None = None) -> str:
+        prefix = ("ip", "netns", "exec", self.netns) if self.netns is not None else ()
+        return await _run(*prefix, *command, stdin=stdin)
+
+    def set_desired(self, ruleset: Ruleset) -> None:
+        if ruleset != self.desired:
+            self.desired = ruleset
+            self.dirty = True
+
+    async def read(self) -> KernelPolicy:
+        chains = parse_iptables_save(await self._run("iptables-save", "-t", "filter"))
+        sets = parse_ipset_save(await self._run("ipset", "save"))
+        return KernelPolicy(chains, sets)
+
+    async def apply(self) -> PolicyChanges:
+        if self.desired is None:
+            return PolicyChanges()
+        kernel = await self.read()
+        sets, chains, gone_chains, gone_sets = changes_for(self.desired, kernel)
+        if sets:
+            await self._run("ipset", "restore", stdin=ipset_script(sets, kernel.sets))
+        if chains or gone_chains:
+            await self._run("iptables-restore", "--noflush", stdin=iptables_script(chains, gone_chains))
+        if gone_sets:
+            await self._run("ipset", "restore", stdin="".join(f"destroy {name}\n" for name in gone_sets))
+        done = PolicyChanges(
+            tuple(s.name for s in sets), tuple(c.name for c in chains), tuple(gone_chains), tuple(gone_sets)
+        )
+        self.dirty = False
+        self.applied.append(done)
+        return done
+
+
+async def _run(*command: str, stdin: str | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
+    if process.returncode:
+        raise PolicyCommandFailed(f"{command[0]}: {err.decode(errors='replace').strip()[:400]}")
+    return out.decode()
