@@ -2,9 +2,9 @@
 
 Every frame is a 6-byte header (body length, message kind, flags) and a body; a flag names the
 codec a body is compressed with (zstd or zlib), which a server uses only when the client's
-hello offered it.  Frames are built once and written to any number of sockets as they are.  A body is a
-map: a reader ignores keys it does not know, so a later minor change adds keys, never
-changes them; anything else is a new protocol version, negotiated in the hellos.
+hello offered it.  Frames are built once and written to any number of sockets as they are.
+A body is a map: a reader ignores keys it does not know, so a later minor change adds keys,
+never changes them; anything else is a new protocol version, negotiated in the hellos.
 """
 
 from __future__ import annotations

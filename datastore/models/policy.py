@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
@@ -70,6 +70,11 @@ def _port(value: Any) -> int | str:
 
 Protocol = Annotated[str | int, BeforeValidator(_protocol)]
 PortSpec = Annotated[int | str, BeforeValidator(_port)]
+
+
+def is_port_name(port: int | str) -> TypeGuard[str]:
+    """A validated port entry that names a port (``http``), not a number or a ``min:max`` range."""
+    return isinstance(port, str) and ":" not in port
 
 
 def protocol_number(protocol: str | int) -> int:
@@ -267,7 +272,7 @@ class EndpointPort(Model):
 
     @model_validator(mode="after")
     def _named(self) -> EndpointPort:
-        if not isinstance(self.name, str) or ":" in self.name:
+        if not is_port_name(self.name):
             raise ValueError(f"name: {quoted(self.name)} is not a port name")
         if self.protocol not in PORTED:
             raise ValueError(f"protocol: a named port is TCP, UDP or SCTP (got {quoted(self.protocol)})")

@@ -65,6 +65,11 @@ def _mesh(config: BGPConfiguration) -> str:
 
 
 _NAME: Column[Any] = Column("NAME", lambda r: r.name)
+_POLICY_COLUMNS: tuple[Column[Any], ...] = (  # NetworkPolicy and GlobalNetworkPolicy alike
+    _NAME,
+    Column[Any]("ORDER", _order, wide_only=True),
+    Column[Any]("SELECTOR", lambda p: p.spec.selector, wide_only=True),
+)
 
 # Each kind's columns take that kind; render_table only hands them their own kind.
 COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
@@ -107,21 +112,11 @@ COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
         Column[WorkloadEndpoint]("INTERFACE", lambda w: w.spec.interface_name),
         Column[WorkloadEndpoint]("PROFILES", lambda w: w.spec.profiles, wide_only=True),
     ),
-    NetworkPolicy: (
-        _NAME,
-        Column[NetworkPolicy]("ORDER", _order, wide_only=True),
-        Column[NetworkPolicy]("SELECTOR", lambda p: p.spec.selector, wide_only=True),
-    ),
-    GlobalNetworkPolicy: (
-        _NAME,
-        Column[GlobalNetworkPolicy]("ORDER", _order, wide_only=True),
-        Column[GlobalNetworkPolicy]("SELECTOR", lambda p: p.spec.selector, wide_only=True),
-    ),
+    NetworkPolicy: _POLICY_COLUMNS,
+    GlobalNetworkPolicy: _POLICY_COLUMNS,
     Profile: (
         _NAME,
-        Column[Profile](
-            "LABELS", lambda p: [f"{k}={v}" for k, v in p.spec.labels_to_apply.items()], wide_only=True
-        ),
+        Column[Profile]("LABELS", lambda p: _labels(p.spec.labels_to_apply), wide_only=True),
     ),
     HostEndpoint: (
         _NAME,

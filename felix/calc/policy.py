@@ -25,7 +25,7 @@ from datastore.models import (
     Rule,
     WorkloadEndpoint,
 )
-from datastore.models.policy import Direction
+from datastore.models.policy import Direction, is_port_name
 from datastore.selector import NAMESPACE_LABEL, All, Compare, Node, Selector, both, short_id, with_prefix
 
 NAMESPACE_PREFIX = "pcns."
@@ -237,7 +237,7 @@ def address_sets(
 
 
 def port_names(entity: EntityRule) -> list[str]:
-    return [p for p in (*entity.ports, *entity.not_ports) if isinstance(p, str) and ":" not in p]
+    return [p for p in (*entity.ports, *entity.not_ports) if is_port_name(p)]
 
 
 def port_side_selector(entity: EntityRule, namespace: str | None) -> Selector:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from datastore.models import EntityRule, Profile, Rule
-from datastore.models.policy import Direction, protocol_number
+from datastore.models.policy import Direction, is_port_name, protocol_number
 from datastore.selector import short_id
 from felix.calc.policy import (
     EndpointPolicies,
@@ -152,25 +152,25 @@ def _ports(
 ) -> list[list[str]]:
     """Alternatives (any one may match) for the side's ports, and its notPorts (all must hold)."""
     protocol = str(rule.protocol).lower()
-    numbers = [p for p in entity.ports if not (isinstance(p, str) and ":" not in p)]
-    names = [p for p in entity.ports if isinstance(p, str) and ":" not in p]
     selector = port_side_selector(entity, namespace)
     direction = "src" if where == "s" else "dst"
-    alternatives = [[f"-m multiport --{where}ports {chunk}"] for chunk in _port_chunks(numbers)]
-    alternatives += [
-        [f"-m set --match-set {port_set(named_port_id(selector, protocol, n))} {direction},{direction}"]
-        for n in names
-    ]
-    not_numbers = [p for p in entity.not_ports if not (isinstance(p, str) and ":" not in p)]
-    not_names = [p for p in entity.not_ports if isinstance(p, str) and ":" not in p]
-    excluded = [f"-m multiport ! --{where}ports {chunk}" for chunk in _port_chunks(not_numbers)]
-    excluded += [
-        f"-m set ! --match-set {port_set(named_port_id(selector, protocol, n))} {direction},{direction}"
-        for n in not_names
-    ]
+    pair = f"{direction},{direction}"  # the packet's address and port on that side
+
+    def matches(ports: Sequence[int | str], negated: bool) -> list[str]:
+        bang = "! " if negated else ""
+        numbers = [p for p in ports if not is_port_name(p)]
+        out = [f"-m multiport {bang}--{where}ports {chunk}" for chunk in _port_chunks(numbers)]
+        out += [
+            f"-m set {bang}--match-set {port_set(named_port_id(selector, protocol, n))} {pair}"
+            for n in ports
+            if is_port_name(n)
+        ]
+        return out
+
+    alternatives, excluded = matches(entity.ports, False), matches(entity.not_ports, True)
     if not alternatives:
         return [excluded]
-    return [[*a, *excluded] for a in alternatives]
+    return [[a, *excluded] for a in alternatives]
 
 
 def _icmp(rule: Rule) -> list[str]:
