@@ -213,8 +213,9 @@ async def test_a_consumer_busy_for_longer_than_the_silence_bound_keeps_its_conne
 ) -> None:
     """Silence is counted only while the client waits for typha: felix busy programming a big change
     for seconds is not a dead typha (the frames wait in the socket), so nothing resyncs."""
-    typha = typhas(TYPHA_PINGINTERVAL="0.5")
+    # Written before typha starts (it is ready once in sync): in its snapshot, not an update racing it.
     kv.commit([], [Put(f"{NODES}a", b"1")])
+    typha = typhas(TYPHA_PINGINTERVAL="0.5")
     busy = client([typha.address], "node-busy")
     updates = cast(AsyncGenerator[SyncItem, None], busy.updates())  # a generator: closed below
     try:
