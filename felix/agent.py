@@ -20,12 +20,15 @@ from datastore.etcd import EtcdKV
 from datastore.health import serve_health
 from datastore.keys import KeyLayout, SyncerType
 from datastore.syncer import follow
-from felix.calc.cluster import ClusterState, desired
+from felix.calc.cluster import ClusterState, desired, desired_policy
+from felix.calc.dispatch import PolicyOptions
 from felix.calc.host import HostFacts, Interface, host_mtu
 from felix.config import FelixSettings, SettingsSources
 from felix.dataplane.driver import Dataplane
 from felix.dataplane.hostfile import MTUFile
+from felix.dataplane.iptables import COMMANDS
 from felix.dataplane.netlink import KernelError, Netlink
+from felix.dataplane.policy import PolicyCommandFailed, PolicyTables
 from felix.metrics import FelixMetrics
 from typha.client import update_source
 from typha.config import TyphaClientSettings
@@ -57,6 +60,7 @@ class Felix:
         self.dataplane = Dataplane(
             self.netlink, self.settings.interface_prefix, mtu_file=MTUFile(self.settings.mtu_file)
         )
+        self.policy = PolicyTables()
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
 
@@ -95,6 +99,8 @@ class Felix:
         self.settings = self._settings_now()
         self.dataplane.workload_prefix = self.settings.interface_prefix
         self.dataplane.nat.backend = self.settings.iptables_backend
+        self.policy.iptables = COMMANDS[self.settings.iptables_backend]
+        options = self._policy_options()
         await self._start_servers()
         host = await self._host_facts()
         while True:
@@ -102,10 +108,14 @@ class Felix:
             self._kick.clear()
             state = desired(self.state, host)
             self.dataplane.set_desired(state)
+            self.policy.set_desired(desired_policy(self.state, self.node, options))
             started = time.perf_counter()
             try:
+                # Policy first: a workload's route comes once its chains are there, so nothing its
+                # policy denies ever reaches it.
+                await self._apply_policy()
                 plan = await self.dataplane.apply()
-            except KernelError as exc:
+            except (KernelError, PolicyCommandFailed) as exc:
                 log.error("dataplane apply failed, retrying: %s", exc)
                 self.metrics.failures.inc()
                 await asyncio.sleep(RETRY_FAILED_APPLY)
@@ -120,6 +130,39 @@ class Felix:
                 self.ready = True
             if plan.waiting:
                 log.debug("%d route(s) wait for their interface", len(plan.waiting))
+
+    def _policy_options(self) -> PolicyOptions:
+        s = self.settings
+        return PolicyOptions(
+            workload_prefix=s.interface_prefix,
+            endpoint_to_host=s.default_endpoint_to_host_action,
+            failsafe_inbound=s.failsafe_inbound_host_ports,
+            failsafe_outbound=s.failsafe_outbound_host_ports,
+        )
+
+    async def _apply_policy(self) -> None:
+        if not self.policy.dirty:
+            return
+        started = time.perf_counter()
+        try:
+            changes = await self.policy.apply()
+        except PolicyCommandFailed:
+            self.policy.invalidate()
+            raise
+        self.metrics.policy_apply_time.observe(time.perf_counter() - started)
+        ruleset = self.policy.desired
+        if ruleset is not None:
+            self.metrics.policy_rules.set(sum(len(c.rules) for c in ruleset.chains))
+            self.metrics.policy_sets.set(len(ruleset.sets))
+            self.metrics.policy_members.set(sum(len(s.members) for s in ruleset.sets))
+        if not changes.empty:
+            log.info(
+                "policy: %d chain(s) and %d set(s) written, %d chain(s) and %d set(s) removed",
+                len(changes.chains_written),
+                len(changes.sets_written),
+                len(changes.chains_removed),
+                len(changes.sets_removed),
+            )
 
     async def _host_facts(self) -> HostFacts:
         """This host's MTU and NIC, found once: a changed NIC MTU takes a felix restart, as in Calico."""
@@ -150,6 +193,7 @@ class Felix:
             if interval > 0 and self._in_sync.is_set():
                 self.metrics.resyncs.inc()
                 self.dataplane.invalidate()
+                self.policy.invalidate()
                 self._kick.set()
 
     async def _start_servers(self) -> None:

@@ -17,6 +17,8 @@ from pydantic import Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from datastore.models import FelixConfiguration, parse_duration
+from datastore.models.felixconfig import EndpointToHostAction
+from datastore.models.policy import FAILSAFE_INBOUND, FAILSAFE_OUTBOUND, ProtoPort
 from datastore.settings import Settings, resolve
 
 DEFAULT_CONFIG_FILE = "/etc/felid/felix.cfg"
@@ -59,6 +61,33 @@ class FelixSettings(Settings):
         default=Path("/var/lib/felid/mtu"),
         description="Where felix writes the MTU workloads get, for the CNI plugin (as Calico's mtu file).",
     )
+
+    # Calico's felix defaults to Drop, but both of Calico's installs (its manifest and its
+    # operator) set Accept, and felid has always let workloads reach their host: Accept.
+    default_endpoint_to_host_action: EndpointToHostAction = Field(
+        default="Accept",
+        description=(
+            "What happens to traffic from a workload to its own host after the workload's egress "
+            "policy allowed it: Drop, Return (to the host's own INPUT rules) or Accept."
+        ),
+    )
+    failsafe_inbound_host_ports: tuple[ProtoPort, ...] = Field(
+        default=FAILSAFE_INBOUND,
+        description=(
+            "Ports a HostEndpoint's policy never closes to incoming traffic, as protocol:port or "
+            "protocol:net:port (none: no failsafe)."
+        ),
+    )
+    failsafe_outbound_host_ports: tuple[ProtoPort, ...] = Field(
+        default=FAILSAFE_OUTBOUND,
+        description="Ports a HostEndpoint's policy never closes to outgoing traffic, as the inbound ones.",
+    )
+
+    @field_validator("failsafe_inbound_host_ports", "failsafe_outbound_host_ports", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        # Calico's spelling of an empty list in the environment.
+        return [] if value in ("none", ["none"]) else value
 
     @field_validator("mtu_iface_pattern")
     @classmethod

@@ -25,3 +25,15 @@ class FelixMetrics:
         self.active_local_endpoints = Gauge(
             "felix_active_local_endpoints", "Workload endpoints on this host.", registry=r
         )
+        self.policy_rules = Gauge(
+            "felix_policy_rules", "iptables rules felix has programmed for policy.", registry=r
+        )
+        self.policy_sets = Gauge("felix_policy_ipsets", "ipsets felix has programmed for policy.", registry=r)
+        self.policy_members = Gauge(
+            "felix_policy_ipset_members", "Members of the ipsets felix has programmed.", registry=r
+        )
+        self.policy_apply_time = Histogram(
+            "felix_policy_apply_time_seconds",
+            "Time to bring the kernel's policy chains and sets up to date (read back and write).",
+            registry=r,
+        )

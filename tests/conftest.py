@@ -12,6 +12,7 @@ import pytest
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
+from datastore.models import Profile
 from datastore.store import ResourceStore
 from lab.etcd import EtcdServer
 from lab.network import Lab, LabHost, single_host
@@ -75,7 +76,8 @@ def etcd_tls(tmp_path: Path, pki: PKI) -> Iterator[EtcdServer]:
 def host_lab(tmp_path: Path) -> Iterator[Lab]:
     """A host namespace (uplink, default route) with etcd inside and the pod pool applied."""
     with single_host(tmp_path) as made:
-        made.hosts[0].apply([POD_POOL])
+        # The default-allow profile felid-node creates at start, for tests that run felix alone.
+        made.hosts[0].apply([POD_POOL, Profile.default_allow().to_dict()])
         yield made
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datastore.models import Profile
 from lab.agents import FelixProcess
 from lab.network import Lab, ip, lab, namespaces
 from lab.workloads import ping
@@ -45,7 +46,12 @@ def vxlan_pair(work: Path, cidr: str) -> Iterator[VXLANPair]:
         pair = VXLANPair(cluster, {h.node: pod_ns[f"pod-{i}"] for i, h in enumerate(cluster.hosts, 1)})
         felixes: list[FelixProcess] = []
         pool = {"metadata": {"name": "pods"}, "spec": {"cidr": cidr, "vxlanMode": "Always"}}
-        cluster.apply([{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", **pool}])
+        cluster.apply(
+            [
+                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", **pool},
+                Profile.default_allow().to_dict(),
+            ]
+        )
         try:
             for host in cluster.hosts:
                 tunnel = host.run(

@@ -3,13 +3,14 @@ a bad document breaks (one error naming the field)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from datastore.errors import ValidationFailed
 from datastore.models import GlobalNetworkPolicy, HostEndpoint, NetworkPolicy, Profile, parse_resource
-from datastore.models.policy import FAILSAFE_INBOUND, FAILSAFE_OUTBOUND, protocol_number
+from datastore.models.policy import FAILSAFE_INBOUND, FAILSAFE_OUTBOUND, ProtoPort, protocol_number
 
 
 def doc(kind: str, spec: dict[str, Any], **meta: str) -> dict[str, Any]:
@@ -187,8 +188,11 @@ def test_host_endpoints_profiles_and_the_failsafe_ports() -> None:
     allow = Profile.default_allow()
     assert allow.name == "projectcalico-default-allow" and allow.spec.ingress[0].action == "Allow"
     assert parse_resource(allow.to_dict()) == allow
-    assert (
-        ("TCP", 179) in FAILSAFE_INBOUND
-        and ("TCP", 179) in FAILSAFE_OUTBOUND
-        and ("UDP", 68) in FAILSAFE_INBOUND
-    )
+    bgp, dhcp = ProtoPort(protocol="TCP", port=179), ProtoPort(protocol="UDP", port=68)
+    assert bgp in FAILSAFE_INBOUND and bgp in FAILSAFE_OUTBOUND and dhcp in FAILSAFE_INBOUND
+    # Calico's text form, as the environment gives it, and its errors.
+    assert ProtoPort.model_validate("udp:68") == dhcp
+    assert ProtoPort.model_validate("tcp:198.51.100.0/24:22").net == "198.51.100.0/24"
+    for bad, says in (("tcp", "not <protocol>:[<net>:]<port>"), ("icmp:1", "protocol"), ("tcp:x:22", "net")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            ProtoPort.model_validate(bad)

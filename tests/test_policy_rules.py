@@ -7,17 +7,10 @@ import subprocess
 from typing import Any
 
 from datastore.models import GlobalNetworkPolicy, NetworkPolicy, Profile, WorkloadEndpoint
+from felix.calc.chains import ACCEPT_MARK, Ruleset, endpoint_chain, policy_chain, profile_chain
+from felix.calc.dispatch import PolicyOptions
 from felix.calc.policy import Policy, plan
-from felix.calc.rules import (
-    ACCEPT_MARK,
-    Ruleset,
-    endpoint_chain,
-    ipset_input,
-    iptables_input,
-    policy_chain,
-    profile_chain,
-    render,
-)
+from felix.calc.rules import CONNTRACK, ipset_input, iptables_input, render
 from felix.dataplane.policy import PolicyTables
 from lab.network import namespaces
 
@@ -44,11 +37,10 @@ WORKLOADS = [
     wep("front", "10.244.0.2", role="frontend"),
 ]
 PROFILES = {Profile.DEFAULT_ALLOW: Profile.default_allow()}
-INTERFACES = {f"shop/{w.name}": w.spec.interface_name for w in WORKLOADS}
 
 
 def rendered(*policies: Policy) -> Ruleset:
-    return render(plan(NODE, WORKLOADS, [], list(policies), PROFILES), INTERFACES)
+    return render(plan(NODE, WORKLOADS, [], list(policies), PROFILES), PolicyOptions())
 
 
 def netpol(spec: dict[str, Any], name: str = "p") -> NetworkPolicy:
@@ -75,12 +67,13 @@ def test_an_endpoint_runs_its_policies_in_order_then_its_profiles() -> None:
     to_db = ruleset.chain(endpoint_chain("calidb", "Ingress")).rules
     pi = policy_chain("shop/p", "Ingress")
     assert to_db == (
+        *CONNTRACK,
         "-j MARK --set-xmark 0/0x30000",
         f"-m mark --mark 0/0x20000 -j {pi}",
-        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
+        "-m mark --mark 0x10000/0x10000 -j RETURN",  # allowed: FORWARD (or OUTPUT) accepts it
         "-m mark --mark 0/0x20000 -j DROP",  # selected by a policy that did not decide: dropped
         f"-j {profile_chain('projectcalico-default-allow', 'Ingress')}",
-        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
+        "-m mark --mark 0x10000/0x10000 -j RETURN",
         "-j DROP",
     )
     (frontends,) = [s for s in ruleset.sets if s.name.startswith("felid-s-")]
@@ -92,7 +85,7 @@ def test_an_endpoint_runs_its_policies_in_order_then_its_profiles() -> None:
     )
     # The frontend is selected by no policy: its profile decides; its own address only.
     from_front = ruleset.chain(endpoint_chain("califront", "Egress")).rules
-    assert from_front[0] == "! -s 10.244.0.2 -j DROP" and f"{ACCEPT_MARK:#x}" in from_front[-2]
+    assert from_front[2] == "! -s 10.244.0.2 -j DROP" and f"{ACCEPT_MARK:#x}" in from_front[-2]
     assert all(len(c.name) <= 28 for c in ruleset.chains) and all(len(s.name) <= 31 for s in ruleset.sets)
 
 
@@ -211,21 +204,38 @@ async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_al
         tables.set_desired(first)
         done = await tables.apply()
         assert len(done.chains_written) == len(first.chains) and len(done.sets_written) == len(first.sets)
+        assert done.hooks and all(
+            run("iptables", "-S", builtin).splitlines()[1].endswith(f"-j felid-{builtin}")
+            for builtin in ("FORWARD", "INPUT", "OUTPUT")
+        )  # felid's jump is the first rule of each
+        assert (await tables.apply()).empty  # nothing changed: not even read back
+        # Someone puts a rule before felid's jump: the next full read puts felid's first again, once.
+        run("iptables", "-I", "FORWARD", "1", "-j", "OTHER")
+        tables.invalidate()
+        assert (await tables.apply()).hooks
+        forward = run("iptables", "-S", "FORWARD").splitlines()
+        assert forward[1].endswith("-j felid-FORWARD") and forward[2] == "-A FORWARD -j OTHER"
+        assert sum(line.endswith("-j felid-FORWARD") for line in forward) == 1
+        tables.invalidate()
         assert (await tables.apply()).empty  # read back, nothing differs: nothing written
         # A new frontend: one set's members change (swapped in whole), no chain is rewritten.
         more = [*WORKLOADS, wep("front3", "10.244.0.3", role="frontend")]
-        grown = render(
-            plan(NODE, more, [], [ALLOW_FRONTEND], PROFILES), {**INTERFACES, "shop/front3": "califront3"}
-        )
+        grown = render(plan(NODE, more, [], [ALLOW_FRONTEND], PROFILES), PolicyOptions())
         tables.set_desired(grown)
         done = await tables.apply()
         assert done.sets_written == tuple(
             s.name for s in grown.sets if s.members == {"10.244.0.2", "10.244.0.3"}
         )
-        assert set(done.chains_written) == {"felid-tw-califront3", "felid-fw-califront3"}  # the new pod's own
+        # The new pod's own chains, and the two that dispatch to a workload's chains by interface.
+        assert set(done.chains_written) == {
+            "felid-tw-califront3",
+            "felid-fw-califront3",
+            "felid-from-wl",
+            "felid-to-wl",
+        }
         assert "10.244.0.3" in run("ipset", "list", done.sets_written[0])
         # The policy goes: its chains and its set go, the endpoints' chains are rewritten without it.
-        bare = render(plan(NODE, more, [], [], PROFILES), {**INTERFACES, "shop/front3": "califront3"})
+        bare = render(plan(NODE, more, [], [], PROFILES), PolicyOptions())
         tables.set_desired(bare)
         done = await tables.apply()
         assert set(done.chains_removed) == {
@@ -233,6 +243,7 @@ async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_al
             policy_chain("shop/p", "Egress"),
         }
         assert done.chains_written == (endpoint_chain("calidb", "Ingress"),) and len(done.sets_removed) == 1
+        tables.invalidate()
         assert (await tables.apply()).empty
         saved = run("iptables-save", "-t", "filter")
         assert (

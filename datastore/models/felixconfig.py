@@ -9,6 +9,12 @@ from pydantic import Field, model_validator
 
 from datastore.errors import quoted
 from datastore.models.base import Duration, Model, Port, Resource
+from datastore.models.policy import ProtoPort
+
+# What felix does with a packet from a workload to its own host once the workload's egress policy
+# let it out: Calico's defaultEndpointToHostAction (Drop, its default; Return to the host's own
+# INPUT rules; Accept).
+EndpointToHostAction = Literal["Drop", "Return", "Accept"]
 
 _NAME = re.compile(r"^(default|node\..+)$")
 
@@ -30,6 +36,9 @@ class FelixConfigurationSpec(Model):
     vxlan_port: Port | None = None
     interface_prefix: str | None = None
     mtu_iface_pattern: str | None = None
+    default_endpoint_to_host_action: EndpointToHostAction | None = None
+    failsafe_inbound_host_ports: list[ProtoPort] | None = None
+    failsafe_outbound_host_ports: list[ProtoPort] | None = None
 
 
 class FelixConfiguration(Resource):

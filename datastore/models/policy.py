@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from datastore.errors import quoted
-from datastore.models.base import IPv4, Model, Name, Resource, SelectorText, default_namespace
+from datastore.models.base import IPv4, Model, Name, Port, Resource, SelectorText, default_namespace
 
 Action = Literal["Allow", "Deny", "Log", "Pass"]
 Direction = Literal["Ingress", "Egress"]
@@ -304,18 +304,47 @@ class HostEndpoint(Resource):
     spec: HostEndpointSpec
 
 
+class ProtoPort(Model):
+    """One failsafe port (FelixConfiguration ``failsafeInboundHostPorts``): a protocol, a port and
+    optionally the net it is open to; in the environment as Calico spells it, ``tcp:22`` or
+    ``tcp:198.51.100.0/24:22``."""
+
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: Port
+    net: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.strip().split(":")
+            if len(parts) not in (2, 3) or not parts[-1].isdigit():
+                raise ValueError(f"{quoted(value)} is not <protocol>:[<net>:]<port> (e.g. tcp:22)")
+            value = {"protocol": parts[0], "port": int(parts[-1])} | (
+                {"net": parts[1]} if len(parts) == 3 else {}
+            )
+        if isinstance(value, dict) and isinstance(value.get("protocol"), str):
+            value = {**value, "protocol": value["protocol"].upper()}
+        return value
+
+    @model_validator(mode="after")
+    def _net(self) -> ProtoPort:
+        if self.net is not None:
+            try:
+                ipaddress.IPv4Network(self.net, strict=False)
+            except ValueError:
+                raise ValueError(f"net: {quoted(self.net)} is not an IPv4 network") from None
+        return self
+
+
 # Calico's failsafe ports (FelixConfiguration failsafeInboundHostPorts / failsafeOutboundHostPorts
 # defaults): a HostEndpoint's policy never closes them, so ssh, BGP, etcd, typha and the API stay up.
 _CLUSTER_TCP = (179, 2379, 2380, 5473, 6443, 6666, 6667)  # BGP, etcd, typha, the API, etcd's old ports
-FAILSAFE_INBOUND: tuple[tuple[str, int], ...] = (
-    ("TCP", 22),
-    ("UDP", 68),
-    *(("TCP", p) for p in _CLUSTER_TCP),
+FAILSAFE_INBOUND: tuple[ProtoPort, ...] = tuple(
+    ProtoPort(protocol=proto, port=port)
+    for proto, port in (("TCP", 22), ("UDP", 68), *(("TCP", p) for p in _CLUSTER_TCP))
 )
-FAILSAFE_OUTBOUND: tuple[tuple[str, int], ...] = (
-    ("UDP", 53),
-    ("UDP", 67),
-    ("TCP", 53),
-    ("TCP", 443),
-    *(("TCP", p) for p in _CLUSTER_TCP),
+FAILSAFE_OUTBOUND: tuple[ProtoPort, ...] = tuple(
+    ProtoPort(protocol=proto, port=port)
+    for proto, port in (("UDP", 53), ("UDP", 67), ("TCP", 53), ("TCP", 443), *(("TCP", p) for p in _CLUSTER_TCP))
 )

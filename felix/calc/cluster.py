@@ -6,20 +6,26 @@ this host's dataplane from the current picture alone, keeping no history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from datastore.cache import DatastoreCache
 from datastore.models import (
     Encapsulation,
     FelixConfiguration,
+    GlobalNetworkPolicy,
+    HostEndpoint,
     IPPool,
+    NetworkPolicy,
     Node,
+    Profile,
     WorkloadEndpoint,
     enabled_pools,
     encapsulation_overhead,
     encapsulations,
 )
 from datastore.models.node import derived_vtep_mac
+from felix.calc.chains import Ruleset
+from felix.calc.dispatch import PolicyOptions
 from felix.calc.host import HostFacts
 from felix.calc.model import (
     IPIP_DEVICE,
@@ -30,6 +36,10 @@ from felix.calc.model import (
     Route,
     VXLANDevice,
 )
+from felix.calc.policy import Policy, plan
+from felix.calc.rules import render
+
+VXLAN_PORT = 4789
 
 
 @dataclass
@@ -52,6 +62,28 @@ class ClusterState(DatastoreCache):
     def felix_configs(self) -> dict[str, FelixConfiguration]:
         return self.of(FelixConfiguration)
 
+    @property
+    def profiles(self) -> dict[str, Profile]:
+        """By name (a Profile is cluster-wide)."""
+        return {p.name: p for p in self.of(Profile).values()}
+
+
+def desired_policy(state: ClusterState, node: str, options: PolicyOptions) -> Ruleset:
+    """This host's policy as chains and sets; ``options`` carries felix's settings, the cluster's
+    tunnels are filled in here."""
+    tunnels = encapsulations(enabled_pools(state.pools.values()))
+    options = replace(
+        options,
+        cluster_hosts=frozenset(n.ip for n in state.nodes.values() if n.ip is not None),
+        ipip=Encapsulation.IPIP in tunnels,
+        vxlan_port=VXLAN_PORT if Encapsulation.VXLAN in tunnels else None,
+    )
+    policies: list[Policy] = [*state.of(NetworkPolicy).values(), *state.of(GlobalNetworkPolicy).values()]
+    decided = plan(
+        node, list(state.endpoints.values()), list(state.of(HostEndpoint).values()), policies, state.profiles
+    )
+    return render(decided, options)
+
 
 def desired(state: ClusterState, host: HostFacts) -> DesiredState:
     routes: set[Route] = set()
@@ -72,7 +104,7 @@ def desired(state: ClusterState, host: HostFacts) -> DesiredState:
         vxlan = VXLANDevice(
             VXLAN_DEVICE,
             vni=4096,
-            port=4789,
+            port=VXLAN_PORT,
             mtu=host.mtu - Encapsulation.VXLAN.overhead,
             mac=me.vtep_mac if me else derived_vtep_mac(host.node),
             address=me.vxlan_tunnel_address if me else None,

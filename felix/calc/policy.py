@@ -45,6 +45,8 @@ class Endpoint:
     profiles: tuple[str, ...]
     node: str
     ports: tuple[tuple[str, str | int, int], ...] = ()  # named ports: (name, protocol, number)
+    interface: str | None = None  # its interface on its host (a host endpoint's may be ``*``)
+    host: bool = False  # a HostEndpoint, not a workload
 
 
 def namespace_labels(namespace: str, profiles: Mapping[str, Profile]) -> dict[str, str]:
@@ -76,7 +78,16 @@ def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) ->
     addresses = tuple(net.partition("/")[0] for net in wep.spec.ip_networks)
     ports = tuple((str(p.name), p.protocol, p.port) for p in wep.spec.ports)
     key = f"{namespace}/{wep.name}"
-    return Endpoint(key, namespace, labels, addresses, tuple(wep.spec.profiles), wep.spec.node, ports)
+    return Endpoint(
+        key,
+        namespace,
+        labels,
+        addresses,
+        tuple(wep.spec.profiles),
+        wep.spec.node,
+        ports,
+        interface=wep.spec.interface_name,
+    )
 
 
 def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
@@ -84,7 +95,17 @@ def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoin
     labels.update(hep.metadata.labels)
     ports = tuple((str(p.name), p.protocol, p.port) for p in hep.spec.ports)
     addresses = tuple(hep.spec.expected_i_ps)
-    return Endpoint(hep.name, None, labels, addresses, tuple(hep.spec.profiles), hep.spec.node, ports)
+    return Endpoint(
+        hep.name,
+        None,
+        labels,
+        addresses,
+        tuple(hep.spec.profiles),
+        hep.spec.node,
+        ports,
+        interface=hep.spec.interface_name,
+        host=True,
+    )
 
 
 def scoped(selector: str | None, namespace_selector: str | None, namespace: str | None) -> Selector:
@@ -200,7 +221,7 @@ def plan(
     for endpoint in local:
         chosen: dict[Direction, list[str]] = {"Ingress": [], "Egress": []}
         for policy, selector in ranked:
-            if not selector.matches(endpoint.labels):
+            if _untracked_or_pre_dnat(policy) or not selector.matches(endpoint.labels):
                 continue
             used[policy_id(policy)] = policy
             for direction in sorted(policy.spec.directions):
@@ -214,6 +235,12 @@ def plan(
     return PolicyPlan(
         tuple(decided), used, used_profiles, address_sets(rules, everyone), named_port_sets(rules, everyone)
     )
+
+
+def _untracked_or_pre_dnat(policy: Policy) -> bool:
+    """Calico runs these before conntrack or NAT, on host endpoints only: not in the filter chains
+    this plan is for."""
+    return isinstance(policy, GlobalNetworkPolicy) and (policy.spec.pre_dnat or policy.spec.do_not_track)
 
 
 def address_sets(

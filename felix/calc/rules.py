@@ -22,12 +22,26 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from datastore.models import EntityRule, Profile, Rule
-from datastore.models.policy import Direction, is_port_name, protocol_number
-from datastore.selector import short_id
+from datastore.models.policy import Direction, ProtoPort, is_port_name, protocol_number
+from felix.calc.chains import (
+    ACCEPT_MARK,
+    MARKS,
+    PASS_MARK,
+    Chain,
+    IPSet,
+    Ruleset,
+    endpoint_chain,
+    host_endpoint_chain,
+    nets_set,
+    policy_chain,
+    port_set,
+    profile_chain,
+    selector_set,
+)
+from felix.calc.dispatch import PolicyOptions, dispatch_chains
 from felix.calc.policy import (
     EndpointPolicies,
     Policy,
@@ -38,64 +52,9 @@ from felix.calc.policy import (
     side_selectors,
 )
 
-PREFIX = "felid-"
-ACCEPT_MARK = 0x10000
-PASS_MARK = 0x20000
-MARKS = ACCEPT_MARK | PASS_MARK
 MULTIPORT_MAX = 15  # entries an iptables multiport match takes (a range counts two)
 LOG_PREFIX = "felid-packet: "
-SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
 DIRECTIONS: tuple[Direction, ...] = ("Ingress", "Egress")
-
-
-@dataclass(frozen=True)
-class Chain:
-    name: str
-    rules: tuple[str, ...]  # each what follows ``-A <name>`` in iptables-restore input
-
-
-@dataclass(frozen=True)
-class IPSet:
-    name: str
-    type: SetType
-    members: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Ruleset:
-    chains: tuple[Chain, ...]
-    sets: tuple[IPSet, ...]
-
-    def chain(self, name: str) -> Chain:
-        return next(c for c in self.chains if c.name == name)
-
-
-def _name(kind: str, ident: str) -> str:
-    return f"{PREFIX}{kind}-{short_id(ident)[:16]}"
-
-
-def policy_chain(policy_id: str, direction: Direction) -> str:
-    return _name("pi" if direction == "Ingress" else "po", policy_id)
-
-
-def profile_chain(name: str, direction: Direction) -> str:
-    return _name("pri" if direction == "Ingress" else "pro", name)
-
-
-def endpoint_chain(interface: str, direction: Direction) -> str:
-    return f"{PREFIX}{'tw' if direction == 'Ingress' else 'fw'}-{interface}"
-
-
-def selector_set(ident: str) -> str:
-    return f"{PREFIX}s-{ident}"
-
-
-def nets_set(nets: Sequence[str]) -> IPSet:
-    return IPSet(f"{PREFIX}n-{short_id(','.join(sorted(nets)))}", "hash:net", frozenset(nets))
-
-
-def port_set(ident: str) -> str:
-    return f"{PREFIX}p-{ident}"
 
 
 # -- one rule -----------------------------------------------------------------------------
@@ -227,22 +186,30 @@ def _rules_chain(name: str, rules: Iterable[Rule], namespace: str | None, sides:
     return Chain(name, tuple(rendered))
 
 
-def _endpoint_chain(
-    decided: EndpointPolicies, interface: str, direction: Direction, profiles: Mapping[str, Profile]
-) -> Chain:
+CONNTRACK = (
+    "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",  # a flow once allowed stays allowed
+    "-m conntrack --ctstate INVALID -j DROP",
+)
+
+
+def _endpoint_rules(
+    decided: EndpointPolicies, direction: Direction, profiles: Mapping[str, Profile], allowed: str
+) -> list[str]:
+    """The policies in order, then the profiles; ``allowed`` is what an allowed packet does
+    (RETURN from a workload's chain: the caller may still run the receiver's; ACCEPT for a host's)."""
     rules = [f"-j MARK --set-xmark 0/{MARKS:#x}"]
     policies = decided.policies(direction)
     for ident in policies:
         rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j {policy_chain(ident, direction)}")
-        rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j ACCEPT")
+        rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j {allowed}")
     if policies:  # selected, and no policy decided or passed: dropped
         rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j DROP")
     for name in decided.profiles:
         if name in profiles:  # a profile that does not exist allows nothing
             rules.append(f"-j {profile_chain(name, direction)}")
-            rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j ACCEPT")
+            rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j {allowed}")
     rules.append("-j DROP")
-    return Chain(endpoint_chain(interface, direction), tuple(rules))
+    return rules
 
 
 def _anti_spoof(decided: EndpointPolicies, sides: _Sides) -> list[str]:
@@ -257,9 +224,65 @@ def _anti_spoof(decided: EndpointPolicies, sides: _Sides) -> list[str]:
     return [f"-m set ! --match-set {own.name} src -j DROP"]
 
 
-def render(plan: PolicyPlan, interfaces: Mapping[str, str]) -> Ruleset:
-    """The chains and sets for ``plan``; ``interfaces`` names each local workload's host interface
-    (by endpoint key).  Endpoints without one (host endpoints, for now) get no chain."""
+def _failsafe(ports: Sequence[ProtoPort], where: Literal["-s", "-d"]) -> list[str]:
+    """Calico's failsafe: these destination ports stay open whatever the host's policy says."""
+    return [
+        " ".join(
+            [
+                f"-p {p.protocol.lower()}",
+                *([f"{where} {p.net}"] if p.net else []),
+                f"--dport {p.port}",
+                "-j ACCEPT",
+            ]
+        )
+        for p in ports
+    ]
+
+
+def _endpoint_chains(
+    decided: EndpointPolicies, profiles: Mapping[str, Profile], options: PolicyOptions, sides: _Sides
+) -> list[Chain]:
+    endpoint, interface = decided.endpoint, decided.endpoint.interface
+    assert interface is not None
+    if not endpoint.host:
+        return [
+            Chain(
+                endpoint_chain(interface, "Ingress"),
+                (*CONNTRACK, *_endpoint_rules(decided, "Ingress", profiles, "RETURN")),
+            ),
+            Chain(
+                endpoint_chain(interface, "Egress"),
+                (
+                    *CONNTRACK,
+                    *_anti_spoof(decided, sides),
+                    *_endpoint_rules(decided, "Egress", profiles, "RETURN"),
+                ),
+            ),
+        ]
+    return [
+        Chain(
+            host_endpoint_chain(interface, "Ingress"),
+            (
+                *CONNTRACK,
+                *_failsafe(options.failsafe_inbound, "-s"),
+                *_endpoint_rules(decided, "Ingress", profiles, "ACCEPT"),
+            ),
+        ),
+        Chain(
+            host_endpoint_chain(interface, "Egress"),
+            (
+                *CONNTRACK,
+                *_failsafe(options.failsafe_outbound, "-d"),
+                *_endpoint_rules(decided, "Egress", profiles, "ACCEPT"),
+            ),
+        ),
+    ]
+
+
+def render(plan: PolicyPlan, options: PolicyOptions) -> Ruleset:
+    """The chains and sets for ``plan``: every policy and profile a local endpoint uses, each
+    endpoint's own chains, and the chains that dispatch packets to them (``felix.calc.dispatch``).
+    An endpoint without an interface (a host endpoint named by its addresses only) gets none."""
     sides = _Sides()
     chains: dict[str, Chain] = {}
     for ident, policy in plan.policies.items():
@@ -270,20 +293,22 @@ def render(plan: PolicyPlan, interfaces: Mapping[str, str]) -> Ruleset:
         for direction in DIRECTIONS:
             chain = profile_chain(name, direction)
             chains[chain] = _rules_chain(chain, _rules(profile, direction), None, sides)
-    for decided in plan.endpoints:
-        interface = interfaces.get(decided.endpoint.key)
-        if interface is None:
-            continue
-        to = _endpoint_chain(decided, interface, "Ingress", plan.profiles)
-        chains[to.name] = to
-        out = _endpoint_chain(decided, interface, "Egress", plan.profiles)
-        chains[out.name] = Chain(out.name, (*_anti_spoof(decided, sides), *out.rules))
+    with_interface = [d for d in plan.endpoints if d.endpoint.interface is not None]
+    for decided in with_interface:
+        for made in _endpoint_chains(decided, plan.profiles, options, sides):
+            chains[made.name] = made
+    workloads = [d.endpoint.interface for d in with_interface if not d.endpoint.host]
+    hosts = [d.endpoint.interface for d in with_interface if d.endpoint.host]
+    hooks, hook_sets = dispatch_chains(
+        sorted(i for i in workloads if i is not None), sorted(i for i in hosts if i is not None), options
+    )
+    chains.update((c.name, c) for c in hooks)
     sets = [IPSet(selector_set(i), "hash:ip", s.members) for i, s in plan.sets.items()]
     sets += [
         IPSet(port_set(i), "hash:ip,port", frozenset(f"{a},{s.protocol}:{n}" for a, n in s.members))
         for i, s in plan.port_sets.items()
     ]
-    sets += sides.nets.values()
+    sets += [*sides.nets.values(), *hook_sets]
     ordered_chains = tuple(sorted(chains.values(), key=lambda c: c.name))
     return Ruleset(ordered_chains, tuple(sorted(sets, key=lambda s: s.name)))
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from datastore.selector import short_id
-from felix.calc.rules import PREFIX, Chain, IPSet, Ruleset
+from felix.calc.chains import PREFIX, Chain, IPSet, Ruleset
+from felix.calc.dispatch import HOOKS, hook_chain
 
 _COMMENT = re.compile(r'--comment "?felid:([a-z2-7]+)"?')
 SWAP_SUFFIX = "-new"  # a set being refilled, before the swap (31 characters at most in all)
@@ -34,6 +35,8 @@ class KernelPolicy:
 
     chains: dict[str, tuple[str, ...]]
     sets: dict[str, tuple[str, frozenset[str]]]  # name -> (type, members)
+    hooks: dict[str, int] = field(default_factory=dict)  # built-in chain -> felid's jumps in it
+    hooks_first: frozenset[str] = frozenset()  # the built-in chains whose first rule is felid's jump
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,12 @@ class PolicyChanges:
     chains_written: tuple[str, ...] = ()
     chains_removed: tuple[str, ...] = ()
     sets_removed: tuple[str, ...] = ()
+    hooks: bool = False  # a built-in chain's jump was (re)placed
 
     @property
     def empty(self) -> bool:
-        return not (self.sets_written or self.chains_written or self.chains_removed or self.sets_removed)
+        written = self.sets_written or self.chains_written or self.hooks
+        return not (written or self.chains_removed or self.sets_removed)
 
 
 def rule_hash(chain: str, index: int, rule: str) -> str:
@@ -62,6 +67,26 @@ def tagged(chain: Chain) -> list[str]:
 
 def _hashes(chain: Chain) -> tuple[str, ...]:
     return tuple(rule_hash(chain.name, i, rule) for i, rule in enumerate(chain.rules))
+
+
+HOOK_COMMENT = "felid:hook"
+
+
+def hook_rule(builtin: str) -> str:
+    return f'-m comment --comment "{HOOK_COMMENT}" -j {hook_chain(builtin)}'
+
+
+def parse_hooks(text: str) -> tuple[dict[str, int], frozenset[str]]:
+    """How many of felid's jumps each built-in chain has, and which have one as their first rule."""
+    counts: dict[str, int] = {}
+    first: set[str] = set()
+    for builtin in HOOKS:
+        rules = [line for line in text.splitlines() if line.startswith(f"-A {builtin} ")]
+        ours = [line for line in rules if line.endswith(f"-j {hook_chain(builtin)}")]
+        counts[builtin] = len(ours)
+        if rules and rules[0].endswith(f"-j {hook_chain(builtin)}"):
+            first.add(builtin)
+    return counts, frozenset(first)
 
 
 def parse_iptables_save(text: str) -> dict[str, tuple[str, ...]]:
@@ -123,12 +148,26 @@ def ipset_script(sets: Sequence[IPSet], existing: dict[str, tuple[str, frozenset
     return "\n".join([*lines, ""])
 
 
-def iptables_script(chains: Sequence[Chain], removed: Sequence[str]) -> str:
-    """One commit: each changed chain declared (which empties it) and refilled; then the chains
-    no longer used are emptied and deleted (nothing refers to them once the others are rewritten)."""
+def hook_fixes(kernel: KernelPolicy) -> list[str]:
+    """Put felid's jump first in each built-in chain, once: a jump someone moved or copied is
+    deleted and inserted again, in the same commit as the chains (a packet sees before or after)."""
+    lines: list[str] = []
+    for builtin in HOOKS:
+        if builtin in kernel.hooks_first and kernel.hooks.get(builtin) == 1:
+            continue
+        lines += [f"-D {builtin} {hook_rule(builtin)}"] * kernel.hooks.get(builtin, 0)
+        lines.append(f"-I {builtin} 1 {hook_rule(builtin)}")
+    return lines
+
+
+def iptables_script(chains: Sequence[Chain], removed: Sequence[str], hooks: Sequence[str] = ()) -> str:
+    """One commit: each changed chain declared (which empties it) and refilled, the built-in
+    chains' jumps put right; then the chains no longer used are emptied and deleted (nothing
+    refers to them once the others are rewritten)."""
     lines = ["*filter", *(f":{c.name} - [0:0]" for c in chains)]
     lines += [f":{name} - [0:0]" for name in removed]
     lines += [f"-A {c.name} {rule}" for c in chains for rule in tagged(c)]
+    lines += hooks
     lines += [f"-X {name}" for name in removed]
     return "\n".join([*lines, "COMMIT", ""])
 
@@ -138,8 +177,9 @@ class PolicyTables:
     """felix's policy manager: ``set_desired`` marks it dirty, ``apply`` makes the kernel match."""
 
     netns: str | None = None  # run the commands in this network namespace (the lab's hosts)
+    iptables: str = "iptables"  # or iptables-legacy, iptables-nft (FelixSettings.iptables_backend)
     desired: Ruleset | None = None
-    dirty: bool = True
+    dirty: bool = True  # the kernel may differ from ``desired``: the next apply reads it back
     applied: list[PolicyChanges] = field(default_factory=list)
 
     async def _run(self, *command: str, stdin: str | None = None) -> str:
@@ -151,24 +191,36 @@ class PolicyTables:
             self.desired = ruleset
             self.dirty = True
 
+    def invalidate(self) -> None:
+        """Someone may have changed the kernel (the refresh timer says so): read it back next time."""
+        self.dirty = True
+
     async def read(self) -> KernelPolicy:
-        chains = parse_iptables_save(await self._run("iptables-save", "-t", "filter"))
+        saved = await self._run(f"{self.iptables}-save", "-t", "filter")
+        hooks, first = parse_hooks(saved)
         sets = parse_ipset_save(await self._run("ipset", "save"))
-        return KernelPolicy(chains, sets)
+        return KernelPolicy(parse_iptables_save(saved), sets, hooks, first)
 
     async def apply(self) -> PolicyChanges:
-        if self.desired is None:
+        """Make the kernel match; nothing to do (no read either) while nothing changed."""
+        if self.desired is None or not self.dirty:
             return PolicyChanges()
         kernel = await self.read()
         sets, chains, gone_chains, gone_sets = changes_for(self.desired, kernel)
+        hooks = hook_fixes(kernel)
         if sets:
             await self._run("ipset", "restore", stdin=ipset_script(sets, kernel.sets))
-        if chains or gone_chains:
-            await self._run("iptables-restore", "--noflush", stdin=iptables_script(chains, gone_chains))
+        if chains or gone_chains or hooks:
+            script = iptables_script(chains, gone_chains, hooks)
+            await self._run(f"{self.iptables}-restore", "--noflush", stdin=script)
         if gone_sets:
             await self._run("ipset", "restore", stdin="".join(f"destroy {name}\n" for name in gone_sets))
         done = PolicyChanges(
-            tuple(s.name for s in sets), tuple(c.name for c in chains), tuple(gone_chains), tuple(gone_sets)
+            tuple(s.name for s in sets),
+            tuple(c.name for c in chains),
+            tuple(gone_chains),
+            tuple(gone_sets),
+            hooks=bool(hooks),
         )
         self.dirty = False
         self.applied.append(done)

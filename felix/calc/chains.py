@@ -1,0 +1,76 @@
+"""felid's iptables objects as data, and their names: everything felid makes is ``felid-…``, so a
+restart finds its own and nothing else.  Pure: the renderer builds these, the dataplane
+(``felix.dataplane.policy``) loads them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from datastore.models.policy import Direction
+from datastore.selector import short_id
+
+PREFIX = "felid-"
+ACCEPT_MARK = 0x10000
+PASS_MARK = 0x20000
+MARKS = ACCEPT_MARK | PASS_MARK
+SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[str, ...]  # each what follows ``-A <name>`` in iptables-restore input
+
+
+@dataclass(frozen=True)
+class IPSet:
+    name: str
+    type: SetType
+    members: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    chains: tuple[Chain, ...]
+    sets: tuple[IPSet, ...]
+
+    def chain(self, name: str) -> Chain:
+        return next(c for c in self.chains if c.name == name)
+
+
+def _name(kind: str, ident: str) -> str:
+    return f"{PREFIX}{kind}-{short_id(ident)[:16]}"
+
+
+def policy_chain(policy_id: str, direction: Direction) -> str:
+    return _name("pi" if direction == "Ingress" else "po", policy_id)
+
+
+def profile_chain(name: str, direction: Direction) -> str:
+    return _name("pri" if direction == "Ingress" else "pro", name)
+
+
+def endpoint_chain(interface: str, direction: Direction) -> str:
+    """A workload's: ``tw`` (to it: its ingress), ``fw`` (from it: its egress)."""
+    return f"{PREFIX}{'tw' if direction == 'Ingress' else 'fw'}-{interface}"
+
+
+def host_endpoint_chain(interface: str, direction: Direction) -> str:
+    """A host interface's: ``fh`` (from it into the host: ingress), ``th`` (out of it: egress).
+    ``*`` (every interface) is spelled ``:all``, which no interface name can be."""
+    name = ":all" if interface == "*" else interface
+    return f"{PREFIX}{'fh' if direction == 'Ingress' else 'th'}-{name}"
+
+
+def selector_set(ident: str) -> str:
+    return f"{PREFIX}s-{ident}"
+
+
+def nets_set(nets: Sequence[str]) -> IPSet:
+    return IPSet(f"{PREFIX}n-{short_id(','.join(sorted(nets)))}", "hash:net", frozenset(nets))
+
+
+def port_set(ident: str) -> str:
+    return f"{PREFIX}p-{ident}"
