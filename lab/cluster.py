@@ -72,6 +72,7 @@ class Workload:
     node: str
     netns: str
     address: str
+    namespace: str | None = None  # a Kubernetes pod's namespace, None for a plain container
 
 
 @dataclass
@@ -220,23 +221,38 @@ class Cluster:
 
     # -- workloads --------------------------------------------------------------------------------------
 
-    def add_workload(self, host: LabHost, name: str | None = None) -> Workload:
+    def add_workload(
+        self,
+        host: LabHost,
+        name: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        namespace: str | None = None,
+    ) -> Workload:
+        """A pod through the CNI plugin; ``labels`` as a runtime passes them (``args.cni.labels``),
+        ``namespace`` as Kubernetes' (the pod then is ``name`` in it)."""
         assert self.lab is not None
         name = name or f"w{uuid.uuid4().hex[:6]}"
         netns = f"{self.prefix}-p-{name}-{uuid.uuid4().hex[:4]}"
         network.add_namespace(netns)
         self.lab.namespaces.append(netns)
-        code, result = host.cni("ADD", host.netconf(), name, f"/run/netns/{netns}")
+        netconf = dict(host.netconf())
+        if labels:
+            netconf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
+        args = f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}" if namespace else ""
+        code, result = host.cni("ADD", netconf, name, f"/run/netns/{netns}", args)
         if code != 0 or result is None:
             raise RuntimeError(f"CNI ADD of {name} on {host.node} failed: {result}")
-        workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0])
+        workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0], namespace)
         self.workloads.append(workload)
         return workload
 
     def delete_workload(self, workload: Workload) -> None:
         assert self.lab is not None
         host = self.lab.host(workload.node)
-        code, result = host.cni("DEL", host.netconf(), workload.name, f"/run/netns/{workload.netns}")
+        ns = workload.namespace
+        args = f"K8S_POD_NAMESPACE={ns};K8S_POD_NAME={workload.name}" if ns else ""
+        code, result = host.cni("DEL", host.netconf(), workload.name, f"/run/netns/{workload.netns}", args)
         if code != 0:
             raise RuntimeError(f"CNI DEL of {workload.name} failed: {result}")
         network.ip("netns", "del", workload.netns, check=False)

@@ -346,5 +346,11 @@ FAILSAFE_INBOUND: tuple[ProtoPort, ...] = tuple(
 )
 FAILSAFE_OUTBOUND: tuple[ProtoPort, ...] = tuple(
     ProtoPort(protocol=proto, port=port)
-    for proto, port in (("UDP", 53), ("UDP", 67), ("TCP", 53), ("TCP", 443), *(("TCP", p) for p in _CLUSTER_TCP))
+    for proto, port in (
+        ("UDP", 53),
+        ("UDP", 67),
+        ("TCP", 53),
+        ("TCP", 443),
+        *(("TCP", p) for p in _CLUSTER_TCP),
+    )
 )
