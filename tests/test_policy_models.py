@@ -196,3 +196,61 @@ def test_host_endpoints_profiles_and_the_failsafe_ports() -> None:
     for bad, says in (("tcp", "not <protocol>:[<net>:]<port>"), ("icmp:1", "protocol"), ("tcp:x:22", "net")):
         with pytest.raises(ValueError, match=re.escape(says)):
             ProtoPort.model_validate(bad)
+
+
+def test_kubernetes_network_policy_converts_as_calico_converts_it() -> None:
+    converted = parse_resource(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["x"]}]},
+                "ingress": [
+                    {
+                        "from": [
+                            {"podSelector": {"matchLabels": {"role": "web"}}, "namespaceSelector": {}},
+                            {"ipBlock": {"cidr": "198.51.100.0/24", "except": ["198.51.100.7/32"]}},
+                        ],
+                        "ports": [{"port": 80}, {"protocol": "UDP", "port": 5000, "endPort": 5010}],
+                    }
+                ],
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}],
+            },
+        }
+    )
+    assert isinstance(converted, NetworkPolicy)
+    assert (converted.name, converted.namespace, converted.spec.order) == ("knp.default.api", "shop", 1000)
+    assert converted.spec.selector == "projectcalico.org/orchestrator == 'k8s' && tier not in {'x'}"
+    assert converted.spec.types == ["Ingress", "Egress"]  # Egress: there are egress rules
+    assert len(converted.spec.ingress) == 4  # two peers times two protocols
+    web, web_udp, block, _ = converted.spec.ingress
+    assert web.source.namespace_selector == "all()" and web.protocol == "TCP"
+    assert web.destination.ports == [80] and web_udp.destination.ports == ["5000:5010"]
+    assert block.source.nets == ["198.51.100.0/24"] and block.source.not_nets == ["198.51.100.7/32"]
+    (out,) = converted.spec.egress
+    assert out.destination.namespace_selector == "team == 'b'" and out.protocol is None
+    deny = parse_resource(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "d"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    assert isinstance(deny, NetworkPolicy) and deny.namespace == "default"
+    assert deny.spec.types == ["Ingress"] and deny.spec.ingress == []  # everything in is denied
+    for spec, where in (
+        ({}, "spec.podSelector"),
+        ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}, "operator"),
+        ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "x"}}]}]}, "nets"),
+    ):
+        with pytest.raises(ValidationFailed, match=where):
+            parse_resource(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": "b"},
+                    "spec": spec,
+                }
+            )

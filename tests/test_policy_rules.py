@@ -250,3 +250,45 @@ async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_al
             ":OTHER" in saved and "-A OTHER -j ACCEPT" in saved and "other-set" in run("ipset", "list", "-n")
         )
         assert policy_chain("shop/p", "Ingress") not in saved
+
+
+def test_dispatch_follows_the_settings_and_host_endpoints_get_failsafe_ports_first() -> None:
+    from datastore.models import HostEndpoint
+    from datastore.models.policy import ProtoPort
+    from felix.calc.chains import host_endpoint_chain
+    from felix.calc.dispatch import hook_chain
+
+    hep = HostEndpoint.model_validate(
+        {"metadata": {"name": "h", "labels": {"host": "1"}}, "spec": {"node": NODE, "interfaceName": "*"}}
+    )
+    options = PolicyOptions(
+        workload_prefix="tap",
+        endpoint_to_host="Drop",
+        failsafe_inbound=(ProtoPort.model_validate("tcp:198.51.100.0/24:22"),),
+        failsafe_outbound=(),
+        cluster_hosts=frozenset({"203.0.113.1", "203.0.113.2"}),
+        ipip=True,
+    )
+    ruleset = render(plan(NODE, WORKLOADS, [hep], [], PROFILES), options)
+    into_host = ruleset.chain(hook_chain("INPUT")).rules
+    assert into_host[:2] == ("-i tap+ -j felid-from-wl", "-i tap+ -j DROP")
+    # The cluster's IPIP before any host endpoint policy, then loopback left alone, then the HEP.
+    assert into_host[2:] == (
+        "-p 4 -m set --match-set felid-all-hosts src -j ACCEPT",
+        "-i lo -j RETURN",
+        "-j felid-from-hep",
+    )
+    assert ruleset.chain("felid-from-hep").rules == (f"-g {host_endpoint_chain('*', 'Ingress')}",)
+    from_host = ruleset.chain(host_endpoint_chain("*", "Ingress")).rules
+    assert from_host[2] == "-p tcp -s 198.51.100.0/24 --dport 22 -j ACCEPT"
+    assert from_host[-1] == "-j DROP" and "-j RETURN" not in " ".join(from_host)  # no profile: denied
+    assert ruleset.chain(host_endpoint_chain("*", "Egress")).rules[2] == "-j MARK --set-xmark 0/0x30000"
+    assert next(s for s in ruleset.sets if s.name == "felid-all-hosts").members == options.cluster_hosts
+    # Without host endpoints felid leaves the host's own traffic alone.
+    bare = render(plan(NODE, WORKLOADS, [], [], PROFILES), PolicyOptions())
+    assert bare.chain(hook_chain("INPUT")).rules == ("-i cali+ -j felid-from-wl", "-i cali+ -j ACCEPT")
+    assert bare.chain("felid-from-wl").rules == (
+        "-i calidb -g felid-fw-calidb",
+        "-i califront -g felid-fw-califront",
+        "-j DROP",  # a workload interface felix does not know
+    )

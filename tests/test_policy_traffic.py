@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -382,3 +382,94 @@ def test_felix_sigkilled_and_restarted_under_a_continuous_probe_flips_no_verdict
             for thread in threads:
                 thread.join()
         assert verdicts == {"front2": {(True, False)}, "other": {(False, False)}}
+
+
+def until_true(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
+def test_workload_to_host_follows_default_endpoint_to_host_action(cluster: Cluster) -> None:
+    front1, db, one = pod(cluster, "front1"), pod(cluster, "db"), cluster.hosts[0]
+    assert cluster.felidctl("get", "felixconfiguration", "default").returncode != 0  # none to restore
+    assert ping(front1.netns, one.address, count=1).ok  # felid's default: Accept
+    config = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "FelixConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"defaultEndpointToHostAction": "Drop"},
+    }
+    with applied(cluster, config):
+        # felix restarts on a changed FelixConfiguration, as Calico's does.
+        until_true(
+            lambda: not ping(front1.netns, one.address, count=1, wait=0.5).ok, 30, "still reaches its host"
+        )
+        assert ping(front1.netns, db.address, count=1).ok  # pods still talk to each other
+    until_true(lambda: ping(front1.netns, one.address, count=1, wait=0.5).ok, 30, "host not reachable again")
+
+
+def k8s_policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": SHOP},
+        "spec": spec,
+    }
+
+
+def test_kubernetes_network_policies_enforce_kubernetes_semantics(cluster: Cluster) -> None:
+    front1 = pod(cluster, "front1")
+    shop = ["db", "front1", "front2", "other"]
+    deny_all = k8s_policy("deny-all", {"podSelector": {}})
+    # The guest namespace's labels, as Calico keeps them: its kns. Profile's labelsToApply.
+    guest_labels = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": "kns.guest"},
+        "spec": {"labelsToApply": {"team": "blue"}},
+    }
+    from_namespace = k8s_policy(
+        "db-from-blue",
+        {
+            "podSelector": {"matchLabels": {"role": "db"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}],
+        },
+    )
+    ip_block = k8s_policy(
+        "db-from-pods-but-front1",
+        {
+            "podSelector": {"matchLabels": {"role": "db"}},
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": [f"{front1.address}/32"]}}],
+                    "ports": [{"port": 9090}],
+                }
+            ],
+        },
+    )
+    egress = k8s_policy(
+        "frontends-out-to-8080",
+        {
+            "podSelector": {"matchLabels": {"role": "frontend"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": 8080}]}],
+        },
+    )
+    with applied(cluster, deny_all):
+        time.sleep(1)
+        seen = observe(cluster, EVERYONE, shop, ("tcp:8080", "icmp"))
+        assert differences(seen, dict.fromkeys(seen, False)) == []  # no pod of shop takes anything
+        with applied(cluster, guest_labels, from_namespace, ip_block):
+            time.sleep(1)
+            seen = observe(cluster, EVERYONE, ["db"], ("tcp:8080", "tcp:9090", "udp:8080"))
+            expected = dict.fromkeys(seen, False)
+            expected |= {("guest", "db", k): True for k in ("tcp:8080", "tcp:9090", "udp:8080")}
+            expected |= {(s, "db", "tcp:9090"): True for s in ("front2", "other")}  # not front1
+            assert differences(seen, expected) == []
+    with applied(cluster, egress):
+        time.sleep(1)
+        seen = observe(cluster, ["front1", "front2", "guest"], ["db", "other"], ("tcp:8080", "tcp:9090"))
+        expected = {key: key[2] == "tcp:8080" or key[0] == "guest" for key in seen}  # guest: other namespace
+        assert differences(seen, expected) == []

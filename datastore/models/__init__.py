@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datastore.errors import ValidationFailed, quoted
+from datastore.models import k8s
 from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_duration
 from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
 from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
@@ -125,6 +126,9 @@ def parse_resource(data: Any) -> Resource:
             "", f"expected a mapping with apiVersion, kind, metadata, spec; got {type(data).__name__}"
         )
     api_version = data.get("apiVersion")
+    if api_version == k8s.API_VERSION and data.get("kind") == "NetworkPolicy":
+        data = k8s.network_policy(data)  # enforced as Calico enforces it: converted
+        api_version = data["apiVersion"]
     if api_version != API_VERSION:
         raise ValidationFailed("apiVersion", f"{quoted(api_version)} is not supported; use {API_VERSION!r}")
     kind_name = data.get("kind")

@@ -327,6 +327,11 @@ class ProtoPort(Model):
             value = {**value, "protocol": value["protocol"].upper()}
         return value
 
+    def __str__(self) -> str:
+        """As the environment spells it."""
+        net = f"{self.net}:" if self.net else ""
+        return f"{self.protocol.lower()}:{net}{self.port}"
+
     @model_validator(mode="after")
     def _net(self) -> ProtoPort:
         if self.net is not None:
