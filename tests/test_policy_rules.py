@@ -13,6 +13,7 @@ from felix.calc.policy import Policy, plan
 from felix.calc.rules import CONNTRACK, ipset_input, iptables_input, render
 from felix.dataplane.policy import PolicyTables
 from lab.network import namespaces
+from tests.policy_helpers import FRONTEND_TO_DB_8080
 
 NODE = "node-1"
 
@@ -47,19 +48,7 @@ def netpol(spec: dict[str, Any], name: str = "p") -> NetworkPolicy:
     return NetworkPolicy.model_validate({"metadata": {"name": name, "namespace": "shop"}, "spec": spec})
 
 
-ALLOW_FRONTEND = netpol(
-    {
-        "selector": "role == 'db'",
-        "ingress": [
-            {
-                "action": "Allow",
-                "protocol": "TCP",
-                "source": {"selector": "role == 'frontend'"},
-                "destination": {"ports": [8080]},
-            }
-        ],
-    }
-)
+ALLOW_FRONTEND = netpol(FRONTEND_TO_DB_8080)
 
 
 def test_an_endpoint_runs_its_policies_in_order_then_its_profiles() -> None:
@@ -103,6 +92,8 @@ def test_actions_ports_nets_icmp_and_what_ipv4_never_carries() -> None:
                         "destination": {"ports": list(range(1, 21))},
                     },
                     {"action": "Log", "source": {"nets": ["192.0.2.0/24", "203.0.113.0/24"]}},
+                    # One net and one notNet: iptables takes one -s, so the second is a set.
+                    {"action": "Deny", "source": {"nets": ["10.0.0.0/8"], "notNets": ["10.1.0.0/16"]}},
                     {"action": "Pass", "protocol": "ICMP", "icmp": {"type": 8, "code": 0}},
                     {"action": "Allow", "protocol": "ICMPv6"},
                     {
@@ -120,8 +111,11 @@ def test_actions_ports_nets_icmp_and_what_ipv4_never_carries() -> None:
         "-j DROP"
     )
     assert rules[1].endswith("--dports 16,17,18,19,20 -j DROP")  # 20 ports: two multiport matches
-    nets = next(s for s in ruleset.sets if s.type == "hash:net")
+    nets = next(s for s in ruleset.sets if s.members == {"192.0.2.0/24", "203.0.113.0/24"})
     assert rules[2] == f'-m set --match-set {nets.name} src -j LOG --log-prefix "felid-packet: "'
+    one_of = next(s for s in ruleset.sets if s.members == {"10.1.0.0/16"})
+    assert rules[3] == f"-s 10.0.0.0/8 -m set ! --match-set {one_of.name} src -j DROP"
+    rules = rules[:3] + rules[4:]
     assert rules[3] == "-p icmp -m icmp --icmp-type 8/0 -j MARK --set-xmark 0x20000/0x20000"
     assert rules[4] == "-m mark --mark 0x20000/0x20000 -j RETURN"
     named = next(s for s in ruleset.sets if s.type == "hash:ip,port")
@@ -146,7 +140,9 @@ def test_the_rendered_ruleset_loads_into_the_kernel() -> None:
                             "nets": ["192.0.2.0/24", "203.0.113.7/32"],
                             "notSelector": "role == 'db'",
                         },
-                    }
+                    },
+                    # What the kernel refused once: a single net and a single notNet on one side.
+                    {"action": "Allow", "destination": {"nets": ["10.0.0.0/8"], "notNets": ["10.1.0.0/16"]}},
                 ],
                 "ingress": [
                     {

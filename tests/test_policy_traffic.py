@@ -20,6 +20,7 @@ from lab.cluster import Cluster, Workload
 from lab.network import LabHost, ip
 from lab.probes import Probe, check, listen
 from lab.workloads import ping
+from tests.policy_helpers import FRONTEND_TO_DB_8080
 
 PORTS = (8080, 9090)
 SHOP = "shop"
@@ -128,20 +129,7 @@ def differences(seen: Table, expected: Table) -> list[str]:
 EVERYONE = ["db", "front1", "front2", "other", "guest"]
 KINDS = ("tcp:8080", "tcp:9090", "udp:8080", "icmp")
 
-ALLOW_FRONTEND_TO_DB = netpol(
-    "db-from-frontend",
-    {
-        "selector": "role == 'db'",
-        "ingress": [
-            {
-                "action": "Allow",
-                "protocol": "TCP",
-                "source": {"selector": "role == 'frontend'"},
-                "destination": {"ports": [8080]},
-            }
-        ],
-    },
-)
+ALLOW_FRONTEND_TO_DB = netpol("db-from-frontend", FRONTEND_TO_DB_8080)
 
 
 def test_no_policy_everything_is_allowed(cluster: Cluster) -> None:

@@ -73,9 +73,11 @@ class _Sides:
     def addresses(self, entity: EntityRule, namespace: str | None, where: Literal["src", "dst"]) -> list[str]:
         flag = "-s" if where == "src" else "-d"
         out: list[str] = []
+        flagged = False  # iptables takes one -s (-d) a rule: nets and notNets both single need a set
         for nets, negated in ((entity.nets, False), (entity.not_nets, True)):
-            if len(nets) == 1:
+            if len(nets) == 1 and not flagged:
                 out.append(f"{'! ' if negated else ''}{flag} {nets[0]}")
+                flagged = True
             elif nets:
                 made = nets_set(nets)
                 self.nets[made.name] = made
