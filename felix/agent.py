@@ -20,6 +20,7 @@ from datastore.etcd import EtcdKV
 from datastore.health import serve_health
 from datastore.keys import KeyLayout, SyncerType
 from datastore.syncer import follow
+from felix.calc.calculator import PolicyCalculator
 from felix.calc.cluster import ClusterState, desired, desired_policy
 from felix.calc.dispatch import PolicyOptions
 from felix.calc.host import HostFacts, Interface, host_mtu
@@ -61,6 +62,7 @@ class Felix:
             self.netlink, self.settings.interface_prefix, mtu_file=MTUFile(self.settings.mtu_file)
         )
         self.policy = PolicyTables()
+        self.calculator = PolicyCalculator(self.node)
         self._kick = asyncio.Event()
         self._in_sync = asyncio.Event()
 
@@ -108,7 +110,7 @@ class Felix:
             self._kick.clear()
             state = desired(self.state, host)
             self.dataplane.set_desired(state)
-            self.policy.set_desired(desired_policy(self.state, self.node, options))
+            self.policy.set_desired(desired_policy(self.state, self.calculator, options))
             started = time.perf_counter()
             try:
                 # Policy first: a workload's route comes once its chains are there, so nothing its

@@ -6,12 +6,14 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import pytest
+
 from datastore.models import GlobalNetworkPolicy, NetworkPolicy, Profile, WorkloadEndpoint
 from felix.calc.chains import ACCEPT_MARK, Ruleset, endpoint_chain, policy_chain, profile_chain
 from felix.calc.dispatch import PolicyOptions
 from felix.calc.policy import Policy, plan
 from felix.calc.rules import CONNTRACK, ipset_input, iptables_input, render
-from felix.dataplane.policy import PolicyTables
+from felix.dataplane.policy import PolicyCommandFailed, PolicyTables
 from lab.network import namespaces
 from tests.policy_helpers import FRONTEND_TO_DB_8080
 
@@ -246,6 +248,40 @@ async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_al
             ":OTHER" in saved and "-A OTHER -j ACCEPT" in saved and "other-set" in run("ipset", "list", "-n")
         )
         assert policy_chain("shop/p", "Ingress") not in saved
+
+
+async def test_the_policy_manager_remembers_what_it_wrote_and_reads_back_when_told() -> None:
+    """After a write it compares with what it wrote (reading 59,000 rules back takes longer than
+    the change); the refresh timer's invalidate() and any failure make it read the kernel again."""
+    with namespaces("remember") as ns:
+
+        def run(*command: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns["remember"], *command], capture_output=True, text=True, check=True
+            ).stdout
+
+        tables = PolicyTables(netns=ns["remember"])
+        tables.set_desired(rendered(ALLOW_FRONTEND))
+        await tables.apply()
+        db_ingress = endpoint_chain("calidb", "Ingress")
+        run("iptables", "-F", db_ingress)  # behind felix's back
+        more = [*WORKLOADS, wep("front3", "10.244.0.3", role="frontend")]
+        tables.set_desired(render(plan(NODE, more, [], [ALLOW_FRONTEND], PROFILES), PolicyOptions()))
+        done = await tables.apply()
+        assert db_ingress not in done.chains_written  # not read back: the flushed chain is not seen
+        assert run("iptables", "-S", db_ingress).splitlines() == [f"-N {db_ingress}"]
+        tables.invalidate()
+        done = await tables.apply()
+        assert done.chains_written == (db_ingress,)  # read back: put right, and only it
+        assert len(run("iptables", "-S", db_ingress).splitlines()) > 1
+        # A command that fails leaves felix unsure of the kernel: the next apply reads it back.
+        tables.iptables = "iptables-no-such-command"
+        tables.set_desired(rendered())
+        with pytest.raises(PolicyCommandFailed):
+            await tables.apply()
+        assert tables.kernel is None and tables.dirty
+        tables.iptables = "iptables"
+        assert (await tables.apply()).chains_written
 
 
 def test_dispatch_follows_the_settings_and_host_endpoints_get_failsafe_ports_first() -> None:

@@ -4,8 +4,10 @@ restart finds its own and nothing else.  Pure: the renderer builds these, the da
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Literal
 
 from datastore.models.policy import Direction
@@ -22,6 +24,16 @@ SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
 class Chain:
     name: str
     rules: tuple[str, ...]  # each what follows ``-A <name>`` in iptables-restore input
+
+    @cached_property
+    def fingerprints(self) -> tuple[str, ...]:
+        """One short hash per rule (of its place and text): the dataplane writes each into its
+        rule's comment and compares these when it reads the kernel back, not iptables' own
+        spelling.  Kept with the chain, so a chain the calculator reuses is hashed once."""
+        return tuple(
+            hashlib.blake2b(f"{i}|{rule}".encode(), digest_size=8).hexdigest()
+            for i, rule in enumerate(self.rules)
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Ruleset:
         return next(c for c in self.chains if c.name == name)
 
 
+@lru_cache(maxsize=1 << 16)  # every endpoint's chain names its policies' chains: hash each once
 def _name(kind: str, ident: str) -> str:
     return f"{PREFIX}{kind}-{short_id(ident)[:16]}"
 

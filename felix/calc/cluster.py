@@ -24,6 +24,7 @@ from datastore.models import (
     encapsulations,
 )
 from datastore.models.node import derived_vtep_mac
+from felix.calc.calculator import PolicyCalculator
 from felix.calc.chains import Ruleset
 from felix.calc.dispatch import PolicyOptions
 from felix.calc.host import HostFacts
@@ -36,8 +37,7 @@ from felix.calc.model import (
     Route,
     VXLANDevice,
 )
-from felix.calc.policy import Policy, plan
-from felix.calc.rules import render
+from felix.calc.policy import Policy
 
 VXLAN_PORT = 4789
 
@@ -68,9 +68,9 @@ class ClusterState(DatastoreCache):
         return {p.name: p for p in self.of(Profile).values()}
 
 
-def desired_policy(state: ClusterState, node: str, options: PolicyOptions) -> Ruleset:
-    """This host's policy as chains and sets; ``options`` carries felix's settings, the cluster's
-    tunnels are filled in here."""
+def desired_policy(state: ClusterState, calculator: PolicyCalculator, options: PolicyOptions) -> Ruleset:
+    """The calculator's host's policy as chains and sets; ``options`` carries felix's settings, the
+    cluster's tunnels are filled in here."""
     tunnels = encapsulations(enabled_pools(state.pools.values()))
     options = replace(
         options,
@@ -79,10 +79,13 @@ def desired_policy(state: ClusterState, node: str, options: PolicyOptions) -> Ru
         vxlan_port=VXLAN_PORT if Encapsulation.VXLAN in tunnels else None,
     )
     policies: list[Policy] = [*state.of(NetworkPolicy).values(), *state.of(GlobalNetworkPolicy).values()]
-    decided = plan(
-        node, list(state.endpoints.values()), list(state.of(HostEndpoint).values()), policies, state.profiles
+    return calculator.update(
+        list(state.endpoints.values()),
+        list(state.of(HostEndpoint).values()),
+        policies,
+        state.profiles,
+        options,
     )
-    return render(decided, options)
 
 
 def desired(state: ClusterState, host: HostFacts) -> DesiredState:

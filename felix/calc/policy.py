@@ -68,6 +68,13 @@ def _inherited(names: Iterable[str], profiles: Mapping[str, Profile]) -> dict[st
     return labels
 
 
+def endpoint_key(source: WorkloadEndpoint | HostEndpoint) -> str:
+    """``namespace/name`` for a workload, ``name`` for a host endpoint (which has no namespace)."""
+    if isinstance(source, HostEndpoint):
+        return source.name
+    return f"{source.namespace or 'default'}/{source.name}"
+
+
 def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
     namespace = wep.namespace or "default"
     labels = _inherited(wep.spec.profiles, profiles)
@@ -77,9 +84,8 @@ def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) ->
     labels[ORCHESTRATOR_LABEL] = wep.spec.orchestrator
     addresses = tuple(net.partition("/")[0] for net in wep.spec.ip_networks)
     ports = tuple((str(p.name), p.protocol, p.port) for p in wep.spec.ports)
-    key = f"{namespace}/{wep.name}"
     return Endpoint(
-        key,
+        endpoint_key(wep),
         namespace,
         labels,
         addresses,
@@ -96,7 +102,7 @@ def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoin
     ports = tuple((str(p.name), p.protocol, p.port) for p in hep.spec.ports)
     addresses = tuple(hep.spec.expected_i_ps)
     return Endpoint(
-        hep.name,
+        endpoint_key(hep),
         None,
         labels,
         addresses,
@@ -221,7 +227,7 @@ def plan(
     for endpoint in local:
         chosen: dict[Direction, list[str]] = {"Ingress": [], "Egress": []}
         for policy, selector in ranked:
-            if _untracked_or_pre_dnat(policy) or not selector.matches(endpoint.labels):
+            if untracked_or_pre_dnat(policy) or not selector.matches(endpoint.labels):
                 continue
             used[policy_id(policy)] = policy
             for direction in sorted(policy.spec.directions):
@@ -237,30 +243,35 @@ def plan(
     )
 
 
-def _untracked_or_pre_dnat(policy: Policy) -> bool:
+def untracked_or_pre_dnat(policy: Policy) -> bool:
     """Calico runs these before conntrack or NAT, on host endpoints only: not in the filter chains
     this plan is for."""
     return isinstance(policy, GlobalNetworkPolicy) and (policy.spec.pre_dnat or policy.spec.do_not_track)
 
 
-def address_sets(
-    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
-) -> dict[str, AddressSet]:
-    """Every selector ``rules`` name (with the namespace each rule's policy scopes it to), and the
-    addresses of the endpoints each matches."""
+def rule_selectors(rules: Iterable[tuple[Rule, str | None]]) -> dict[str, Selector]:
+    """Every selector ``rules`` name (with the namespace each rule's policy scopes it to), by id."""
     selectors: dict[str, Selector] = {}
     for rule, namespace in rules:
         for entity in (rule.source, rule.destination):
             for selector in side_selectors(entity, namespace):
                 if selector is not None:
                     selectors.setdefault(selector.unique_id, selector)
+    return selectors
+
+
+def address_sets(
+    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
+) -> dict[str, AddressSet]:
+    """Every selector ``rules`` name, and the addresses of the endpoints each matches."""
     return {
-        ident: AddressSet(
-            selector,
-            frozenset(a for e in endpoints if selector.matches(e.labels) for a in e.addresses),
-        )
-        for ident, selector in selectors.items()
+        ident: AddressSet(selector, frozenset(a for e in endpoints for a in selected_addresses(selector, e)))
+        for ident, selector in rule_selectors(rules).items()
     }
+
+
+def selected_addresses(selector: Selector, endpoint: Endpoint) -> tuple[str, ...]:
+    return endpoint.addresses if selector.matches(endpoint.labels) else ()
 
 
 def port_names(entity: EntityRule) -> list[str]:
@@ -272,25 +283,47 @@ def port_side_selector(entity: EntityRule, namespace: str | None) -> Selector:
     return positive if positive is not None else Selector.of(All())
 
 
-def named_port_sets(
-    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
-) -> dict[str, NamedPortSet]:
-    wanted: dict[str, tuple[Selector, str, str]] = {}
+@dataclass(frozen=True)
+class NamedPort:
+    """A named port as a rule's side names it: on the endpoints ``selector`` matches."""
+
+    selector: Selector
+    protocol: str  # tcp, udp or sctp
+    name: str
+
+    @property
+    def id(self) -> str:
+        return named_port_id(self.selector, self.protocol, self.name)
+
+    def members(self, endpoint: Endpoint) -> tuple[tuple[str, int], ...]:
+        """The (address, number) pairs ``endpoint`` gives this port: none unless selected."""
+        if not self.selector.matches(endpoint.labels):
+            return ()
+        return tuple(
+            (address, number)
+            for port_name, port_protocol, number in endpoint.ports
+            if port_name == self.name and str(port_protocol).lower() == self.protocol
+            for address in endpoint.addresses
+        )
+
+
+def rule_named_ports(rules: Iterable[tuple[Rule, str | None]]) -> dict[str, NamedPort]:
+    wanted: dict[str, NamedPort] = {}
     for rule, namespace in rules:
         protocol = str(rule.protocol).lower()
         for entity in (rule.source, rule.destination):
             for name in port_names(entity):
-                selector = port_side_selector(entity, namespace)
-                wanted.setdefault(named_port_id(selector, protocol, name), (selector, protocol, name))
-    out: dict[str, NamedPortSet] = {}
-    for ident, (selector, protocol, name) in wanted.items():
-        members = frozenset(
-            (address, number)
-            for e in endpoints
-            if selector.matches(e.labels)
-            for port_name, port_protocol, number in e.ports
-            if port_name == name and str(port_protocol).lower() == protocol
-            for address in e.addresses
+                port = NamedPort(port_side_selector(entity, namespace), protocol, name)
+                wanted.setdefault(port.id, port)
+    return wanted
+
+
+def named_port_sets(
+    rules: Iterable[tuple[Rule, str | None]], endpoints: Sequence[Endpoint]
+) -> dict[str, NamedPortSet]:
+    return {
+        ident: NamedPortSet(
+            port.selector, port.protocol, port.name, frozenset(m for e in endpoints for m in port.members(e))
         )
-        out[ident] = NamedPortSet(selector, protocol, name, members)
-    return out
+        for ident, port in rule_named_ports(rules).items()
+    }

@@ -21,7 +21,7 @@ selector changes a set, never a rule.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
 from datastore.models import EntityRule, Profile, Rule
@@ -43,7 +43,9 @@ from felix.calc.chains import (
 )
 from felix.calc.dispatch import PolicyOptions, dispatch_chains
 from felix.calc.policy import (
+    AddressSet,
     EndpointPolicies,
+    NamedPortSet,
     Policy,
     PolicyPlan,
     named_port_id,
@@ -281,38 +283,81 @@ def _endpoint_chains(
     ]
 
 
+Rendered = tuple[tuple[Chain, ...], tuple[IPSet, ...]]  # chains, and the nets sets they name
+
+
+def owner_chains(
+    owner: Policy | Profile, chain_of: Callable[[Direction], str], namespace: str | None
+) -> Rendered:
+    """A policy's (or profile's) two chains, ingress and egress."""
+    sides = _Sides()
+    chains = tuple(
+        _rules_chain(chain_of(direction), _rules(owner, direction), namespace, sides)
+        for direction in DIRECTIONS
+    )
+    return chains, tuple(sides.nets.values())
+
+
+def policy_chains(ident: str, policy: Policy) -> Rendered:
+    return owner_chains(policy, lambda d: policy_chain(ident, d), policy_namespace(policy))
+
+
+def profile_chains(name: str, profile: Profile) -> Rendered:
+    return owner_chains(profile, lambda d: profile_chain(name, d), None)
+
+
+def endpoint_chains(
+    decided: EndpointPolicies, profiles: Mapping[str, Profile], options: PolicyOptions
+) -> Rendered:
+    """One endpoint's two chains (it must have an interface)."""
+    sides = _Sides()
+    chains = tuple(_endpoint_chains(decided, profiles, options, sides))
+    return chains, tuple(sides.nets.values())
+
+
+def interfaces(plan: PolicyPlan) -> tuple[list[str], list[str]]:
+    """The workload interfaces and the host endpoint interfaces that get chains, sorted."""
+    workloads = sorted(
+        d.endpoint.interface for d in plan.endpoints if d.endpoint.interface and not d.endpoint.host
+    )
+    hosts = sorted(d.endpoint.interface for d in plan.endpoints if d.endpoint.interface and d.endpoint.host)
+    return workloads, hosts
+
+
+def address_ipset(ident: str, found: AddressSet) -> IPSet:
+    return IPSet(selector_set(ident), "hash:ip", found.members)
+
+
+def port_ipset(ident: str, found: NamedPortSet) -> IPSet:
+    return IPSet(
+        port_set(ident), "hash:ip,port", frozenset(f"{a},{found.protocol}:{n}" for a, n in found.members)
+    )
+
+
 def render(plan: PolicyPlan, options: PolicyOptions) -> Ruleset:
     """The chains and sets for ``plan``: every policy and profile a local endpoint uses, each
     endpoint's own chains, and the chains that dispatch packets to them (``felix.calc.dispatch``).
-    An endpoint without an interface (a host endpoint named by its addresses only) gets none."""
-    sides = _Sides()
+    An endpoint without an interface (a host endpoint named by its addresses only) gets none.
+    ``felix.calc.calculator`` makes the same, keeping the pieces between updates."""
+    pieces = [policy_chains(ident, policy) for ident, policy in plan.policies.items()]
+    pieces += [profile_chains(name, profile) for name, profile in plan.profiles.items()]
+    pieces += [endpoint_chains(d, plan.profiles, options) for d in plan.endpoints if d.endpoint.interface]
+    hooks, hook_sets = dispatch_chains(*interfaces(plan), options)
+    pieces.append((tuple(hooks), tuple(hook_sets)))
+    sets = [address_ipset(i, s) for i, s in plan.sets.items()]
+    sets += [port_ipset(i, s) for i, s in plan.port_sets.items()]
+    return assemble(pieces, sets)
+
+
+def assemble(pieces: Iterable[Rendered], sets: Iterable[IPSet]) -> Ruleset:
+    """One Ruleset of these chains and sets (with the nets sets the chains name), ordered by name."""
     chains: dict[str, Chain] = {}
-    for ident, policy in plan.policies.items():
-        for direction in DIRECTIONS:
-            name = policy_chain(ident, direction)
-            chains[name] = _rules_chain(name, _rules(policy, direction), policy_namespace(policy), sides)
-    for name, profile in plan.profiles.items():
-        for direction in DIRECTIONS:
-            chain = profile_chain(name, direction)
-            chains[chain] = _rules_chain(chain, _rules(profile, direction), None, sides)
-    with_interface = [d for d in plan.endpoints if d.endpoint.interface is not None]
-    for decided in with_interface:
-        for made in _endpoint_chains(decided, plan.profiles, options, sides):
-            chains[made.name] = made
-    workloads = [d.endpoint.interface for d in with_interface if not d.endpoint.host]
-    hosts = [d.endpoint.interface for d in with_interface if d.endpoint.host]
-    hooks, hook_sets = dispatch_chains(
-        sorted(i for i in workloads if i is not None), sorted(i for i in hosts if i is not None), options
-    )
-    chains.update((c.name, c) for c in hooks)
-    sets = [IPSet(selector_set(i), "hash:ip", s.members) for i, s in plan.sets.items()]
-    sets += [
-        IPSet(port_set(i), "hash:ip,port", frozenset(f"{a},{s.protocol}:{n}" for a, n in s.members))
-        for i, s in plan.port_sets.items()
-    ]
-    sets += [*sides.nets.values(), *hook_sets]
+    all_sets = {s.name: s for s in sets}
+    for made, named in pieces:
+        chains.update((c.name, c) for c in made)
+        all_sets.update((s.name, s) for s in named)
     ordered_chains = tuple(sorted(chains.values(), key=lambda c: c.name))
-    return Ruleset(ordered_chains, tuple(sorted(sets, key=lambda s: s.name)))
+    return Ruleset(ordered_chains, tuple(sorted(all_sets.values(), key=lambda s: s.name)))
 
 
 def _rules(owner: Policy | Profile, direction: Direction) -> list[Rule]:

@@ -17,11 +17,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from datastore.selector import short_id
 from felix.calc.chains import PREFIX, Chain, IPSet, Ruleset
 from felix.calc.dispatch import HOOKS, hook_chain
 
-_COMMENT = re.compile(r'--comment "?felid:([a-z2-7]+)"?')
+_COMMENT = re.compile(r'--comment "?felid:([0-9a-f]+)"?')
 SWAP_SUFFIX = "-new"  # a set being refilled, before the swap (31 characters at most in all)
 
 
@@ -53,20 +52,12 @@ class PolicyChanges:
         return not (written or self.chains_removed or self.sets_removed)
 
 
-def rule_hash(chain: str, index: int, rule: str) -> str:
-    return short_id(f"{chain}|{index}|{rule}")[:16]
-
-
 def tagged(chain: Chain) -> list[str]:
     """The chain's rules, each with the comment that lets a reader know it is this one."""
     return [
-        f'-m comment --comment "felid:{rule_hash(chain.name, i, rule)}" {rule}'
-        for i, rule in enumerate(chain.rules)
+        f'-m comment --comment "felid:{mark}" {rule}'
+        for mark, rule in zip(chain.fingerprints, chain.rules, strict=True)
     ]
-
-
-def _hashes(chain: Chain) -> tuple[str, ...]:
-    return tuple(rule_hash(chain.name, i, rule) for i, rule in enumerate(chain.rules))
 
 
 HOOK_COMMENT = "felid:hook"
@@ -124,7 +115,7 @@ def changes_for(
 ) -> tuple[list[IPSet], list[Chain], list[str], list[str]]:
     """(sets to write, chains to write, chains to remove, sets to remove)."""
     sets = [s for s in desired.sets if kernel.sets.get(s.name) != (s.type, _normal(s))]
-    chains = [c for c in desired.chains if kernel.chains.get(c.name) != _hashes(c)]
+    chains = [c for c in desired.chains if kernel.chains.get(c.name) != c.fingerprints]
     wanted_chains = {c.name for c in desired.chains}
     wanted_sets = {s.name for s in desired.sets}
     gone_chains = sorted(n for n in kernel.chains if n not in wanted_chains)
@@ -146,6 +137,27 @@ def ipset_script(sets: Sequence[IPSet], existing: dict[str, tuple[str, frozenset
             lines.append(f"create {made.name} {made.type} family inet")
             lines += [f"add {made.name} {m}" for m in sorted(made.members)]
     return "\n".join([*lines, ""])
+
+
+def after(
+    kernel: KernelPolicy,
+    sets: Sequence[IPSet],
+    chains: Sequence[Chain],
+    gone_chains: Sequence[str],
+    gone_sets: Sequence[str],
+) -> KernelPolicy:
+    """What the kernel holds once these changes are in: what felix compares with next time, rather
+    than reading back a large table after every change (iptables-save of 59,000 rules takes
+    about 0.4 s here); the refresh timer and any failure make it read back again."""
+    chain_view = dict(kernel.chains)
+    for name in gone_chains:
+        chain_view.pop(name, None)
+    chain_view.update((c.name, c.fingerprints) for c in chains)
+    set_view = dict(kernel.sets)
+    for name in gone_sets:
+        set_view.pop(name, None)
+    set_view.update((s.name, (s.type, _normal(s))) for s in sets)
+    return KernelPolicy(chain_view, set_view, {b: 1 for b in HOOKS}, frozenset(HOOKS))
 
 
 def hook_fixes(kernel: KernelPolicy) -> list[str]:
@@ -179,7 +191,8 @@ class PolicyTables:
     netns: str | None = None  # run the commands in this network namespace (the lab's hosts)
     iptables: str = "iptables"  # or iptables-legacy, iptables-nft (FelixSettings.iptables_backend)
     desired: Ruleset | None = None
-    dirty: bool = True  # the kernel may differ from ``desired``: the next apply reads it back
+    dirty: bool = True  # the kernel may differ from ``desired``: the next apply compares
+    kernel: KernelPolicy | None = None  # what felix last read or wrote; None: read it back first
     applied: list[PolicyChanges] = field(default_factory=list)
 
     async def _run(self, *command: str, stdin: str | None = None) -> str:
@@ -192,8 +205,10 @@ class PolicyTables:
             self.dirty = True
 
     def invalidate(self) -> None:
-        """Someone may have changed the kernel (the refresh timer says so): read it back next time."""
+        """Someone may have changed the kernel (the refresh timer says so, or a command failed):
+        read it back next time."""
         self.dirty = True
+        self.kernel = None
 
     async def read(self) -> KernelPolicy:
         saved = await self._run(f"{self.iptables}-save", "-t", "filter")
@@ -205,7 +220,8 @@ class PolicyTables:
         """Make the kernel match; nothing to do (no read either) while nothing changed."""
         if self.desired is None or not self.dirty:
             return PolicyChanges()
-        kernel = await self.read()
+        kernel = self.kernel if self.kernel is not None else await self.read()
+        self.kernel = None  # until every command below has succeeded
         sets, chains, gone_chains, gone_sets = changes_for(self.desired, kernel)
         hooks = hook_fixes(kernel)
         if sets:
@@ -215,6 +231,7 @@ class PolicyTables:
             await self._run(f"{self.iptables}-restore", "--noflush", stdin=script)
         if gone_sets:
             await self._run("ipset", "restore", stdin="".join(f"destroy {name}\n" for name in gone_sets))
+        self.kernel = after(kernel, sets, chains, gone_chains, gone_sets)
         done = PolicyChanges(
             tuple(s.name for s in sets),
             tuple(c.name for c in chains),
