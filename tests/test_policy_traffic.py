@@ -461,3 +461,65 @@ def test_kubernetes_network_policies_enforce_kubernetes_semantics(cluster: Clust
         seen = observe(cluster, ["front1", "front2", "guest"], ["db", "other"], ("tcp:8080", "tcp:9090"))
         expected = {key: key[2] == "tcp:8080" or key[0] == "guest" for key in seen}  # guest: other namespace
         assert differences(seen, expected) == []
+
+
+@contextlib.contextmanager
+def endpoint_changed(cluster: Cluster, name: str, spec: dict[str, Any]) -> Iterator[None]:
+    """The pod's WorkloadEndpoint with ``spec`` merged in (as an operator applies one with
+    felidctl, where no orchestrator fills in its ports), put back afterwards."""
+    weps = json.loads(cluster.felidctl("get", "wep", "-n", SHOP, "-o", "json").stdout)["items"]
+    original = next(w for w in weps if w["spec"].get("pod") == name)
+    changed = {**original, "spec": {**original["spec"], **spec}}
+    apply(cluster, changed)
+    try:
+        yield
+    finally:
+        current = json.loads(
+            cluster.felidctl("get", "wep", original["metadata"]["name"], "-n", SHOP, "-o", "json").stdout
+        )
+        apply(cluster, {**current, "spec": original["spec"]})
+
+
+def test_named_ports_and_a_profiles_labels_to_apply(cluster: Cluster) -> None:
+    prod = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Profile",
+        "metadata": {"name": "env-prod"},
+        "spec": {
+            "labelsToApply": {"env": "prod"},
+            "ingress": [{"action": "Allow"}],
+            "egress": [{"action": "Allow"}],
+        },
+    }
+    # db serves "web" on 9090; only pods of the env-prod profile may reach it there.
+    db_web = netpol(
+        "db-web-from-prod",
+        {
+            "selector": "role == 'db'",
+            "ingress": [
+                {
+                    "action": "Allow",
+                    "protocol": "TCP",
+                    "source": {"selector": "env == 'prod'"},
+                    "destination": {"ports": ["web"]},
+                }
+            ],
+        },
+    )
+    web_port = {"ports": [{"name": "web", "port": 9090, "protocol": "TCP"}]}
+    in_prod = {"profiles": ["projectcalico-default-allow", "env-prod"]}
+    with (
+        applied(cluster, prod),
+        endpoint_changed(cluster, "db", web_port),
+        endpoint_changed(cluster, "front2", in_prod),
+        applied(cluster, db_web),
+    ):
+        time.sleep(1)
+        seen = observe(cluster, ["front1", "front2", "other"], ["db"], ("tcp:8080", "tcp:9090"))
+        expected = {key: key == ("front2", "db", "tcp:9090") for key in seen}
+        assert differences(seen, expected) == []
+        # The named port moves: the set's member changes, the rule stays.
+        with endpoint_changed(cluster, "db", {"ports": [{"name": "web", "port": 8080, "protocol": "TCP"}]}):
+            time.sleep(1)
+            seen = observe(cluster, ["front2"], ["db"], ("tcp:8080", "tcp:9090"))
+            assert seen == {("front2", "db", "tcp:8080"): True, ("front2", "db", "tcp:9090"): False}

@@ -148,7 +148,7 @@ def after(
 ) -> KernelPolicy:
     """What the kernel holds once these changes are in: what felix compares with next time, rather
     than reading back a large table after every change (iptables-save of 59,000 rules takes
-    about 0.4 s here); the refresh timer and any failure make it read back again."""
+    about 0.7 s here); the refresh timer and any failure make it read back again."""
     chain_view = dict(kernel.chains)
     for name in gone_chains:
         chain_view.pop(name, None)
