@@ -104,6 +104,16 @@ class World:
                 {"metadata": {"name": name, "namespace": self.pick(*NAMESPACES)}, "spec": spec}
             )
         else:
+            stage = self.pick("normal", "normal", "forward", "untracked", "pre-dnat")
+            if stage != "normal":
+                spec["applyOnForward"] = True
+            if stage == "untracked":
+                spec["doNotTrack"] = True
+            if stage == "pre-dnat":  # ingress only
+                spec["preDNAT"] = True
+                spec.pop("egress", None)
+                spec["types"] = ["Ingress"]
+                spec.setdefault("ingress", [])
             policy = GlobalNetworkPolicy.model_validate({"metadata": {"name": name}, "spec": spec})
         self.policies[name] = policy
 
@@ -140,7 +150,7 @@ class World:
         elif what == "options":
             self.options = replace(self.options, endpoint_to_host=self.pick("Drop", "Accept", "Return"))
         elif what == "host-endpoint":
-            name = self.pick("eth0", "any")
+            name = self.pick("eth0", "any", "eth1")
             if name in self.host_endpoints and self.rng.random() < 0.5:
                 del self.host_endpoints[name]
             else:
@@ -149,7 +159,7 @@ class World:
                         "metadata": {"name": name, "labels": {"role": self.pick(*ROLES)}},
                         "spec": {
                             "node": NODE,
-                            "interfaceName": "eth0" if name == "eth0" else "*",
+                            "interfaceName": "*" if name == "any" else name,
                             "profiles": [Profile.DEFAULT_ALLOW],
                         },
                     }

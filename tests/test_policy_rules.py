@@ -304,8 +304,10 @@ def test_dispatch_follows_the_settings_and_host_endpoints_get_failsafe_ports_fir
     ruleset = render(plan(NODE, WORKLOADS, [hep], [], PROFILES), options)
     into_host = ruleset.chain(hook_chain("INPUT")).rules
     assert into_host[:2] == ("-i tap+ -j felid-from-wl", "-i tap+ -j DROP")
-    # The cluster's IPIP before any host endpoint policy, then loopback left alone, then the HEP.
+    # What untracked or pre-DNAT policy allowed (its mark), the cluster's IPIP before any host
+    # endpoint policy, then loopback left alone, then the HEP.
     assert into_host[2:] == (
+        "-m mark --mark 0x10000/0x10000 -j ACCEPT",
         "-p 4 -m set --match-set felid-all-hosts src -j ACCEPT",
         "-i lo -j RETURN",
         "-j felid-from-hep",
@@ -324,3 +326,96 @@ def test_dispatch_follows_the_settings_and_host_endpoints_get_failsafe_ports_fir
         "-i califront -g felid-fw-califront",
         "-j DROP",  # a workload interface felix does not know
     )
+
+
+def gnp(name: str, spec: dict[str, Any]) -> GlobalNetworkPolicy:
+    return GlobalNetworkPolicy.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def host_policies() -> tuple[Any, list[Policy]]:
+    from datastore.models import HostEndpoint
+
+    hep = HostEndpoint.model_validate(
+        {"metadata": {"name": "h", "labels": {"host": "1"}}, "spec": {"node": NODE, "interfaceName": "eth0"}}
+    )
+    untracked = gnp(
+        "untracked",
+        {
+            "selector": "has(host)",
+            "doNotTrack": True,
+            "applyOnForward": True,
+            "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [7070]}}],
+            "egress": [{"action": "Allow", "protocol": "TCP", "source": {"ports": [7070]}}],
+        },
+    )
+    pre_dnat = gnp(
+        "pre-dnat",
+        {
+            "selector": "has(host)",
+            "preDNAT": True,
+            "applyOnForward": True,
+            "ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [9090]}}],
+        },
+    )
+    forward = gnp(
+        "forward",
+        {"selector": "has(host)", "applyOnForward": True, "ingress": [{"action": "Deny", "protocol": "UDP"}]},
+    )
+    return hep, [untracked, pre_dnat, forward]
+
+
+def test_untracked_pre_dnat_and_forward_policy_go_to_raw_mangle_and_forward() -> None:
+    from felix.calc.chains import host_endpoint_chain
+
+    hep, policies = host_policies()
+    ruleset = render(plan(NODE, WORKLOADS, [hep], policies, PROFILES), PolicyOptions())
+    tables = {(c.table, c.name) for c in ruleset.chains}
+    assert ("raw", policy_chain("untracked", "Ingress")) in tables
+    assert ("mangle", policy_chain("pre-dnat", "Ingress")) in tables
+    assert ("filter", policy_chain("forward", "Ingress")) in tables
+    assert ("filter", policy_chain("untracked", "Ingress")) not in tables  # runs in raw only
+    untracked_in = ruleset.chain(host_endpoint_chain("eth0", "Ingress", "untracked"), "raw").rules
+    assert untracked_in[0] == "-p tcp --dport 22 -j RETURN"  # failsafe: tracked, left to the filter
+    assert "-p tcp --sport 53 -j RETURN" in untracked_in  # replies to the host's failsafe lookups
+    assert untracked_in[-3:] == (
+        f"-m mark --mark 0/0x20000 -j {policy_chain('untracked', 'Ingress')}",
+        "-m mark --mark 0x10000/0x10000 -j NOTRACK",
+        "-m mark --mark 0x10000/0x10000 -j RETURN",
+    )  # no default drop: what it does not decide goes on
+    pre = ruleset.chain(host_endpoint_chain("eth0", "Ingress", "pre-dnat"), "mangle").rules
+    assert pre[-1] == "-m mark --mark 0x10000/0x10000 -j RETURN" and "-j DROP" not in pre
+    forward_in = ruleset.chain(host_endpoint_chain("eth0", "Ingress", "forward")).rules
+    assert forward_in[-1] == "-j DROP"  # selected by an applyOnForward policy: what it allows only
+    forward_out = ruleset.chain(host_endpoint_chain("eth0", "Egress", "forward")).rules
+    assert forward_out[-2:] == ("-j MARK --set-xmark 0x10000/0x10000", "-j RETURN")  # none: allowed
+    # A workload is never selected by untracked or pre-DNAT policy.
+    assert not any(c.table != "filter" and "calidb" in c.name for c in ruleset.chains)
+
+
+async def test_raw_and_mangle_hooks_come_and_go_with_their_policy() -> None:
+    hep, policies = host_policies()
+    with namespaces("stages") as ns:
+
+        def save(table: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns["stages"], "iptables-save", "-t", table],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+
+        tables = PolicyTables(netns=ns["stages"])
+        tables.set_desired(render(plan(NODE, WORKLOADS, [hep], policies, PROFILES), PolicyOptions()))
+        await tables.apply()
+        assert '-A PREROUTING -m comment --comment "felid:hook" -j felid-PREROUTING' in save("raw")
+        assert '-A OUTPUT -m comment --comment "felid:hook" -j felid-OUTPUT' in save("raw")
+        assert "-j NOTRACK" in save("raw") or "-j CT --notrack" in save("raw")
+        assert '-A PREROUTING -m comment --comment "felid:hook" -j felid-PREROUTING' in save("mangle")
+        tables.invalidate()
+        assert (await tables.apply()).empty  # read back: all three tables as written
+        tables.set_desired(render(plan(NODE, WORKLOADS, [hep], policies[2:], PROFILES), PolicyOptions()))
+        done = await tables.apply()
+        assert done.hooks and "felid-" not in save("raw") and "felid-" not in save("mangle")
+        assert "felid-FORWARD" in save("filter")
+        tables.invalidate()
+        assert (await tables.apply()).empty

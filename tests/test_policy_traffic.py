@@ -523,3 +523,93 @@ def test_named_ports_and_a_profiles_labels_to_apply(cluster: Cluster) -> None:
             time.sleep(1)
             seen = observe(cluster, ["front2"], ["db"], ("tcp:8080", "tcp:9090"))
             assert seen == {("front2", "db", "tcp:8080"): True, ("front2", "db", "tcp:9090"): False}
+
+
+def named_host_endpoint(host: LabHost) -> dict[str, Any]:
+    """The host's uplink as a host endpoint (untracked policy needs a named interface, not ``*``)."""
+    return {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": f"{host.node}-{host.nic}", "labels": {"host": host.node}},
+        "spec": {"node": host.node, "interfaceName": host.nic},
+    }
+
+
+def host_gnp(name: str, host: LabHost, stage: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A GlobalNetworkPolicy for ``host``'s host endpoints: normal, or for one of their stages."""
+    flags: dict[str, bool] = {}
+    if stage != "normal":
+        flags["applyOnForward"] = True
+    if stage in ("pre-dnat", "untracked"):
+        flags["preDNAT" if stage == "pre-dnat" else "doNotTrack"] = True
+    return gnp(name, {"selector": f"host == '{host.node}'", **flags, **spec})
+
+
+HOST_PORT = 7070
+
+
+def test_pre_dnat_forward_and_untracked_host_endpoint_policy(cluster: Cluster) -> None:
+    # On the second host: felidctl runs on the first, and a new connection from a host endpoint's
+    # own host to the lab's etcd (not on a failsafe port) is not allowed.
+    _, two = cluster.hosts
+    sources = ["db", "front1", "guest"]  # guest shares other's host: its traffic never crosses the HEP
+    no_9090 = host_gnp(
+        "pre-dnat-no-9090",
+        two,
+        "pre-dnat",
+        {"ingress": [{"action": "Deny", "protocol": "TCP", "destination": {"ports": [9090]}}]},
+    )
+    no_8080 = host_gnp(
+        "forward-no-8080",
+        two,
+        "forward",
+        {
+            "ingress": [
+                {"action": "Deny", "protocol": "TCP", "destination": {"ports": [8080]}},
+                {"action": "Allow"},
+            ]
+        },
+    )
+    untracked_in = {"action": "Allow", "protocol": "TCP", "destination": {"ports": [HOST_PORT]}}
+    untracked_out = {"action": "Allow", "protocol": "TCP", "source": {"ports": [HOST_PORT]}}
+    listener = listen(two.netns, [HOST_PORT])
+    front1 = pod(cluster, "front1")
+    to_host = [Probe("tcp", two.address, HOST_PORT)]
+    try:
+        with applied(cluster, named_host_endpoint(two)):
+            time.sleep(1)
+            # A host endpoint and no policy: the host's own port is closed, forwarded pods' traffic is not.
+            assert check(front1.netns, to_host, timeout=0.7) == [False]
+            seen = observe(cluster, sources, ["other"], ("tcp:8080", "tcp:9090"))
+            assert differences(seen, dict.fromkeys(seen, True)) == []
+            # Pre-DNAT policy sees all traffic coming in on the interface, to the pods behind it too.
+            with applied(cluster, no_9090):
+                time.sleep(1)
+                seen = observe(cluster, sources, ["other"], ("tcp:8080", "tcp:9090"))
+                expected = {key: key[2] == "tcp:8080" or key[0] == "guest" for key in seen}
+                assert differences(seen, expected) == []
+            # applyOnForward: normal policy of the host endpoint on forwarded traffic.
+            with applied(cluster, no_8080):
+                time.sleep(1)
+                seen = observe(cluster, sources, ["other"], ("tcp:8080", "tcp:9090"))
+                expected = {key: key[2] == "tcp:9090" or key[0] == "guest" for key in seen}
+                assert differences(seen, expected) == []
+            # Untracked: what it allows has no conntrack entry, so the reply needs its own allow.
+            with applied(cluster, host_gnp("untracked-in", two, "untracked", {"ingress": [untracked_in]})):
+                time.sleep(1)
+                assert check(front1.netns, to_host, timeout=0.7) == [False]
+            both = host_gnp(
+                "untracked-both", two, "untracked", {"ingress": [untracked_in], "egress": [untracked_out]}
+            )
+            with applied(cluster, both):
+                time.sleep(1)
+                assert check(front1.netns, to_host, timeout=0.7) == [True]
+                # The failsafe ports stay tracked and open.
+                assert check(front1.netns, [Probe("syn", two.address, 179)], 1.0) == [True]
+            # The same allow as normal (tracked) policy needs no rule for the reply.
+            with applied(cluster, host_gnp("tracked-in", two, "normal", {"ingress": [untracked_in]})):
+                time.sleep(1)
+                assert check(front1.netns, to_host, timeout=0.7) == [True]
+    finally:
+        listener.kill()
+        listener.wait()

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from datastore.models import HostEndpoint, Profile, WorkloadEndpoint
-from datastore.models.policy import Direction
 from datastore.selector import Selector
 from felix.calc.chains import IPSet, Ruleset
-from felix.calc.dispatch import PolicyOptions, dispatch_chains
+from felix.calc.dispatch import HostInterfaces, PolicyOptions, dispatch_chains
 from felix.calc.policy import (
     AddressSet,
     Endpoint,
@@ -36,6 +35,7 @@ from felix.calc.policy import (
     NamedPortSet,
     Policy,
     PolicyPlan,
+    Selection,
     endpoint_key,
     host_endpoint,
     ordered,
@@ -44,8 +44,8 @@ from felix.calc.policy import (
     policy_selector,
     rule_named_ports,
     rule_selectors,
+    select,
     selected_addresses,
-    untracked_or_pre_dnat,
     workload_endpoint,
 )
 from felix.calc.rules import (
@@ -135,7 +135,7 @@ class PolicyCalculator:
     _policies: dict[str, Policy] = field(default_factory=dict)
     _ranked: list[tuple[Policy, Selector]] = field(default_factory=list)
     _selectors: _Memo[str, Selector] = field(default_factory=_Memo)  # a policy's, by its id
-    _decisions: dict[LabelsKey, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+    _decisions: dict[tuple[LabelsKey, bool], Selection] = field(default_factory=dict)  # (labels, host)
     _decided: _Memo[str, EndpointPolicies] = field(default_factory=_Memo)
     _rule_needs: _Memo[str, tuple[dict[str, Selector], dict[str, NamedPort]]] = field(default_factory=_Memo)
     _address_members: dict[str, _Members[str]] = field(default_factory=dict)
@@ -172,14 +172,14 @@ class PolicyCalculator:
             key=lambda k: k.endpoint.key,
         )
         decided: list[EndpointPolicies] = []
-        distinct: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        distinct: dict[int, Selection] = {}
         for known in local:
             decision = self._decide(known)
             distinct[id(decision)] = decision  # endpoints with the same labels share one
             inputs = (known.endpoint, decision)
             decided.append(self._decided.get(known.endpoint.key, inputs, _endpoint_policies, *inputs))
         self._decided.keep({k.endpoint.key for k in local})
-        used = {i: self._policies[i] for ingress, egress in distinct.values() for i in (*ingress, *egress)}
+        used = {i: self._policies[i] for selection in distinct.values() for i in selection.every}
         used_profiles = {n: profiles[n] for k in local for n in k.endpoint.profiles if n in profiles}
         selectors: dict[str, Selector] = {}
         ports: dict[str, NamedPort] = {}
@@ -222,7 +222,7 @@ class PolicyCalculator:
             current[key] = known
         changed |= self._endpoints.keys() - current.keys()
         self._endpoints = current
-        labels = {k.labels for k in current.values()}
+        labels = {(k.labels, k.endpoint.host) for k in current.values()}
         for gone in self._decisions.keys() - labels:
             del self._decisions[gone]
         return changed
@@ -233,24 +233,18 @@ class PolicyCalculator:
             return
         self._policies = by_id
         self._ranked = [
-            (p, self._selectors.get(policy_id(p), (p,), policy_selector, p))
-            for p in ordered(policies)
-            if not untracked_or_pre_dnat(p)
+            (p, self._selectors.get(policy_id(p), (p,), policy_selector, p)) for p in ordered(policies)
         ]
         self._selectors.keep(set(by_id))
         self._decisions.clear()
 
-    def _decide(self, known: _Known) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The policies that select these labels, per direction, in order."""
-        found = self._decisions.get(known.labels)
+    def _decide(self, known: _Known) -> Selection:
+        """The policies that select these labels, by where they run, in order."""
+        key = (known.labels, known.endpoint.host)
+        found = self._decisions.get(key)
         if found is None:
-            chosen: dict[Direction, list[str]] = {"Ingress": [], "Egress": []}
-            for policy, selector in self._ranked:
-                if selector.matches(known.endpoint.labels):
-                    for direction in policy.spec.directions:
-                        chosen[direction].append(policy_id(policy))
-            found = (tuple(chosen["Ingress"]), tuple(chosen["Egress"]))
-            self._decisions[known.labels] = found
+            found = select(self._ranked, known.endpoint.labels)
+            found = self._decisions[key] = found if known.endpoint.host else found.for_workload()
         return found
 
     def _sets(self, selectors: Mapping[str, Selector], changed: set[str]) -> dict[str, AddressSet]:
@@ -310,7 +304,7 @@ class PolicyCalculator:
                 continue
             keys.add(key := f"endpoint:{decided.endpoint.key}")
             present = tuple(plan.profiles.get(n) for n in decided.profiles)
-            inputs = (decided.endpoint, decided.ingress, decided.egress, *present)
+            inputs = (decided.endpoint, decided.selection, *present)
             pieces.append(self._chains.get(key, inputs, endpoint_chains, decided, plan.profiles, options))
         workloads, hosts = interfaces(plan)
         keys.add("hooks")
@@ -326,10 +320,8 @@ def _address_contribution(selector: Selector) -> Callable[[Endpoint], tuple[str,
     return lambda endpoint: selected_addresses(selector, endpoint)
 
 
-def _endpoint_policies(
-    endpoint: Endpoint, decision: tuple[tuple[str, ...], tuple[str, ...]]
-) -> EndpointPolicies:
-    return EndpointPolicies(endpoint, *decision, endpoint.profiles)
+def _endpoint_policies(endpoint: Endpoint, selection: Selection) -> EndpointPolicies:
+    return EndpointPolicies(endpoint, selection, endpoint.profiles)
 
 
 def _needs(
@@ -339,6 +331,6 @@ def _needs(
     return rule_selectors(rules), rule_named_ports(rules)
 
 
-def _hooks(workloads: Sequence[str], hosts: Sequence[str], options: PolicyOptions) -> Rendered:
+def _hooks(workloads: Sequence[str], hosts: HostInterfaces, options: PolicyOptions) -> Rendered:
     chains, sets = dispatch_chains(workloads, hosts, options)
     return tuple(chains), tuple(sets)

@@ -18,12 +18,15 @@ ACCEPT_MARK = 0x10000
 PASS_MARK = 0x20000
 MARKS = ACCEPT_MARK | PASS_MARK
 SetType = Literal["hash:ip", "hash:net", "hash:ip,port"]
+Table = Literal["filter", "mangle", "raw"]
+TABLES: tuple[Table, ...] = ("raw", "mangle", "filter")  # in the order packets meet them
 
 
 @dataclass(frozen=True)
 class Chain:
     name: str
     rules: tuple[str, ...]  # each what follows ``-A <name>`` in iptables-restore input
+    table: Table = "filter"
 
     @cached_property
     def fingerprints(self) -> tuple[str, ...]:
@@ -48,8 +51,8 @@ class Ruleset:
     chains: tuple[Chain, ...]
     sets: tuple[IPSet, ...]
 
-    def chain(self, name: str) -> Chain:
-        return next(c for c in self.chains if c.name == name)
+    def chain(self, name: str, table: Table = "filter") -> Chain:
+        return next(c for c in self.chains if c.name == name and c.table == table)
 
 
 @lru_cache(maxsize=1 << 16)  # every endpoint's chain names its policies' chains: hash each once
@@ -70,11 +73,15 @@ def endpoint_chain(interface: str, direction: Direction) -> str:
     return f"{PREFIX}{'tw' if direction == 'Ingress' else 'fw'}-{interface}"
 
 
-def host_endpoint_chain(interface: str, direction: Direction) -> str:
-    """A host interface's: ``fh`` (from it into the host: ingress), ``th`` (out of it: egress).
-    ``*`` (every interface) is spelled ``:all``, which no interface name can be."""
+_STAGE_MARK = {"normal": "", "untracked": "u", "pre-dnat": "p", "forward": "f"}
+
+
+def host_endpoint_chain(interface: str, direction: Direction, stage: str = "normal") -> str:
+    """A host interface's: ``fh`` (from it: ingress), ``th`` (out of it: egress); ``fhu``/``thu``
+    for its untracked policy (raw), ``fhp`` for its pre-DNAT policy (mangle), ``fhf``/``thf`` for
+    forwarded traffic.  ``*`` (every interface) is spelled ``:all``, which no interface name can be."""
     name = ":all" if interface == "*" else interface
-    return f"{PREFIX}{'fh' if direction == 'Ingress' else 'th'}-{name}"
+    return f"{PREFIX}{'fh' if direction == 'Ingress' else 'th'}{_STAGE_MARK[stage]}-{name}"
 
 
 def selector_set(ident: str) -> str:

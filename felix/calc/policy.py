@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from datastore.models import (
     EntityRule,
@@ -158,18 +159,89 @@ def side_selectors(entity: EntityRule, namespace: str | None) -> tuple[Selector 
     return positive, negative
 
 
+Stage = Literal["normal", "untracked", "pre-dnat", "forward"]  # where a host endpoint's policy runs
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The policies that select one set of labels, in order (ids), by where they run.  Normal
+    policies run in the filter table for a workload and for traffic to or from the host itself;
+    on a host endpoint only, ``doNotTrack`` ones run before conntrack (raw), ``preDNAT`` ones
+    before NAT (mangle, ingress only), and ``applyOnForward`` ones also on forwarded traffic."""
+
+    ingress: tuple[str, ...] = ()
+    egress: tuple[str, ...] = ()
+    untracked_ingress: tuple[str, ...] = ()
+    untracked_egress: tuple[str, ...] = ()
+    pre_dnat: tuple[str, ...] = ()
+    forward_ingress: tuple[str, ...] = ()
+    forward_egress: tuple[str, ...] = ()
+
+    def policies(self, direction: Direction, stage: Stage = "normal") -> tuple[str, ...]:
+        if stage == "pre-dnat":
+            return self.pre_dnat if direction == "Ingress" else ()
+        prefix = "" if stage == "normal" else f"{stage}_"
+        found: tuple[str, ...] = getattr(self, f"{prefix}{direction.lower()}")
+        return found
+
+    def for_workload(self) -> Selection:
+        """A workload has only normal policies: the others are for host endpoints."""
+        return Selection(self.ingress, self.egress)
+
+    @property
+    def every(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i for name in self.__dataclass_fields__ for i in getattr(self, name)))
+
+
+def policy_stage(policy: Policy) -> Stage:
+    if isinstance(policy, GlobalNetworkPolicy):
+        if policy.spec.do_not_track:
+            return "untracked"
+        if policy.spec.pre_dnat:
+            return "pre-dnat"
+    return "normal"
+
+
+def select(ranked: Iterable[tuple[Policy, Selector]], labels: Mapping[str, str]) -> Selection:
+    """Which of ``ranked`` (in order, with their selectors) select ``labels``, by where they run."""
+    found: dict[str, list[str]] = {name: [] for name in Selection.__dataclass_fields__}
+    for policy, selector in ranked:
+        if not selector.matches(labels):
+            continue
+        ident, stage = policy_id(policy), policy_stage(policy)
+        for direction in sorted(policy.spec.directions):
+            d = direction.lower()
+            if stage == "untracked":
+                found[f"untracked_{d}"].append(ident)
+            elif stage == "pre-dnat":
+                if direction == "Ingress":
+                    found["pre_dnat"].append(ident)
+            else:
+                found[d].append(ident)
+                if isinstance(policy, GlobalNetworkPolicy) and policy.spec.apply_on_forward:
+                    found[f"forward_{d}"].append(ident)
+    return Selection(**{name: tuple(ids) for name, ids in found.items()})
+
+
 @dataclass(frozen=True)
 class EndpointPolicies:
-    """What decides an endpoint's traffic, per direction: the policies that select it, in order
-    (ids), then its profiles (names), which decide when no policy does."""
+    """What decides an endpoint's traffic: the policies that select it, in order (ids), by where
+    they run, then its profiles (names), which decide when no normal policy does."""
 
     endpoint: Endpoint
-    ingress: tuple[str, ...]
-    egress: tuple[str, ...]
+    selection: Selection
     profiles: tuple[str, ...]
 
-    def policies(self, direction: Direction) -> tuple[str, ...]:
-        return self.ingress if direction == "Ingress" else self.egress
+    @property
+    def ingress(self) -> tuple[str, ...]:
+        return self.selection.ingress
+
+    @property
+    def egress(self) -> tuple[str, ...]:
+        return self.selection.egress
+
+    def policies(self, direction: Direction, stage: Stage = "normal") -> tuple[str, ...]:
+        return self.selection.policies(direction, stage)
 
 
 @dataclass(frozen=True)
@@ -224,29 +296,18 @@ def plan(
     ranked = [(p, policy_selector(p)) for p in ordered(policies)]
     used: dict[str, Policy] = {}
     decided: list[EndpointPolicies] = []
+    by_id = {policy_id(p): p for p in policies}
     for endpoint in local:
-        chosen: dict[Direction, list[str]] = {"Ingress": [], "Egress": []}
-        for policy, selector in ranked:
-            if untracked_or_pre_dnat(policy) or not selector.matches(endpoint.labels):
-                continue
-            used[policy_id(policy)] = policy
-            for direction in sorted(policy.spec.directions):
-                chosen[direction].append(policy_id(policy))
-        decided.append(
-            EndpointPolicies(endpoint, tuple(chosen["Ingress"]), tuple(chosen["Egress"]), endpoint.profiles)
-        )
+        selection = select(ranked, endpoint.labels)
+        selection = selection if endpoint.host else selection.for_workload()
+        used.update((i, by_id[i]) for i in selection.every)
+        decided.append(EndpointPolicies(endpoint, selection, endpoint.profiles))
     used_profiles = {n: profiles[n] for e in local for n in e.profiles if n in profiles}
     rules = [(r, policy_namespace(p)) for p in used.values() for r in (*p.spec.ingress, *p.spec.egress)]
     rules += [(r, None) for p in used_profiles.values() for r in (*p.spec.ingress, *p.spec.egress)]
     return PolicyPlan(
         tuple(decided), used, used_profiles, address_sets(rules, everyone), named_port_sets(rules, everyone)
     )
-
-
-def untracked_or_pre_dnat(policy: Policy) -> bool:
-    """Calico runs these before conntrack or NAT, on host endpoints only: not in the filter chains
-    this plan is for."""
-    return isinstance(policy, GlobalNetworkPolicy) and (policy.spec.pre_dnat or policy.spec.do_not_track)
 
 
 def rule_selectors(rules: Iterable[tuple[Rule, str | None]]) -> dict[str, Selector]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from datastore.models import EntityRule, Profile, Rule
@@ -33,6 +34,7 @@ from felix.calc.chains import (
     Chain,
     IPSet,
     Ruleset,
+    Table,
     endpoint_chain,
     host_endpoint_chain,
     nets_set,
@@ -41,15 +43,17 @@ from felix.calc.chains import (
     profile_chain,
     selector_set,
 )
-from felix.calc.dispatch import PolicyOptions, dispatch_chains
+from felix.calc.dispatch import STAGE_TABLE, HostInterfaces, PolicyOptions, dispatch_chains
 from felix.calc.policy import (
     AddressSet,
     EndpointPolicies,
     NamedPortSet,
     Policy,
     PolicyPlan,
+    Stage,
     named_port_id,
     policy_namespace,
+    policy_stage,
     port_side_selector,
     side_selectors,
 )
@@ -228,15 +232,19 @@ def _anti_spoof(decided: EndpointPolicies, sides: _Sides) -> list[str]:
     return [f"-m set ! --match-set {own.name} src -j DROP"]
 
 
-def _failsafe(ports: Sequence[ProtoPort], where: Literal["-s", "-d"]) -> list[str]:
-    """Calico's failsafe: these destination ports stay open whatever the host's policy says."""
+def _failsafe(
+    ports: Sequence[ProtoPort], where: Literal["-s", "-d"], target: str = "ACCEPT", reply: bool = False
+) -> list[str]:
+    """Calico's failsafe: these destination ports stay open whatever the host's policy says.
+    ``reply``: the other direction of those connections (the port as the source port), which
+    untracked policy must not see either, or half a connection would be left untracked."""
     return [
         " ".join(
             [
                 f"-p {p.protocol.lower()}",
                 *([f"{where} {p.net}"] if p.net else []),
-                f"--dport {p.port}",
-                "-j ACCEPT",
+                f"--{'s' if reply else 'd'}port {p.port}",
+                f"-j {target}",
             ]
         )
         for p in ports
@@ -263,7 +271,7 @@ def _endpoint_chains(
                 ),
             ),
         ]
-    return [
+    chains = [
         Chain(
             host_endpoint_chain(interface, "Ingress"),
             (
@@ -280,26 +288,104 @@ def _endpoint_chains(
                 *_endpoint_rules(decided, "Egress", profiles, "ACCEPT"),
             ),
         ),
+        *(
+            Chain(host_endpoint_chain(interface, d, "forward"), (*CONNTRACK, *_forward_rules(decided, d)))
+            for d in DIRECTIONS
+        ),
     ]
+    if has_stage(decided, "untracked"):
+        chains += [
+            Chain(
+                host_endpoint_chain(interface, "Ingress", "untracked"),
+                (
+                    *_failsafe(options.failsafe_inbound, "-s", "RETURN"),
+                    *_failsafe(options.failsafe_outbound, "-s", "RETURN", reply=True),
+                    *_stage_rules(decided, "Ingress", "untracked"),
+                ),
+                "raw",
+            ),
+            Chain(
+                host_endpoint_chain(interface, "Egress", "untracked"),
+                (
+                    *_failsafe(options.failsafe_outbound, "-d", "RETURN"),
+                    *_failsafe(options.failsafe_inbound, "-d", "RETURN", reply=True),
+                    *_stage_rules(decided, "Egress", "untracked"),
+                ),
+                "raw",
+            ),
+        ]
+    if has_stage(decided, "pre-dnat"):
+        chains.append(
+            Chain(
+                host_endpoint_chain(interface, "Ingress", "pre-dnat"),
+                (
+                    "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+                    *_failsafe(options.failsafe_inbound, "-s", "RETURN"),
+                    *_stage_rules(decided, "Ingress", "pre-dnat"),
+                ),
+                "mangle",
+            )
+        )
+    return chains
+
+
+def has_stage(decided: EndpointPolicies, stage: Stage) -> bool:
+    """Whether a host endpoint has chains for ``stage`` (untracked ones: not on ``*``, as Calico)."""
+    if stage == "untracked" and decided.endpoint.interface == "*":
+        return False
+    return any(decided.policies(d, stage) for d in DIRECTIONS)
+
+
+def _stage_rules(decided: EndpointPolicies, direction: Direction, stage: Stage) -> list[str]:
+    """Untracked or pre-DNAT policy: the policies in order; what one allows leaves with the accept
+    mark (and, untracked, without a conntrack entry); there is no default drop and no profile:
+    what none decides goes on to the normal policy."""
+    rules = [f"-j MARK --set-xmark 0/{MARKS:#x}"]
+    for ident in decided.policies(direction, stage):
+        rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j {policy_chain(ident, direction)}")
+        if stage == "untracked":
+            rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j NOTRACK")
+        rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j RETURN")
+    return rules
+
+
+def _forward_rules(decided: EndpointPolicies, direction: Direction) -> list[str]:
+    """Forwarded traffic through a host endpoint: its ``applyOnForward`` policies in order, and
+    dropped when they select it and none allows; allowed when none selects it.  No profiles."""
+    allow = f"-j MARK --set-xmark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x}"
+    policies = decided.policies(direction, "forward")
+    if not policies:
+        return [allow, "-j RETURN"]
+    rules = [f"-j MARK --set-xmark 0/{MARKS:#x}"]
+    for ident in policies:
+        rules.append(f"-m mark --mark 0/{PASS_MARK:#x} -j {policy_chain(ident, direction)}")
+        rules.append(f"-m mark --mark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x} -j RETURN")
+    rules.append("-j DROP")
+    return rules
 
 
 Rendered = tuple[tuple[Chain, ...], tuple[IPSet, ...]]  # chains, and the nets sets they name
 
 
 def owner_chains(
-    owner: Policy | Profile, chain_of: Callable[[Direction], str], namespace: str | None
+    owner: Policy | Profile,
+    chain_of: Callable[[Direction], str],
+    namespace: str | None,
+    table: Table = "filter",
 ) -> Rendered:
     """A policy's (or profile's) two chains, ingress and egress."""
     sides = _Sides()
     chains = tuple(
-        _rules_chain(chain_of(direction), _rules(owner, direction), namespace, sides)
+        replace(_rules_chain(chain_of(direction), _rules(owner, direction), namespace, sides), table=table)
         for direction in DIRECTIONS
     )
     return chains, tuple(sides.nets.values())
 
 
 def policy_chains(ident: str, policy: Policy) -> Rendered:
-    return owner_chains(policy, lambda d: policy_chain(ident, d), policy_namespace(policy))
+    """In the table its policy runs in: raw for untracked, mangle for pre-DNAT, else filter."""
+    table = STAGE_TABLE[policy_stage(policy)]
+    return owner_chains(policy, lambda d: policy_chain(ident, d), policy_namespace(policy), table)
 
 
 def profile_chains(name: str, profile: Profile) -> Rendered:
@@ -315,13 +401,19 @@ def endpoint_chains(
     return chains, tuple(sides.nets.values())
 
 
-def interfaces(plan: PolicyPlan) -> tuple[list[str], list[str]]:
+def interfaces(plan: PolicyPlan) -> tuple[tuple[str, ...], HostInterfaces]:
     """The workload interfaces and the host endpoint interfaces that get chains, sorted."""
     workloads = sorted(
         d.endpoint.interface for d in plan.endpoints if d.endpoint.interface and not d.endpoint.host
     )
-    hosts = sorted(d.endpoint.interface for d in plan.endpoints if d.endpoint.interface and d.endpoint.host)
-    return workloads, hosts
+    hosts = [d for d in plan.endpoints if d.endpoint.interface and d.endpoint.host]
+
+    def named(stage: Stage) -> tuple[str, ...]:
+        return tuple(
+            sorted(str(d.endpoint.interface) for d in hosts if stage == "normal" or has_stage(d, stage))
+        )
+
+    return tuple(workloads), HostInterfaces(named("normal"), named("untracked"), named("pre-dnat"))
 
 
 def address_ipset(ident: str, found: AddressSet) -> IPSet:
@@ -351,12 +443,12 @@ def render(plan: PolicyPlan, options: PolicyOptions) -> Ruleset:
 
 def assemble(pieces: Iterable[Rendered], sets: Iterable[IPSet]) -> Ruleset:
     """One Ruleset of these chains and sets (with the nets sets the chains name), ordered by name."""
-    chains: dict[str, Chain] = {}
+    chains: dict[tuple[str, str], Chain] = {}
     all_sets = {s.name: s for s in sets}
     for made, named in pieces:
-        chains.update((c.name, c) for c in made)
+        chains.update(((c.table, c.name), c) for c in made)
         all_sets.update((s.name, s) for s in named)
-    ordered_chains = tuple(sorted(chains.values(), key=lambda c: c.name))
+    ordered_chains = tuple(sorted(chains.values(), key=lambda c: (c.table, c.name)))
     return Ruleset(ordered_chains, tuple(sorted(all_sets.values(), key=lambda s: s.name)))
 
 

@@ -7,10 +7,9 @@ chain is rewritten atomically, and only when what the kernel has differs.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
-from felix.dataplane.netlink import KernelError
+from felix.dataplane.commands import run_command as _run
 
 CHAIN = "FELID-NAT-OUTGOING"
 JUMP = ("-A", "POSTROUTING", "-m", "comment", "--comment", "felid:nat-outgoing", "-j", CHAIN)
@@ -23,23 +22,6 @@ def nat_rules(nat_pools: Sequence[str], all_pools: Sequence[str]) -> list[str]:
         rules += [f"-A {CHAIN} -s {source} -d {pool} -j RETURN" for pool in all_pools]
         rules.append(f"-A {CHAIN} -s {source} -j MASQUERADE")
     return rules
-
-
-async def _run(*argv: str, stdin: str | None = None, check: bool = True) -> tuple[int, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except FileNotFoundError:
-        raise KernelError(f"{argv[0]} is not installed") from None
-    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
-    code = proc.returncode or 0
-    if check and code:
-        raise KernelError(f"{' '.join(argv[:4])}: {err.decode().strip()}")
-    return code, out.decode()
 
 
 COMMANDS = {"Auto": "iptables", "Legacy": "iptables-legacy", "NFT": "iptables-nft"}

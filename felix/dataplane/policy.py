@@ -1,7 +1,8 @@
 """Policy in the kernel: felid's iptables chains and ipsets made to match a rendered ``Ruleset``.
 
 ``set_desired()`` only records what is wanted; ``apply()`` reads the kernel back
-(``iptables-save -t filter``, ``ipset save``), and changes only what differs, in three steps
+(``iptables-save``: the filter, mangle and raw tables; ``ipset save``), and changes only what
+differs, in three steps
 that never leave a rule naming a set that is not there: sets are created or refilled first
 (a changed set is built beside the old one and swapped in, so its members change at once),
 then every changed chain is rewritten in one ``iptables-restore --noflush`` (one commit), then
@@ -12,30 +13,32 @@ own spelling of the rule.  Only ``felid-`` chains and sets are ever touched.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from felix.calc.chains import PREFIX, Chain, IPSet, Ruleset
+from felix.calc.chains import PREFIX, TABLES, Chain, IPSet, Ruleset
 from felix.calc.dispatch import HOOKS, hook_chain
+from felix.dataplane.commands import run_command
+from felix.dataplane.netlink import KernelError
 
 _COMMENT = re.compile(r'--comment "?felid:([0-9a-f]+)"?')
+ChainKey = tuple[str, str]  # (table, chain)
 SWAP_SUFFIX = "-new"  # a set being refilled, before the swap (31 characters at most in all)
 
 
-class PolicyCommandFailed(Exception):
-    """An iptables or ipset command refused what felix gave it."""
+class PolicyCommandFailed(KernelError):
+    """An iptables or ipset command refused what felix gave it (or is not installed)."""
 
 
 @dataclass(frozen=True)
 class KernelPolicy:
     """What felid has in the kernel: its chains (each the rule hashes, in order) and sets."""
 
-    chains: dict[str, tuple[str, ...]]
+    chains: dict[ChainKey, tuple[str, ...]]  # (table, name) -> rule fingerprints
     sets: dict[str, tuple[str, frozenset[str]]]  # name -> (type, members)
-    hooks: dict[str, int] = field(default_factory=dict)  # built-in chain -> felid's jumps in it
-    hooks_first: frozenset[str] = frozenset()  # the built-in chains whose first rule is felid's jump
+    hooks: dict[ChainKey, int] = field(default_factory=dict)  # (table, built-in) -> felid's jumps in it
+    hooks_first: frozenset[ChainKey] = frozenset()  # the built-in chains whose first rule is felid's jump
 
 
 @dataclass(frozen=True)
@@ -67,29 +70,44 @@ def hook_rule(builtin: str) -> str:
     return f'-m comment --comment "{HOOK_COMMENT}" -j {hook_chain(builtin)}'
 
 
-def parse_hooks(text: str) -> tuple[dict[str, int], frozenset[str]]:
+def _by_table(text: str) -> dict[str, list[str]]:
+    """``iptables-save`` output's lines, by the table (``*raw``...) they are under."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:].strip(), [])
+        else:
+            current.append(line)
+    return tables
+
+
+def parse_hooks(text: str) -> tuple[dict[ChainKey, int], frozenset[ChainKey]]:
     """How many of felid's jumps each built-in chain has, and which have one as their first rule."""
-    counts: dict[str, int] = {}
-    first: set[str] = set()
-    for builtin in HOOKS:
-        rules = [line for line in text.splitlines() if line.startswith(f"-A {builtin} ")]
+    tables = _by_table(text)
+    counts: dict[ChainKey, int] = {}
+    first: set[ChainKey] = set()
+    for table, builtin in HOOKS:
+        rules = [line for line in tables.get(table, []) if line.startswith(f"-A {builtin} ")]
         ours = [line for line in rules if line.endswith(f"-j {hook_chain(builtin)}")]
-        counts[builtin] = len(ours)
+        counts[(table, builtin)] = len(ours)
         if rules and rules[0].endswith(f"-j {hook_chain(builtin)}"):
-            first.add(builtin)
+            first.add((table, builtin))
     return counts, frozenset(first)
 
 
-def parse_iptables_save(text: str) -> dict[str, tuple[str, ...]]:
-    chains: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith(f":{PREFIX}"):
-            chains.setdefault(line[1:].split()[0], [])
-        elif line.startswith(f"-A {PREFIX}"):
-            name = line.split()[1]
-            found = _COMMENT.search(line)
-            chains.setdefault(name, []).append(found.group(1) if found else "")
-    return {name: tuple(hashes) for name, hashes in chains.items()}
+def parse_iptables_save(text: str) -> dict[ChainKey, tuple[str, ...]]:
+    chains: dict[ChainKey, list[str]] = {}
+    for table, lines in _by_table(text).items():
+        if table not in TABLES:
+            continue  # nat is not policy's (felix's NAT chain is FELID-NAT-OUTGOING anyway)
+        for line in lines:
+            if line.startswith(f":{PREFIX}"):
+                chains.setdefault((table, line[1:].split()[0]), [])
+            elif line.startswith(f"-A {PREFIX}"):
+                found = _COMMENT.search(line)
+                chains.setdefault((table, line.split()[1]), []).append(found.group(1) if found else "")
+    return {key: tuple(hashes) for key, hashes in chains.items()}
 
 
 def parse_ipset_save(text: str) -> dict[str, tuple[str, frozenset[str]]]:
@@ -112,11 +130,11 @@ def _normal(made: IPSet) -> frozenset[str]:
 
 def changes_for(
     desired: Ruleset, kernel: KernelPolicy
-) -> tuple[list[IPSet], list[Chain], list[str], list[str]]:
+) -> tuple[list[IPSet], list[Chain], list[ChainKey], list[str]]:
     """(sets to write, chains to write, chains to remove, sets to remove)."""
     sets = [s for s in desired.sets if kernel.sets.get(s.name) != (s.type, _normal(s))]
-    chains = [c for c in desired.chains if kernel.chains.get(c.name) != c.fingerprints]
-    wanted_chains = {c.name for c in desired.chains}
+    chains = [c for c in desired.chains if kernel.chains.get((c.table, c.name)) != c.fingerprints]
+    wanted_chains = {(c.table, c.name) for c in desired.chains}
     wanted_sets = {s.name for s in desired.sets}
     gone_chains = sorted(n for n in kernel.chains if n not in wanted_chains)
     gone_sets = sorted(n for n in kernel.sets if n not in wanted_sets)  # a crash's half-swapped ones too
@@ -143,45 +161,71 @@ def after(
     kernel: KernelPolicy,
     sets: Sequence[IPSet],
     chains: Sequence[Chain],
-    gone_chains: Sequence[str],
+    gone_chains: Sequence[ChainKey],
     gone_sets: Sequence[str],
+    *,
+    hooks: frozenset[ChainKey],
 ) -> KernelPolicy:
     """What the kernel holds once these changes are in: what felix compares with next time, rather
     than reading back a large table after every change (iptables-save of 59,000 rules takes
     about 0.7 s here); the refresh timer and any failure make it read back again."""
     chain_view = dict(kernel.chains)
-    for name in gone_chains:
-        chain_view.pop(name, None)
-    chain_view.update((c.name, c.fingerprints) for c in chains)
+    for key in gone_chains:
+        chain_view.pop(key, None)
+    chain_view.update(((c.table, c.name), c.fingerprints) for c in chains)
     set_view = dict(kernel.sets)
     for name in gone_sets:
         set_view.pop(name, None)
     set_view.update((s.name, (s.type, _normal(s))) for s in sets)
-    return KernelPolicy(chain_view, set_view, {b: 1 for b in HOOKS}, frozenset(HOOKS))
+    return KernelPolicy(chain_view, set_view, dict.fromkeys(hooks, 1), hooks)
 
 
-def hook_fixes(kernel: KernelPolicy) -> list[str]:
-    """Put felid's jump first in each built-in chain, once: a jump someone moved or copied is
-    deleted and inserted again, in the same commit as the chains (a packet sees before or after)."""
-    lines: list[str] = []
-    for builtin in HOOKS:
-        if builtin in kernel.hooks_first and kernel.hooks.get(builtin) == 1:
+def wanted_hooks(desired: Ruleset) -> frozenset[ChainKey]:
+    """The built-in chains that jump to felid's: those whose felid chain of the same name the
+    ruleset has (raw and mangle only while untracked or pre-DNAT policy needs them)."""
+    have = {(c.table, c.name) for c in desired.chains}
+    return frozenset((t, b) for t, b in HOOKS if (t, hook_chain(b)) in have)
+
+
+def hook_fixes(kernel: KernelPolicy, wanted: frozenset[ChainKey]) -> dict[str, list[str]]:
+    """Per table: felid's jump first in each wanted built-in chain, once (a jump someone moved or
+    copied is deleted and inserted again), and gone from the others; in the same commit as the
+    chains, so a packet sees before or after."""
+    lines: dict[str, list[str]] = {}
+    for table, builtin in HOOKS:
+        key = (table, builtin)
+        present = kernel.hooks.get(key, 0)
+        if key in wanted and key in kernel.hooks_first and present == 1:
             continue
-        lines += [f"-D {builtin} {hook_rule(builtin)}"] * kernel.hooks.get(builtin, 0)
-        lines.append(f"-I {builtin} 1 {hook_rule(builtin)}")
+        if key not in wanted and present == 0:
+            continue
+        fix = [f"-D {builtin} {hook_rule(builtin)}"] * present
+        if key in wanted:
+            fix.append(f"-I {builtin} 1 {hook_rule(builtin)}")
+        lines.setdefault(table, []).extend(fix)
     return lines
 
 
-def iptables_script(chains: Sequence[Chain], removed: Sequence[str], hooks: Sequence[str] = ()) -> str:
-    """One commit: each changed chain declared (which empties it) and refilled, the built-in
-    chains' jumps put right; then the chains no longer used are emptied and deleted (nothing
-    refers to them once the others are rewritten)."""
-    lines = ["*filter", *(f":{c.name} - [0:0]" for c in chains)]
-    lines += [f":{name} - [0:0]" for name in removed]
-    lines += [f"-A {c.name} {rule}" for c in chains for rule in tagged(c)]
-    lines += hooks
-    lines += [f"-X {name}" for name in removed]
-    return "\n".join([*lines, "COMMIT", ""])
+def iptables_script(
+    chains: Sequence[Chain], removed: Sequence[ChainKey], hooks: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """One commit per table: each changed chain declared (which empties it) and refilled, the
+    built-in chains' jumps put right; then the chains no longer used are emptied and deleted
+    (nothing refers to them once the others are rewritten)."""
+    hooks = hooks or {}
+    out: list[str] = []
+    for table in TABLES:
+        mine = [c for c in chains if c.table == table]
+        gone = [name for t, name in removed if t == table]
+        fixes = hooks.get(table, [])
+        if not (mine or gone or fixes):
+            continue
+        out += [f"*{table}", *(f":{c.name} - [0:0]" for c in mine), *(f":{name} - [0:0]" for name in gone)]
+        out += [f"-A {c.name} {rule}" for c in mine for rule in tagged(c)]
+        out += fixes
+        out += [f"-X {name}" for name in gone]
+        out.append("COMMIT")
+    return "\n".join([*out, ""])
 
 
 @dataclass
@@ -197,7 +241,8 @@ class PolicyTables:
 
     async def _run(self, *command: str, stdin: str | None = None) -> str:
         prefix = ("ip", "netns", "exec", self.netns) if self.netns is not None else ()
-        return await _run(*prefix, *command, stdin=stdin)
+        _, out = await run_command(*prefix, *command, stdin=stdin, error=PolicyCommandFailed)
+        return out
 
     def set_desired(self, ruleset: Ruleset) -> None:
         if ruleset != self.desired:
@@ -211,7 +256,7 @@ class PolicyTables:
         self.kernel = None
 
     async def read(self) -> KernelPolicy:
-        saved = await self._run(f"{self.iptables}-save", "-t", "filter")
+        saved = await self._run(f"{self.iptables}-save")
         hooks, first = parse_hooks(saved)
         sets = parse_ipset_save(await self._run("ipset", "save"))
         return KernelPolicy(parse_iptables_save(saved), sets, hooks, first)
@@ -223,7 +268,8 @@ class PolicyTables:
         kernel = self.kernel if self.kernel is not None else await self.read()
         self.kernel = None  # until every command below has succeeded
         sets, chains, gone_chains, gone_sets = changes_for(self.desired, kernel)
-        hooks = hook_fixes(kernel)
+        hooks_wanted = wanted_hooks(self.desired)
+        hooks = hook_fixes(kernel, hooks_wanted)
         if sets:
             await self._run("ipset", "restore", stdin=ipset_script(sets, kernel.sets))
         if chains or gone_chains or hooks:
@@ -231,27 +277,14 @@ class PolicyTables:
             await self._run(f"{self.iptables}-restore", "--noflush", stdin=script)
         if gone_sets:
             await self._run("ipset", "restore", stdin="".join(f"destroy {name}\n" for name in gone_sets))
-        self.kernel = after(kernel, sets, chains, gone_chains, gone_sets)
+        self.kernel = after(kernel, sets, chains, gone_chains, gone_sets, hooks=hooks_wanted)
         done = PolicyChanges(
             tuple(s.name for s in sets),
             tuple(c.name for c in chains),
-            tuple(gone_chains),
+            tuple(name for _, name in gone_chains),
             tuple(gone_sets),
             hooks=bool(hooks),
         )
         self.dirty = False
         self.applied.append(done)
         return done
-
-
-async def _run(*command: str, stdin: str | None = None) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-    if process.returncode:
-        raise PolicyCommandFailed(f"{command[0]}: {err.decode(errors='replace').strip()[:400]}")
-    return out.decode()
