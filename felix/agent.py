@@ -21,7 +21,7 @@ from datastore.health import serve_health
 from datastore.keys import KeyLayout, SyncerType
 from datastore.syncer import follow
 from felix.calc.calculator import PolicyCalculator
-from felix.calc.cluster import ClusterState, desired, desired_policy
+from felix.calc.cluster import ClusterState, desired, desired_policy, needs_host_addresses
 from felix.calc.dispatch import PolicyOptions
 from felix.calc.host import HostFacts, Interface, host_mtu
 from felix.config import FelixSettings, SettingsSources
@@ -110,7 +110,8 @@ class Felix:
             self._kick.clear()
             state = desired(self.state, host)
             self.dataplane.set_desired(state)
-            self.policy.set_desired(desired_policy(self.state, self.calculator, options))
+            addresses = await self._host_addresses()
+            self.policy.set_desired(desired_policy(self.state, self.calculator, options, addresses))
             started = time.perf_counter()
             try:
                 # Policy first: a workload's route comes once its chains are there, so nothing its
@@ -165,6 +166,13 @@ class Felix:
                 len(changes.chains_removed),
                 len(changes.sets_removed),
             )
+
+    async def _host_addresses(self) -> dict[str, str]:
+        """This host's addresses (-> interface), read only while a host endpoint needs them: they
+        are not watched, so each pass reads them again (one netlink dump)."""
+        if not needs_host_addresses(self.state, self.node):
+            return {}
+        return {cidr.partition("/")[0]: name for name, cidr in await self.netlink.addresses()}
 
     async def _host_facts(self) -> HostFacts:
         """This host's MTU and NIC, found once: a changed NIC MTU takes a felix restart, as in Calico."""

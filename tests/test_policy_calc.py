@@ -151,3 +151,14 @@ def test_global_matches_host_endpoints_not_workloads() -> None:
     chosen, _ = decide([policy], heps=[hep])
     assert chosen["node-1-eth0"] == (("hosts",), ())
     assert chosen["shop/db"] == ((), ())
+
+
+def test_a_host_endpoint_by_address_is_on_the_interface_holding_one_of_them() -> None:
+    hep = HostEndpoint.model_validate(
+        {"metadata": {"name": "h"}, "spec": {"node": NODE, "expectedIPs": ["192.0.2.7", "192.0.2.8"]}}
+    )
+    where = {"192.0.2.8": "eth1", "192.0.2.9": "eth2"}
+    (found,) = plan(NODE, [], [hep], [], PROFILES, host_addresses=where).endpoints
+    assert found.endpoint.interface == "eth1" and found.endpoint.addresses == ("192.0.2.7", "192.0.2.8")
+    (elsewhere,) = plan(NODE, [], [hep], [], PROFILES, host_addresses={}).endpoints
+    assert elsewhere.endpoint.interface is None  # none of them here: no chains

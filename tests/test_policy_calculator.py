@@ -39,6 +39,7 @@ class World:
         self.profiles: dict[str, Profile] = {Profile.DEFAULT_ALLOW: Profile.default_allow()}
         self.options = PolicyOptions(cluster_hosts=frozenset({"192.0.2.1", "192.0.2.2"}), ipip=True)
         self.serial = 0
+        self.host_addresses: dict[str, str] = {}
         for _ in range(12):
             self.new_workload()
         for _ in range(6):
@@ -121,7 +122,7 @@ class World:
         """One random change; what it was."""
         what = self.pick(
             "relabel", "relabel", "add", "remove", "edit-policy", "add-policy", "remove-policy",
-            "profile", "namespace", "options", "host-endpoint", "nothing",
+            "profile", "namespace", "options", "host-endpoint", "addresses", "nothing",
         )  # fmt: skip
         if what == "relabel" and self.workloads:
             self.new_workload(self.pick(*self.workloads))
@@ -147,10 +148,14 @@ class World:
             self.profiles[f"kns.{ns}"] = Profile.model_validate(
                 {"metadata": {"name": f"kns.{ns}"}, "spec": {"labelsToApply": applied}}
             )
+        elif what == "addresses":  # the host's own: where a host endpoint by address is
+            self.host_addresses = self.pick(
+                {}, {"192.0.2.11": "eth2"}, {"192.0.2.10": "eth3", "192.0.2.11": "eth2"}
+            )
         elif what == "options":
             self.options = replace(self.options, endpoint_to_host=self.pick("Drop", "Accept", "Return"))
         elif what == "host-endpoint":
-            name = self.pick("eth0", "any", "eth1")
+            name = self.pick("eth0", "any", "eth1", "by-address")
             if name in self.host_endpoints and self.rng.random() < 0.5:
                 del self.host_endpoints[name]
             else:
@@ -159,7 +164,11 @@ class World:
                         "metadata": {"name": name, "labels": {"role": self.pick(*ROLES)}},
                         "spec": {
                             "node": NODE,
-                            "interfaceName": "*" if name == "any" else name,
+                            **(
+                                {"expectedIPs": ["192.0.2.10", "192.0.2.11"]}
+                                if name == "by-address"
+                                else {"interfaceName": "*" if name == "any" else name}
+                            ),
                             "profiles": [Profile.DEFAULT_ALLOW],
                         },
                     }
@@ -169,7 +178,7 @@ class World:
     def reference(self) -> Ruleset:
         decided = plan(
             NODE, list(self.workloads.values()), list(self.host_endpoints.values()),
-            list(self.policies.values()), self.profiles,
+            list(self.policies.values()), self.profiles, host_addresses=self.host_addresses,
         )  # fmt: skip
         return render(decided, self.options)
 
@@ -177,6 +186,7 @@ class World:
         return calculator.update(
             list(self.workloads.values()), list(self.host_endpoints.values()),
             list(self.policies.values()), dict(self.profiles), self.options,
+            host_addresses=dict(self.host_addresses),
         )  # fmt: skip
 
 

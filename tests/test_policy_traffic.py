@@ -324,6 +324,19 @@ def test_a_deny_all_host_endpoint_keeps_the_failsafe_ports_and_the_workloads(clu
         assert ping(pod(cluster, "front1").netns, pod(cluster, "front2").address).ok
     time.sleep(1)
     assert ping(one.netns, two.address, count=1).ok
+    # A host endpoint that gives only its expectedIPs: felix finds the interface holding them.
+    by_address = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "HostEndpoint",
+        "metadata": {"name": f"{two.node}-by-address", "labels": {"host": two.node}},
+        "spec": {"node": two.node, "expectedIPs": ["192.0.2.99", two.address]},
+    }
+    with applied(cluster, by_address, deny):
+        time.sleep(1.5)
+        assert not ping(one.netns, two.address, count=2, wait=0.5).ok
+        assert check(one.netns, [Probe("syn", two.address, 179)], 1.0) == [True]
+    time.sleep(1)
+    assert ping(one.netns, two.address, count=1).ok
 
 
 def felix_pid(host: LabHost) -> int:

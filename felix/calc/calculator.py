@@ -131,6 +131,7 @@ class PolicyCalculator:
 
     node: str
     _profiles: dict[str, Profile] = field(default_factory=dict)
+    _host_addresses: dict[str, str] = field(default_factory=dict)
     _endpoints: dict[str, _Known] = field(default_factory=dict)
     _policies: dict[str, Policy] = field(default_factory=dict)
     _ranked: list[tuple[Policy, Selector]] = field(default_factory=list)
@@ -153,8 +154,12 @@ class PolicyCalculator:
         policies: Sequence[Policy],
         profiles: Mapping[str, Profile],
         options: PolicyOptions,
+        *,
+        host_addresses: Mapping[str, str] | None = None,
     ) -> Ruleset:
-        return self.render(self.plan(workloads, host_endpoints, policies, profiles), options)
+        return self.render(
+            self.plan(workloads, host_endpoints, policies, profiles, host_addresses=host_addresses), options
+        )
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -164,8 +169,10 @@ class PolicyCalculator:
         host_endpoints: Sequence[HostEndpoint],
         policies: Sequence[Policy],
         profiles: Mapping[str, Profile],
+        *,
+        host_addresses: Mapping[str, str] | None = None,
     ) -> PolicyPlan:
-        changed = self._update_endpoints([*workloads, *host_endpoints], profiles)
+        changed = self._update_endpoints([*workloads, *host_endpoints], profiles, dict(host_addresses or {}))
         self._update_policies(policies)
         local = sorted(
             (k for k in self._endpoints.values() if k.endpoint.node == self.node),
@@ -200,20 +207,25 @@ class PolicyCalculator:
             self._named_port_sets(ports, changed),
         )
 
-    def _update_endpoints(self, sources: Sequence[Source], profiles: Mapping[str, Profile]) -> set[str]:
+    def _update_endpoints(
+        self, sources: Sequence[Source], profiles: Mapping[str, Profile], host_addresses: dict[str, str]
+    ) -> set[str]:
         """Take the new endpoints; the keys of those that changed (or went)."""
         profiles_changed = profiles.keys() != self._profiles.keys() or any(
             profiles[n] is not p for n, p in self._profiles.items()
         )
+        addresses_changed = host_addresses != self._host_addresses
         self._profiles = dict(profiles)
+        self._host_addresses = host_addresses
         current: dict[str, _Known] = {}
         changed: set[str] = set()
         for source in sources:
             key = endpoint_key(source)
             known = self._endpoints.get(key)
-            if known is None or known.source is not source or profiles_changed:
+            remake = profiles_changed or (addresses_changed and isinstance(source, HostEndpoint))
+            if known is None or known.source is not source or remake:
                 if isinstance(source, HostEndpoint):
-                    endpoint = host_endpoint(source, profiles)
+                    endpoint = host_endpoint(source, profiles, host_addresses)
                 else:
                     endpoint = workload_endpoint(source, profiles)
                 if known is None or known.endpoint != endpoint:

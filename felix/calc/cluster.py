@@ -6,6 +6,7 @@ this host's dataplane from the current picture alone, keeping no history.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from datastore.cache import DatastoreCache
@@ -68,9 +69,15 @@ class ClusterState(DatastoreCache):
         return {p.name: p for p in self.of(Profile).values()}
 
 
-def desired_policy(state: ClusterState, calculator: PolicyCalculator, options: PolicyOptions) -> Ruleset:
+def desired_policy(
+    state: ClusterState,
+    calculator: PolicyCalculator,
+    options: PolicyOptions,
+    host_addresses: Mapping[str, str] | None = None,
+) -> Ruleset:
     """The calculator's host's policy as chains and sets; ``options`` carries felix's settings, the
-    cluster's tunnels are filled in here."""
+    cluster's tunnels are filled in here; ``host_addresses`` place host endpoints that name only
+    their ``expectedIPs``."""
     tunnels = encapsulations(enabled_pools(state.pools.values()))
     options = replace(
         options,
@@ -85,7 +92,13 @@ def desired_policy(state: ClusterState, calculator: PolicyCalculator, options: P
         policies,
         state.profiles,
         options,
+        host_addresses=host_addresses,
     )
+
+
+def needs_host_addresses(state: ClusterState, node: str) -> bool:
+    """Whether a host endpoint of ``node`` names only its addresses (felix then looks them up)."""
+    return any(h.spec.node == node and h.spec.interface_name is None for h in state.of(HostEndpoint).values())
 
 
 def desired(state: ClusterState, host: HostFacts) -> DesiredState:

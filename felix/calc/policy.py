@@ -97,7 +97,12 @@ def workload_endpoint(wep: WorkloadEndpoint, profiles: Mapping[str, Profile]) ->
     )
 
 
-def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoint:
+def host_endpoint(
+    hep: HostEndpoint, profiles: Mapping[str, Profile], host_addresses: Mapping[str, str] | None = None
+) -> Endpoint:
+    """``host_addresses`` (address -> interface, of the host felix runs on): where a host endpoint
+    gives ``expectedIPs`` and no ``interfaceName``, its interface is the one holding the first of
+    them that the host has, as in Calico; none, and it gets no chains."""
     labels = _inherited(hep.spec.profiles, profiles)
     labels.update(hep.metadata.labels)
     ports = tuple((str(p.name), p.protocol, p.port) for p in hep.spec.ports)
@@ -110,9 +115,13 @@ def host_endpoint(hep: HostEndpoint, profiles: Mapping[str, Profile]) -> Endpoin
         tuple(hep.spec.profiles),
         hep.spec.node,
         ports,
-        interface=hep.spec.interface_name,
+        interface=hep.spec.interface_name or _holding(addresses, host_addresses or {}),
         host=True,
     )
+
+
+def _holding(addresses: Sequence[str], host_addresses: Mapping[str, str]) -> str | None:
+    return next((host_addresses[a] for a in addresses if a in host_addresses), None)
 
 
 def scoped(selector: str | None, namespace_selector: str | None, namespace: str | None) -> Selector:
@@ -288,10 +297,13 @@ def plan(
     host_endpoints: Sequence[HostEndpoint],
     policies: Sequence[Policy],
     profiles: Mapping[str, Profile],
+    *,
+    host_addresses: Mapping[str, str] | None = None,
 ) -> PolicyPlan:
-    """This host's endpoints with what applies to them, and the address sets their rules need."""
+    """This host's endpoints with what applies to them, and the address sets their rules need;
+    ``host_addresses`` as ``host_endpoint`` takes them."""
     everyone = [workload_endpoint(w, profiles) for w in workloads]
-    everyone += [host_endpoint(h, profiles) for h in host_endpoints]
+    everyone += [host_endpoint(h, profiles, host_addresses) for h in host_endpoints]
     local = sorted((e for e in everyone if e.node == node), key=lambda e: e.key)
     ranked = [(p, policy_selector(p)) for p in ordered(policies)]
     used: dict[str, Policy] = {}
