@@ -14,7 +14,7 @@ import argparse
 import socket
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -111,6 +111,16 @@ def resolve(
         raise ValidationFailed(
             sources.get(name, name), f"{message} (got {quoted(err.get('input'))})"
         ) from None
+
+
+def unknown_variables(
+    environ: Mapping[str, str], declared: Iterable[type[Settings]], also: Iterable[str] = ()
+) -> list[str]:
+    """The variables of ``environ`` that carry one of these settings' prefixes but name none of
+    them (nor ``also``): a misspelt setting, which would otherwise be silently left out."""
+    prefixes = tuple({cls.ENV_PREFIX for cls in declared})
+    known = {cls.env_name(name) for cls in declared for name in cls.model_fields} | set(also)
+    return sorted(key for key in environ if key.startswith(prefixes) and key not in known)
 
 
 def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type[Settings]) -> None:

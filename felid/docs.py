@@ -8,6 +8,7 @@ from bgp.config import BGPSettings
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
 from datastore.models.ipam import IPAMConfig
 from datastore.settings import reference_table
+from felid.cni.install import InstallCNISettings
 from felid.node.config import NodeSettings
 from felix.config import DEFAULT_CONFIG_FILE as FELIX_CONFIG_FILE
 from felix.config import FelixSettings
@@ -116,6 +117,16 @@ Flags, then environment (`TYPHA_*`, Calico's names), then the default; the datas
 """
 
 
+INSTALL_CNI_HEADER = """
+## Installing the CNI plugins (`felid-install-cni`)
+
+Flags, then environment (`CNI_*`, Calico's install-cni names), then the default; the datastore
+settings written into the network config from the `FELID_ETCD_*` settings above, the node name
+from `FELID_NODENAME`. See [install.md](install.md).
+
+"""
+
+
 def render() -> str:
     return (
         HEADER
@@ -132,6 +143,8 @@ def render() -> str:
         + reference_table(TyphaClientSettings, flags=False)
         + TYPHA_HEADER
         + reference_table(TyphaSettings)
+        + INSTALL_CNI_HEADER
+        + reference_table(InstallCNISettings)
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from datastore.etcd import EtcdKV
 from datastore.health import TEXT, Handler, Response, health_handlers, serve_http
 from datastore.keys import KeyLayout, SyncerType
 from datastore.models.base import valid_name
-from datastore.settings import add_flags, resolve
+from datastore.settings import add_flags, resolve, unknown_variables
 from datastore.syncer import Syncer
 from datastore.version import VERSION
 from typha import protocol, tls
@@ -152,6 +153,7 @@ class Typha:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="felid-typha", description="felid's datastore fan-out (typha)")
+    parser.add_argument("--check-config", action="store_true", help="validate the settings and exit")
     add_flags(parser, TyphaSettings)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
@@ -163,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationFailed, InvalidName) as exc:
         print(f"felid-typha: invalid setting: {exc}", file=sys.stderr)
         return 1
+    unknown = unknown_variables(environ, (TyphaSettings, DatastoreConfig))
+    if unknown:
+        print(f"felid-typha: no such setting: {', '.join(unknown)}", file=sys.stderr)
+        if args.check_config:
+            return 1
+    if args.check_config:
+        print(json.dumps({**settings.model_dump(mode="json"), "name": name}, indent=2))
+        print("felid-typha: configuration is valid")
+        return 0
     logging.basicConfig(
         level=getattr(logging, settings.log_severity_screen.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bgp.config import BGPSettings
-from datastore.config import DatastoreConfig
+from datastore.config import DatastoreConfig, read_config_file
 from datastore.errors import DatastoreError, InvalidName, Unavailable, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.health import Response, get_local, health_handlers, serve_http
 from datastore.keys import KeyLayout
-from datastore.settings import add_flags, node_name, resolve
+from datastore.settings import add_flags, node_name, resolve, unknown_variables
 from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, detect, with_prefix
@@ -39,6 +39,7 @@ from felid.node.config import NodeSettings
 from felid.node.metrics import MetricsServer
 from felid.node.startup import HostFiles
 from felid.node.supervisor import Child
+from felix.config import FelixSettings, SettingsSources
 from felix.dataplane.hostfile import read_int
 from felix.dataplane.netlink import Netlink
 from typha.config import TyphaClientSettings
@@ -199,6 +200,10 @@ class FelidNode:
         return {**health_handlers(self.ready), "/status": status}
 
 
+# Every setting felid-node's environment carries, for it or for the children that inherit it.
+CHILD_SETTINGS = (NodeSettings, DatastoreConfig, TyphaClientSettings, FelixSettings, BGPSettings)
+
+
 def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[NodeSettings, DatastoreConfig]:
     flags = {name: getattr(args, name) for name in NodeSettings.model_fields}
     return resolve(NodeSettings, flags=flags, environ=environ), resolve(DatastoreConfig, environ=environ)
@@ -229,11 +234,21 @@ def main(argv: list[str] | None = None) -> int:
         # felix and felid-bgp read typha's settings from the environment they inherit: checked here
         # once, so a bad value stops felid-node with its name instead of restarting children for ever.
         typha = resolve(TyphaClientSettings, environ=environ)
+        # felix's and felid-bgp's too: they inherit this environment.
+        felix_path = environ.get("FELIX_CONFIGFILE")
+        SettingsSources(environ, read_config_file(felix_path) if felix_path else {}).local()
+        resolve(BGPSettings, environ=environ)
         source = "--nodename" if args.nodename else NodeSettings.env_name("nodename")
         name = node_name(settings.nodename, source)
     except (ValidationFailed, InvalidName) as exc:
         print(f"felid-node: invalid setting: {exc}", file=sys.stderr)
         return 1
+    unknown = unknown_variables(environ, CHILD_SETTINGS, also=("FELIX_CONFIGFILE", "FELID_CONFIG"))
+    if unknown and args.check_config:
+        print(f"felid-node: no such setting: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    if unknown:
+        print(f"felid-node: ignoring unknown setting(s) {', '.join(unknown)}", file=sys.stderr)
     if args.check_config:
         shown = settings.model_dump(mode="json") | {
             "nodename": name,
