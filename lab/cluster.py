@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +75,9 @@ class Workload:
     namespace: str | None = None  # a Kubernetes pod's namespace, None for a plain container
 
 
+NodeRunner = Callable[[LabHost, Mapping[str, str]], tuple[list[str], dict[str, str]]]
+
+
 @dataclass
 class Cluster:
     work: Path
@@ -86,6 +89,9 @@ class Cluster:
     nic_mtu: int | None = None  # the hosts' NICs' MTU (default the kernel's 1500)
     node_env: dict[str, str] = field(default_factory=dict)  # more settings for every felid-node
     typhas: int = 0  # typhas, each in a namespace of its own; every felid-node is pointed at them
+    # How felid-node is started: (host, its environment) -> (command line, more environment);
+    # unset, the checkout's felid-node in the host's namespace (lab.podman.node_container: the image).
+    node_runner: NodeRunner | None = None
     lab: Lab | None = None
     typha_processes: list[TyphaProcess] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
@@ -146,9 +152,13 @@ class Cluster:
         if self.reflector(host):
             env["FELID_ROUTE_REFLECTOR_CLUSTER_ID"] = CLUSTER_ID
         home.mkdir(parents=True, exist_ok=True)
+        argv = ["ip", "netns", "exec", host.netns, str(BIN / "felid-node")]
+        if self.node_runner is not None:
+            argv, extra = self.node_runner(host, env)
+            env = {**env, **extra}
         with open(home / "felid-node.log", "ab") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", host.netns, str(BIN / "felid-node")],
+                argv,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -6,10 +6,8 @@ hosts, and removing them gives their addresses back."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 
 from lab.cluster import Cluster
 from lab.network import LabHost
+from lab.podman import Podman
 from lab.processes import BIN
 
 IMAGE = "localhost/felid-test-busybox:1"
@@ -39,54 +38,17 @@ def busybox_rootfs(path: Path) -> Path:
 
 @dataclass
 class PodmanHost:
-    """Podman inside one lab host's network namespace, with storage and configuration of its own."""
+    """Podman in one lab host's network namespace, with storage and a network config of its own."""
 
     host: LabHost
-    home: Path
-    runroot: Path  # podman wants it short (50 characters at most): under /run
+    podman: Podman
 
     @property
-    def conf(self) -> Path:
-        return self.home / "containers.conf"
+    def home(self) -> Path:
+        return self.podman.home
 
-    def write_conf(self) -> None:
-        self.conf.write_text(
-            "\n".join(
-                [
-                    "[network]",
-                    'network_backend = "cni"',
-                    f'cni_plugin_dirs = ["{self.home / "bin"}", "/usr/lib/cni"]',
-                    f'network_config_dir = "{self.home / "net.d"}"',
-                    "[engine]",
-                    'runtime = "runc"',  # crun refuses this machine's hybrid cgroup layout
-                    'cgroup_manager = "cgroupfs"',
-                    'events_logger = "file"',
-                    # Two podmans on one machine: the default shared-memory locks would collide.
-                    'lock_type = "file"',
-                    f'tmp_dir = "{self.runroot / "libpod"}"',
-                    "[containers]",
-                    'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]',
-                    "",
-                ]
-            )
-        )
-
-    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # nsenter, not ip netns exec: that remounts /sys, and runc needs the host's cgroup tree.
-        argv = ["nsenter", f"--net=/run/netns/{self.host.netns}", "podman"]
-        argv += ["--root", str(self.home / "storage"), "--runroot", str(self.runroot)]
-        argv += ["--storage-driver", "vfs", *args]
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={"CONTAINERS_CONF": str(self.conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        )
-        if check and done.returncode:
-            raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()[-1500:]}")
-        return done
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.podman.run(*args, netns=self.host.netns, check=check)
 
     def install_cni(self) -> str:
         """felid-install-cni as the init container runs it, into this host's directories."""
@@ -117,19 +79,16 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, l
         cluster.wait_ready(timeout=90)
         image = busybox_rootfs(work)
         for host in cluster.hosts:
-            runroot = Path(tempfile.mkdtemp(prefix="felid-pm-", dir="/run"))
-            runtime = PodmanHost(host, work / f"podman-{host.node}", runroot)
-            runtime.home.mkdir()
-            runtime.write_conf()
-            runtimes.append(runtime)
-            runtime.podman("import", str(image), IMAGE)
+            home = work / f"podman-{host.node}"
+            podman = Podman.make(
+                home, plugin_dirs=(home / "bin", Path("/usr/lib/cni")), network_dir=home / "net.d"
+            )
+            runtimes.append(PodmanHost(host, podman))
+            podman.run("import", str(image), IMAGE)
         yield cluster, runtimes
     finally:
         for runtime in runtimes:
-            runtime.podman("rm", "--force", "--all", check=False)  # CNI DEL: addresses released
-            runtime.podman("system", "reset", "--force", check=False)
-            shutil.rmtree(runtime.home, ignore_errors=True)
-            shutil.rmtree(runtime.runroot, ignore_errors=True)
+            runtime.podman.destroy(runtime.host.netns)  # each container's CNI DEL: addresses released
         cluster.destroy()
 
 
@@ -155,18 +114,18 @@ def test_podman_containers_on_the_felid_network_reach_each_other_across_hosts(
     addresses = []
     for i, runtime in enumerate(runtimes):
         runtime.install_cni()
-        runtime.podman("run", "--detach", "--name", f"c{i}", "--network", "felid", IMAGE, "sleep", "600")
-        shown = runtime.podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", f"c{i}").stdout
+        runtime.run("run", "--detach", "--name", f"c{i}", "--network", "felid", IMAGE, "sleep", "600")
+        shown = runtime.run("inspect", "--format", "{{json .NetworkSettings.Networks}}", f"c{i}").stdout
         addresses.append(json.loads(shown)["felid"]["IPAddress"])
     assert all(a.startswith("10.") for a in addresses), addresses  # from the lab's pool
     weps = json.loads(cluster.felidctl("get", "wep", "--all-namespaces", "-o", "json").stdout)["items"]
     assert {w["spec"]["node"] for w in weps} >= {h.node for h in cluster.hosts}
     for i, runtime in enumerate(runtimes):
         other = addresses[1 - i]
-        done = runtime.podman("exec", f"c{i}", "ping", "-c", "3", "-W", "2", other, check=False)
+        done = runtime.run("exec", f"c{i}", "ping", "-c", "3", "-W", "2", other, check=False)
         assert done.returncode == 0, f"c{i} -> {other}: {done.stdout}{done.stderr}"
     # Removed: the CNI DEL gives the address back and takes the WorkloadEndpoint away.
-    removed = runtimes[0].podman("rm", "--force", "c0")
+    removed = runtimes[0].run("rm", "--force", "c0")
     assert "level=error" not in removed.stderr, removed.stderr
     weps = json.loads(cluster.felidctl("get", "wep", "--all-namespaces", "-o", "json").stdout)["items"]
     assert all(w["spec"]["node"] != runtimes[0].host.node for w in weps)
