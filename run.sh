@@ -23,6 +23,8 @@ install_packages() {
     for pkg in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
+    # kubectl (its kustomize renders the manifests): Debian's kubernetes-client, unless one is there.
+    command -v kubectl >/dev/null || missing+=(kubernetes-client)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing Debian packages: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
