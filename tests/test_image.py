@@ -6,12 +6,15 @@ workloads on them reach each other."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from datastore.version import VERSION
-from lab.cluster import Cluster
+from lab import network
+from lab.cluster import Cluster, Workload
 from lab.podman import Podman, node_container
 from lab.workloads import ping
 
@@ -47,8 +50,9 @@ def test_felid_node_from_the_image_on_two_hosts_peers_and_routes_workloads(
     built: tuple[Podman, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     podman, image = built
+    work = tmp_path_factory.mktemp("image-cluster")
     cluster = Cluster(
-        tmp_path_factory.mktemp("image-cluster"),
+        work / "cluster",
         2,
         prefix="im",
         node_runner=lambda host, env: node_container(podman, image, host, env),
@@ -68,6 +72,58 @@ def test_felid_node_from_the_image_on_two_hosts_peers_and_routes_workloads(
         one = cluster.add_workload(cluster.hosts[0], "a")
         two = cluster.add_workload(cluster.hosts[1], "b")
         assert ping(one.netns, two.address).ok and ping(two.netns, one.address).ok
+        bundled_plugins_make_a_reachable_workload(cluster, podman, image, work, two)
     finally:
         cluster.destroy()
         podman.run("rm", "--force", "--all", check=False)
+
+
+def bundled_plugins_make_a_reachable_workload(
+    cluster: Cluster, podman: Podman, image: str, work: Path, other: Workload
+) -> None:
+    """The plugins as the DaemonSet's init container installs them (felid-install-cni from the image,
+    CNI_BUNDLE: the image's own Python with them) run on the host, whose felid is not the image's:
+    a runtime's ADD makes a workload a pod on the other host reaches, its DEL takes it away."""
+    host = cluster.hosts[0]
+    bin_dir, net_dir = work / "opt-cni-bin", work / "etc-cni-net.d"
+    bin_dir.mkdir()
+    net_dir.mkdir()
+    settings = {
+        "CNI_BUNDLE": "true",
+        "CNI_BIN_DIR": "/host/opt/cni/bin",
+        "CNI_NET_DIR": "/host/etc/cni/net.d",
+        "CNI_MTU_FILE": str(host.var_dir / "mtu"),
+        "FELID_ETCD_ENDPOINTS": host.etcd_url,
+        "FELID_NODENAME": host.node,
+    }
+    env = [arg for k, v in settings.items() for arg in ("--env", f"{k}={v}")]
+    volumes = ["--volume", f"{bin_dir}:/host/opt/cni/bin", "--volume", f"{net_dir}:/host/etc/cni/net.d"]
+    podman.run("run", "--rm", "--network", "none", *volumes, *env, "--entrypoint", "felid-install-cni", image)
+    conflist = json.loads((net_dir / "10-felid.conflist").read_text())
+    netconf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
+    pod = f"{cluster.prefix}-p-bundled"
+    network.add_namespace(pod)
+    assert cluster.lab is not None
+    cluster.lab.namespaces.append(pod)
+
+    def runtime(command: str) -> subprocess.CompletedProcess[str]:
+        environ = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",  # nothing of felid's: the bundle brings its own
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": "bundled0",
+            "CNI_NETNS": f"/run/netns/{pod}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": f"{bin_dir}:/usr/lib/cni",
+        }
+        return subprocess.run(
+            ["ip", "netns", "exec", host.netns, str(bin_dir / "felid")],
+            input=json.dumps(netconf), env=environ, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    added = runtime("ADD")
+    assert added.returncode == 0, added.stdout + added.stderr
+    address = json.loads(added.stdout)["ips"][0]["address"].split("/")[0]
+    assert ping(other.netns, address).ok
+    removed = runtime("DEL")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not ping(other.netns, address, count=1, wait=1).ok

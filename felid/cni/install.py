@@ -24,6 +24,7 @@ from pydantic import Field
 from datastore.config import DatastoreConfig
 from datastore.errors import InvalidName, ValidationFailed
 from datastore.settings import Settings, add_flags, node_name, resolve, unknown_variables
+from felid.cni import bundle
 from felix.config import FelixSettings
 
 PLUGINS = ("felid", "felid-ipam")
@@ -49,6 +50,10 @@ class InstallCNISettings(Settings):
         description="The MTU file felid-node's felix writes; the plugin reads it at every ADD.",
     )
     portmap: bool = Field(default=True, description="Chain the reference portmap plugin (host ports).")
+    bundle: bool = Field(
+        default=False,
+        description="Install felid's own Python with the plugins (from the image: the host needs no felid).",
+    )
 
 
 def network_config(
@@ -93,15 +98,19 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> bool:
 
 def install(install: InstallCNISettings, datastore: DatastoreConfig, node: str) -> list[Path]:
     """Copy the plugins and write the config; the files that changed."""
-    changed = []
-    source_dir = install.source_dir or Path(sys.executable).parent
-    for plugin in PLUGINS:
-        source = source_dir / plugin
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: the {plugin} plugin to install is not there")
-        target = install.bin_dir / plugin
-        if _write_atomically(target, source.read_bytes(), 0o755):
-            changed.append(target)
+    changed: list[Path] = []
+    if install.bundle:
+        install.bin_dir.mkdir(parents=True, exist_ok=True)
+        changed += bundle.install(install.bin_dir)
+    else:
+        source_dir = install.source_dir or Path(sys.executable).parent
+        for plugin in PLUGINS:
+            source = source_dir / plugin
+            if not source.is_file():
+                raise FileNotFoundError(f"{source}: the {plugin} plugin to install is not there")
+            target = install.bin_dir / plugin
+            if _write_atomically(target, source.read_bytes(), 0o755):
+                changed.append(target)
     config = json.dumps(network_config(install, datastore, node), indent=2) + "\n"
     target = install.net_dir / install.conf_name
     if _write_atomically(target, config.encode(), 0o644):
