@@ -64,6 +64,7 @@ LabelsKey = frozenset[tuple[str, str]]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 M = TypeVar("M", bound=Hashable)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -260,39 +261,43 @@ class PolicyCalculator:
         return found
 
     def _sets(self, selectors: Mapping[str, Selector], changed: set[str]) -> dict[str, AddressSet]:
-        out: dict[str, AddressSet] = {}
-        for ident, selector in selectors.items():
-            index = self._address_members.get(ident)
-            if index is None:
-                index = self._address_members[ident] = _Members(_address_contribution(selector))
-                index.fill(self._endpoints)
-            else:
-                for key in changed:
-                    index.set(key, self._endpoints.get(key))
-            members = index.members()
-            out[ident] = self._address_sets.get(ident, (members,), AddressSet, selector, members)
-        for gone in self._address_members.keys() - selectors.keys():
-            del self._address_members[gone]
+        members = self._members(self._address_members, selectors, _address_contribution, changed)
+        out = {i: self._address_sets.get(i, (m,), AddressSet, selectors[i], m) for i, m in members.items()}
         self._address_sets.keep(set(selectors))
         return out
 
     def _named_port_sets(self, ports: Mapping[str, NamedPort], changed: set[str]) -> dict[str, NamedPortSet]:
-        out: dict[str, NamedPortSet] = {}
-        for ident, port in ports.items():
-            index = self._port_members.get(ident)
+        members = self._members(self._port_members, ports, lambda port: port.members, changed)
+        out = {
+            i: self._port_sets.get(
+                i, (m,), NamedPortSet, ports[i].selector, ports[i].protocol, ports[i].name, m
+            )
+            for i, m in members.items()
+        }
+        self._port_sets.keep(set(ports))
+        return out
+
+    def _members(
+        self,
+        indexes: dict[str, _Members[M]],
+        wanted: Mapping[str, T],
+        contribution: Callable[[T], Callable[[Endpoint], tuple[M, ...]]],
+        changed: set[str],
+    ) -> dict[str, frozenset[M]]:
+        """Each wanted set's members: a new one looks at every endpoint once, a kept one at the
+        endpoints that changed; the ones no longer wanted are forgotten."""
+        out: dict[str, frozenset[M]] = {}
+        for ident, spec in wanted.items():
+            index = indexes.get(ident)
             if index is None:
-                index = self._port_members[ident] = _Members(port.members)
+                index = indexes[ident] = _Members(contribution(spec))
                 index.fill(self._endpoints)
             else:
                 for key in changed:
                     index.set(key, self._endpoints.get(key))
-            members = index.members()
-            out[ident] = self._port_sets.get(
-                ident, (members,), NamedPortSet, port.selector, port.protocol, port.name, members
-            )
-        for gone in self._port_members.keys() - ports.keys():
-            del self._port_members[gone]
-        self._port_sets.keep(set(ports))
+            out[ident] = index.members()
+        for gone in indexes.keys() - wanted.keys():
+            del indexes[gone]
         return out
 
     # -- the ruleset ------------------------------------------------------------------------
