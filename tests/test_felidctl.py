@@ -363,3 +363,34 @@ def test_mutual_tls_through_the_environment(etcd_tls: EtcdServer, pki: PKI, reso
 def test_version(etcd: EtcdServer) -> None:
     result = felidctl("version", url=etcd.url)
     assert result.returncode == 0 and result.stdout.startswith("Client Version:    v0.1.0")
+
+
+def test_calicoctl_file_forms_a_plain_list_an_empty_spec_and_scalars_where_text_goes(
+    etcd: EtcdServer,
+) -> None:
+    plain_list = """\
+- apiVersion: projectcalico.org/v3
+  kind: IPPool
+  metadata:
+    name: listed
+    labels: {enabled: true, tier: 3, yes: yes}
+    annotations: {weight: 1.5}
+  spec: {cidr: 10.245.0.0/16}
+- apiVersion: projectcalico.org/v3
+  kind: BGPConfiguration
+  metadata: {name: default}
+  spec:
+"""
+    done = felidctl("apply", "-f", "-", url=etcd.url, stdin=plain_list)
+    assert done.returncode == 0, done.stderr
+    pool = yaml.safe_load(felidctl("get", "ippool", "listed", "-o", "yaml", url=etcd.url).stdout)
+    assert pool["metadata"]["labels"] == {"enabled": "true", "tier": "3", "true": "true"}  # YAML 1.1's yes
+    assert pool["metadata"]["annotations"] == {"weight": "1.5"}
+    config = yaml.safe_load(felidctl("get", "bgpconfig", "default", "-o", "yaml", url=etcd.url).stdout)
+    assert config["metadata"]["name"] == "default"  # an empty spec: every field its default
+    # metadata only: a list where the schema wants text is still refused, naming the field.
+    bad = plain_list.replace("cidr: 10.245.0.0/16", "cidr: 10.245.0.0/16, nodeSelector: [1]")
+    refused = felidctl("apply", "-f", "-", url=etcd.url, stdin=bad)
+    assert refused.returncode != 0 and "document 1 (IPPool 'listed'): spec.nodeSelector" in refused.stderr, (
+        refused.stderr
+    )

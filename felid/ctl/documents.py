@@ -159,10 +159,13 @@ def _decode(text: str, source: str) -> list[Any]:
 
 
 def _expand_lists(raw_docs: list[Any], source: str) -> list[Any]:
-    """``kind: List`` / ``<Kind>List`` documents stand for their items, as in calicoctl."""
+    """``kind: List`` / ``<Kind>List`` documents stand for their items, as in calicoctl, and so does
+    a plain YAML list of resources."""
     out: list[Any] = []
     for index, doc in enumerate(raw_docs, start=1):
-        if isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
+        if isinstance(doc, list):
+            out.extend(doc)
+        elif isinstance(doc, dict) and isinstance(doc.get("kind"), str) and doc["kind"].endswith("List"):
             items = doc.get("items")
             if items is None:
                 continue
@@ -174,6 +177,40 @@ def _expand_lists(raw_docs: list[Any], source: str) -> list[Any]:
         else:
             out.append(doc)
     return out
+
+
+def _as_kubernetes_decodes(raw: Any) -> Any:
+    """What Kubernetes' decoding makes of a manifest before its schema sees it: an empty ``spec:``
+    is an empty spec (every field its default), and a YAML scalar that is not text where metadata
+    takes text (a name ``1234``; labels and annotations such as ``enabled: true``, ``yes``, ``3``)
+    is the text JSON would spell it with."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    if "spec" in out and out["spec"] is None:
+        out["spec"] = {}
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict):
+        metadata = dict(metadata)
+        if _scalar(metadata.get("name")):
+            metadata["name"] = _text_of(metadata["name"])
+        for field in ("labels", "annotations"):
+            values = metadata.get(field)
+            if isinstance(values, dict):
+                metadata[field] = {
+                    _text_of(k) if _scalar(k) else k: _text_of(v) if _scalar(v) else v
+                    for k, v in values.items()
+                }
+        out["metadata"] = metadata
+    return out
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (bool, int, float))
+
+
+def _text_of(value: bool | int | float) -> str:
+    return json.dumps(value)  # true, 3, 1.5: as the YAML-to-JSON step of Kubernetes' decoder spells them
 
 
 def _label(raw: Any) -> str:
@@ -208,7 +245,7 @@ def read_documents(path: str) -> list[Document]:
     docs = []
     for index, raw in enumerate(raw_docs, start=1):
         try:
-            docs.append(Document(source, index, parse_resource(raw)))
+            docs.append(Document(source, index, parse_resource(_as_kubernetes_decodes(raw))))
         except ValidationFailed as exc:
             raise DocumentError(source, index, _label(raw), exc.field, exc.message) from None
     return docs
