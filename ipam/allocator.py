@@ -154,7 +154,7 @@ class BlockAllocator:
                 return []
             if affine and current.value.host != self.node:
                 return []  # the affinity was released meanwhile
-            block, ordinals = current.value.assign(count, attribute)
+            block, ordinals = current.value.assign(count, attribute, skip=_reserved_in(view, current.value))
             known = view.handles.get(handle_id)
             handle = (known.value if known else Handle(handle_id)).adjusted(cidr, len(ordinals))
             guards: list[Guard] = [
@@ -397,3 +397,10 @@ class BlockAllocator:
         self.cas_retries += 1
         # A short random pause: contenders fall out of step instead of colliding again.
         time.sleep(self.rng.uniform(0, RETRY_JITTER))
+
+
+def _reserved_in(view: IPAMView, block: AllocationBlock) -> Callable[[int], bool] | None:
+    """Which of ``block``'s ordinals an IPReservation keeps (None: there are no reservations)."""
+    if not view.reservations:
+        return None
+    return lambda ordinal: view.reserved(block.address(ordinal))

@@ -16,9 +16,10 @@ from typing import Generic, TypeVar
 
 from datastore.keys import IPAMKeys, KeyLayout
 from datastore.kv import Absent, Guard, KVStore, Unchanged
-from datastore.models import IPPool, Node
+from datastore.models import IPPool, IPReservation, Node
 from datastore.models.block import AllocationBlock
 from datastore.models.ipam import AffinityState, Handle, IPAMConfig, affinity_state
+from datastore.models.ipreservation import reserved
 from datastore.selector import Selector
 from datastore.store import decode
 from ipam.errors import NoUsablePool
@@ -47,9 +48,14 @@ class IPAMView:
     layout: KeyLayout
     # This node's confirmed blocks, and blocks/handles as last read or written.
     affine: list[str] = field(default_factory=list)
+    reservations: list[IPReservation] = field(default_factory=list)  # addresses never handed out
     blocks: dict[str, Versioned[AllocationBlock]] = field(default_factory=dict)
     handles: dict[str, Versioned[Handle] | None] = field(default_factory=dict)
     _pool_of: dict[str, Versioned[IPPool] | None] = field(default_factory=dict)
+
+    def reserved(self, address: str) -> bool:
+        """An IPReservation keeps ``address`` from being handed out."""
+        return reserved(self.reservations, address)
 
     def usable_pools(self, wanted: Sequence[str] | None = None) -> list[Versioned[IPPool]]:
         """Enabled pools whose nodeSelector matches this node, optionally only those named."""
@@ -100,6 +106,8 @@ def load_view(kv: KVStore, layout: KeyLayout, node: str) -> IPAMView:
             pools.append(Versioned(pool, item.mod_revision))
     node_kv = kv.get(layout.resource(Node, node))
     labels = decode(node_kv).metadata.labels if node_kv else {}
+    reservation_items, _ = kv.list(layout.kind_prefix(IPReservation))
+    reservations = [r for r in map(decode, reservation_items) if isinstance(r, IPReservation)]
     affinity_items, _ = kv.list(keys.host_affinities(node))
     affine = [
         keys.cidr_of(a.key) for a in affinity_items if affinity_state(a.value) is AffinityState.CONFIRMED
@@ -113,6 +121,7 @@ def load_view(kv: KVStore, layout: KeyLayout, node: str) -> IPAMView:
         node_revision=node_kv.mod_revision if node_kv else 0,
         layout=layout,
         affine=affine,
+        reservations=reservations,
     )
 
 

@@ -394,3 +394,23 @@ def test_calicoctl_file_forms_a_plain_list_an_empty_spec_and_scalars_where_text_
     assert refused.returncode != 0 and "document 1 (IPPool 'listed'): spec.nodeSelector" in refused.stderr, (
         refused.stderr
     )
+
+
+def test_ip_reservations_through_felidctl(etcd: EtcdServer) -> None:
+    reservation = """\
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: gateways}
+spec:
+  reservedCIDRs: [10.244.0.0/30, 10.244.1.1]
+"""
+    done = felidctl("apply", "-f", "-", url=etcd.url, stdin=reservation)
+    assert done.returncode == 0, done.stderr
+    table = felidctl("get", "ipr", url=etcd.url).stdout.split()
+    assert table == ["NAME", "CIDRS", "gateways", "10.244.0.0/30,10.244.1.1/32"], table
+    bad = felidctl(
+        "apply", "-f", "-", url=etcd.url, stdin=reservation.replace("10.244.1.1]", "10.244.1.1/24]")
+    )
+    assert bad.returncode != 0 and "spec.reservedCIDRs" in bad.stderr and "host bits" in bad.stderr, (
+        bad.stderr
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datastore.kv import KVStore
-from datastore.models import IPPool
+from datastore.models import IPPool, IPReservation
 from datastore.models.ipam import AffinityState, affinity_state
 from datastore.store import ResourceStore
 from ipam.errors import NoUsablePool, PoolExhausted
@@ -186,3 +186,24 @@ def test_a_pending_affinity_left_by_a_crash_is_taken_over(kv: KVStore, store: Re
     assert allocator(kv, "n1").auto_assign("h")
     aff = kv.get(KEYS.affinity("n1", "10.10.0.0/29"))
     assert aff is not None and affinity_state(aff.value) is AffinityState.CONFIRMED
+
+
+def test_reserved_addresses_and_cidrs_are_never_handed_out(kv: KVStore, store: ResourceStore) -> None:
+    make_pool(store, "tiny", "10.10.0.0/28", block_size=29)
+    store.apply(
+        IPReservation.model_validate(
+            {"metadata": {"name": "gateways"}, "spec": {"reservedCIDRs": ["10.10.0.0/30", "10.10.0.9"]}}
+        )
+    )
+    a = allocator(kv, "n1")
+    got = a.auto_assign("h", count=10)  # 16 in the pool, 5 reserved: 11 to hand out
+    assert not {"10.10.0.0", "10.10.0.1", "10.10.0.2", "10.10.0.3", "10.10.0.9"} & set(got)
+    assert len(set(got)) == 10
+    assert len(a.auto_assign("h2")) == 1
+    with pytest.raises(PoolExhausted, match="IPPool tiny"):
+        allocator(kv, "n1").auto_assign("h3")  # what is left is reserved
+    assert_consistent(kv)
+    with pytest.raises(ValueError, match="host bits"):
+        IPReservation.model_validate(
+            {"metadata": {"name": "bad"}, "spec": {"reservedCIDRs": ["10.10.0.1/30"]}}
+        )

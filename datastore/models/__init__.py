@@ -24,6 +24,7 @@ from datastore.models.ippool import (
     overlapping_pool,
     pool_containing,
 )
+from datastore.models.ipreservation import IPReservation, IPReservationSpec
 from datastore.models.node import Node, NodeBGPSpec, NodeSpec
 from datastore.models.policy import (
     EntityRule,
@@ -53,6 +54,7 @@ KINDS: tuple[type[Resource], ...] = (
     GlobalNetworkPolicy,
     Profile,
     HostEndpoint,
+    IPReservation,
 )
 KIND_BY_NAME: Mapping[str, type[Resource]] = {k.KIND: k for k in KINDS}
 KIND_BY_PLURAL: Mapping[str, type[Resource]] = {k.PLURAL: k for k in KINDS}
@@ -78,6 +80,8 @@ __all__ = [
     "HostEndpointSpec",
     "IPPool",
     "IPPoolSpec",
+    "IPReservation",
+    "IPReservationSpec",
     "NetworkPolicy",
     "Node",
     "NodeBGPSpec",

@@ -9,9 +9,10 @@ ordinals go to its end, so an address is not reused at once).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,9 +97,12 @@ class AllocationBlock:
     def handle_counts(self) -> Counter[str]:
         return Counter(attr.handle_id for _, attr in self.used() if attr.handle_id is not None)
 
-    def assign(self, count: int, attribute: Attribute) -> tuple[AllocationBlock, list[int]]:
-        """Up to ``count`` free ordinals for ``attribute``, first from the free list."""
-        taken = list(self.unallocated[:count])
+    def assign(
+        self, count: int, attribute: Attribute, skip: Callable[[int], bool] | None = None
+    ) -> tuple[AllocationBlock, list[int]]:
+        """Up to ``count`` free ordinals for ``attribute``, first from the free list, none that
+        ``skip`` refuses (those stay free, in their place)."""
+        taken = list(itertools.islice((o for o in self.unallocated if skip is None or not skip(o)), count))
         if not taken:
             return self, []
         attributes = list(self.attributes)
@@ -107,13 +111,14 @@ class AllocationBlock:
         else:
             index = len(attributes)
             attributes.append(attribute)
+        chosen = set(taken)
         allocations = list(self.allocations)
         for ordinal in taken:
             allocations[ordinal] = index
         block = replace(
             self,
             allocations=tuple(allocations),
-            unallocated=self.unallocated[len(taken) :],
+            unallocated=tuple(o for o in self.unallocated if o not in chosen),
             attributes=tuple(attributes),
         )
         return block, taken

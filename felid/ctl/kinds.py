@@ -12,6 +12,7 @@ from datastore.models import (
     GlobalNetworkPolicy,
     HostEndpoint,
     IPPool,
+    IPReservation,
     NetworkPolicy,
     Node,
     Profile,
@@ -31,6 +32,7 @@ _ALIASES: Mapping[type[Resource], tuple[str, ...]] = {
     GlobalNetworkPolicy: ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
     Profile: ("profile", "profiles", "pro", "pros"),
     HostEndpoint: ("hostendpoint", "hostendpoints", "hep", "heps"),
+    IPReservation: ("ipreservation", "ipreservations", "ipr", "iprs"),
 }
 _BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
 

@@ -14,6 +14,7 @@ from datastore.models import (
     GlobalNetworkPolicy,
     HostEndpoint,
     IPPool,
+    IPReservation,
     NetworkPolicy,
     Node,
     NodeBGPSpec,
@@ -124,6 +125,10 @@ COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
         Column[HostEndpoint]("INTERFACE", lambda h: h.spec.interface_name, wide_only=True),
         Column[HostEndpoint]("IPS", lambda h: h.spec.expected_i_ps, wide_only=True),
         Column[HostEndpoint]("PROFILES", lambda h: h.spec.profiles, wide_only=True),
+    ),
+    IPReservation: (
+        _NAME,
+        Column[IPReservation]("CIDRS", lambda r: r.spec.reserved_cidrs),
     ),
     ClusterInformation: (
         _NAME,
