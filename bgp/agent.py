@@ -25,11 +25,12 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from bgp.adjribout import AdjRibOut, commands, desired
-from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, plan_bgp
+from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, plan_bgp, secret_refs
 from bgp.config import BGPSettings
 from bgp.metrics import BGPMetrics
 from bgp.rib import RIB, Identity
 from bgp.routing import kernel_routes
+from bgp.secrets import read_secrets
 from bgp.speaker import ExaBGPSpeaker
 from bgp.status import SessionStatus
 from datastore.cache import DatastoreCache
@@ -80,6 +81,7 @@ class BGPAgent:
         self._in_sync = asyncio.Event()
         self._nic: tuple[str, str] | None = None  # (address, interface)
         self._unprogrammed_since: float | None = None
+        self.secrets: dict[tuple[str, str], str] = {}  # the password Secrets' values, as last read
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -130,7 +132,8 @@ class BGPAgent:
                 continue
             expired = self.rib.expire(time.monotonic())
             waiting_eor = any(self.status.established(p) for p in self.sent if p not in self.eor_sent)
-            if expired or waiting_eor or not self.speaker.alive or not self.kernel_synced:
+            rotated = self._read_secrets() != self.secrets  # a Secret came, went or changed
+            if expired or waiting_eor or rotated or not self.speaker.alive or not self.kernel_synced:
                 self._kick.set()
 
     # -- one reconcile step --------------------------------------------------------------
@@ -147,7 +150,12 @@ class BGPAgent:
         await self._program(plan)
         self._update_metrics(plan)
 
+    def _read_secrets(self) -> dict[tuple[str, str], str]:
+        refs = secret_refs(self.cache.of(BGPConfiguration).values(), self.cache.of(BGPPeer).values())
+        return read_secrets(self.settings.secrets_dir, refs)
+
     def _compute_plan(self) -> BGPPlan | None:
+        self.secrets = self._read_secrets()
         return plan_bgp(
             self.node,
             nodes=self.cache.of(Node).values(),
@@ -156,6 +164,7 @@ class BGPAgent:
             pools=self.cache.of(IPPool).values(),
             affinities=self.cache.affinities,
             blocks=self.cache.blocks.values(),
+            secrets=self.secrets,
         )
 
     async def _apply_plan(self, plan: BGPPlan) -> None:
@@ -310,7 +319,9 @@ class BGPAgent:
 
     def ready(self) -> bool:
         plan = self.plan
-        return plan is not None and all(self.status.established(s.peer_ip) for s in plan.sessions)
+        if plan is None or plan.waiting:
+            return False  # a session waiting for its password is not up
+        return all(self.status.established(s.peer_ip) for s in plan.sessions)
 
     def _handlers(self) -> Mapping[str, Any]:
         def status() -> Response:

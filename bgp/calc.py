@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration, pool_containing
+from datastore.models.bgp import Password, SecretPassword, password_problem
 from datastore.models.block import AllocationBlock
 from datastore.models.ipam import AffinityState, confirmed
 from datastore.selector import Selector
@@ -43,6 +44,7 @@ class Session:
     timers: Timers = Timers()
     rr_client: bool = False  # we reflect routes to this peer
     peer_node: str | None = None
+    waiting: str | None = None  # why it is not configured yet (its password secret is missing)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class BGPPlan:
     cluster_id: str | None
     sessions: frozenset[Session]
     announce: frozenset[str]
+    waiting: frozenset[Session] = frozenset()  # not configured: never peer without the password asked for
 
 
 def _named(configs: Iterable[BGPConfiguration], name: str) -> BGPConfiguration | None:
@@ -83,6 +86,29 @@ def _selects(selector: str | None, node: Node) -> bool:
     return selector is not None and Selector.parse(selector).matches(node.metadata.labels)
 
 
+Secrets = Mapping[tuple[str, str], str]  # (Secret name, key) -> its value, as the agent read them
+
+
+def secret_refs(configs: Iterable[BGPConfiguration], peers: Iterable[BGPPeer]) -> set[tuple[str, str]]:
+    """Every (Secret name, key) a password names: what the agent reads from its secrets directory."""
+    named = [c.spec.node_mesh_password for c in configs] + [p.spec.password for p in peers]
+    return {(p.secret_key_ref.name, p.secret_key_ref.key) for p in named if isinstance(p, SecretPassword)}
+
+
+def resolve_password(password: Password | None, secrets: Secrets) -> tuple[str | None, str | None]:
+    """(the password, None), or (None, why it cannot be had): a Secret's key not there, or unusable."""
+    if password is None or isinstance(password, str):
+        return password, None
+    ref = password.secret_key_ref
+    value = secrets.get((ref.name, ref.key))
+    if value is None:
+        return None, f"password secret {ref} not found"
+    problem = password_problem(value)
+    if problem is not None:
+        return None, f"password secret {ref}: {problem}"
+    return value, None
+
+
 def _seconds(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration)
 
@@ -96,8 +122,12 @@ def plan_bgp(
     pools: Iterable[IPPool],
     affinities: Mapping[tuple[str, str], AffinityState],
     blocks: Iterable[AllocationBlock],
+    secrets: Secrets | None = None,
 ) -> BGPPlan | None:
     """None when this node cannot speak BGP yet (no Node, or no IPv4 address on it).
+
+    ``secrets``: the values of the Secret keys passwords name (``secret_refs``); a session whose
+    password is not among them waits, unconfigured.
 
     ``affinities``: ``(node, cidr) -> state``; ``blocks``: the IPAM blocks.
     """
@@ -111,7 +141,9 @@ def plan_bgp(
     my_cluster = me.route_reflector_cluster_id
     sessions: dict[str, Session] = {}
 
-    def session_with(node: Node, kind: PeerType, password: str | None, timers: Timers) -> Session | None:
+    known_secrets = secrets or {}
+
+    def session_with(node: Node, kind: PeerType, password: Password | None, timers: Timers) -> Session | None:
         ip = node.ip
         if ip is None or node.name == node_name:
             return None
@@ -121,14 +153,16 @@ def plan_bgp(
             kind = "route reflector client"
         elif theirs:
             kind = "route reflector"
+        resolved, waiting = resolve_password(password, known_secrets)
         return Session(
             ip,
             node_as(node, config_list),
             kind,
-            password=password,
+            password=resolved,
             timers=timers,
             rr_client=rr_client,
             peer_node=node.name,
+            waiting=waiting,
         )
 
     if default is None or default.spec.node_to_node_mesh_enabled is not False:
@@ -157,13 +191,15 @@ def plan_bgp(
             continue
         if spec.peer_address is not None and spec.as_number is not None:
             if spec.peer_address != my_ip:
+                resolved, waiting = resolve_password(spec.password, known_secrets)
                 sessions[spec.peer_address] = Session(
                     spec.peer_address,
                     spec.as_number,
                     kind,
                     peer_port=spec.peer_port,
-                    password=spec.password,
+                    password=resolved,
                     timers=timers,
+                    waiting=waiting,
                 )
         elif spec.peer_selector is not None:
             selector = Selector.parse(spec.peer_selector)
@@ -179,8 +215,9 @@ def plan_bgp(
         local_as=node_as(me, config_list),
         listen_port=port,
         cluster_id=my_cluster,
-        sessions=frozenset(sessions.values()),
+        sessions=frozenset(s for s in sessions.values() if s.waiting is None),
         announce=frozenset(_announcements(node_name, pools, affinities, blocks)),
+        waiting=frozenset(s for s in sessions.values() if s.waiting is not None),
     )
 
 

@@ -35,6 +35,10 @@ class BGPSettings(Settings):
         default=None,
         description="With route_reflector: this node's BGP address (192.0.2.10/24) if its Node has none.",
     )
+    secrets_dir: Path = Field(
+        default=Path("/etc/felid/secrets"),
+        description="Where BGP password Secrets are: <dir>/<Secret name>/<key>, as a mounted Secret.",
+    )
     exabgp: str | None = Field(
         default=None, description="The ExaBGP executable (default: the one installed beside felid)."
     )

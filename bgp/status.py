@@ -79,8 +79,12 @@ class SessionStatus:
         self, plan: BGPPlan, received: Mapping[str, int], advertised: Mapping[str, int]
     ) -> list[PeerRow]:
         rows = []
-        for session in sorted(plan.sessions, key=lambda s: tuple(int(p) for p in s.peer_ip.split("."))):
+        every = plan.sessions | plan.waiting
+        for session in sorted(every, key=lambda s: tuple(int(p) for p in s.peer_ip.split("."))):
             peer = self.peers.get(session.peer_ip) or PeerState()
+            if session.waiting is not None:  # not configured: its password is missing
+                rows.append(PeerRow(session.peer_ip, session.kind, "waiting", peer.since, session.waiting))
+                continue
             rows.append(
                 PeerRow(
                     session.peer_ip,

@@ -80,12 +80,14 @@ class Bird(_Daemon):
         peer_as: int | None = None,
         statics: Iterable[str] = (),
         cluster_id: str | None = None,
+        password: str | None = None,
     ) -> None:
-        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP."""
+        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP; ``password``: TCP-MD5."""
         super().__init__(host, work / f"bird-{host.node}")
         reflector = f"    rr client;\n    rr cluster id {cluster_id};\n" if cluster_id else ""
+        md5 = f' password "{password}";' if password else ""
         neighbors = "\n".join(
-            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn}; }}"
+            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn};{md5} }}"
             for i, p in enumerate(peers)
         )
         (self.dir / "bird.conf").write_text(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgp.calc import BGPPlan, Session, Timers, plan_bgp
+import pytest
+
+from bgp.calc import BGPPlan, Session, Timers, plan_bgp, secret_refs
 from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
 from datastore.models.block import AllocationBlock, Attribute
 from datastore.models.ipam import AffinityState
@@ -49,6 +51,7 @@ def plan(
         pools=kwargs.get("pools", []),
         affinities=kwargs.get("affinities", {}),
         blocks=kwargs.get("blocks", []),
+        secrets=kwargs.get("secrets"),
     )
     assert result is not None
     return result
@@ -151,3 +154,28 @@ def test_announcements() -> None:
     p = plan("n1", pools=pools, affinities=affinities, blocks=[theirs])
     assert p.announce == {"10.0.0.0/26", "10.0.1.1/32", "10.0.1.2/32"}
     assert plan("n2", pools=pools, affinities=affinities, blocks=[theirs]).announce == {"10.0.1.0/26"}
+
+
+def test_passwords_from_secrets_and_sessions_that_wait_for_theirs() -> None:
+    ref = {"secretKeyRef": {"name": "bgp-passwords", "key": "mesh"}}
+    tor = {"secretKeyRef": {"name": "bgp-passwords", "key": "tor"}}
+    configs = [config(nodeMeshPassword=ref)]
+    peers = [peer("tor", peerIP="192.0.2.1", asNumber=64999, password=tor)]
+    assert secret_refs(configs, peers) == {("bgp-passwords", "mesh"), ("bgp-passwords", "tor")}
+    have = plan("n1", configs=configs, peers=peers, secrets={("bgp-passwords", "mesh"): "m3sh"})
+    assert {s.peer_ip: s.password for s in have.sessions} == {"198.51.100.2": "m3sh", "198.51.100.3": "m3sh"}
+    (waiting,) = have.waiting  # never peer without the password asked for
+    assert waiting.peer_ip == "192.0.2.1" and waiting.waiting == "password secret bgp-passwords/tor not found"
+    too_long = plan("n1", configs=configs, peers=[], secrets={("bgp-passwords", "mesh"): "x" * 81})
+    assert not too_long.sessions and all("at most 80 bytes" in (s.waiting or "") for s in too_long.waiting)
+    with pytest.raises(ValueError, match="not a Kubernetes Secret name"):
+        BGPPeer.model_validate(
+            {
+                "metadata": {"name": "p"},
+                "spec": {
+                    "peerIP": "192.0.2.1",
+                    "asNumber": 1,
+                    "password": {"secretKeyRef": {"name": "Bad_Name", "key": "k"}},
+                },
+            }
+        )

@@ -318,3 +318,33 @@ def test_a_borrowed_address_is_announced_as_a_host_route(tmp_path: Path) -> None
                 )
         finally:
             worker.close()
+
+
+def test_a_secret_key_ref_password_peers_with_bird_once_the_secret_is_there(tmp_path: Path) -> None:
+    """Calico's password form: the key of a Secret, read from the agent's secrets directory as a
+    mounted Secret lays it out. Missing, the session waits (no peering without the password) and
+    node status names the Secret; written, the session comes up against BIRD without a restart."""
+    with lab(tmp_path, 2) as cluster:
+        felid, router = cluster.hosts
+        secret = {"secretKeyRef": {"name": "bgp-passwords", "key": "bird"}}
+        apply(
+            cluster, POOL, MESH_OFF, node_doc(felid), peer_doc("bird", router.address, 64512, password=secret)
+        )
+        bird = Bird(router, tmp_path, [felid], password="md5-from-a-secret")
+        secrets = tmp_path / "secrets"
+        agent = BGPProcess(felid, tmp_path, FELID_BGP_SECRETS_DIR=str(secrets))
+        try:
+            bird.start()
+            agent.start()
+            with running([agent]):
+                wait_until(lambda: (s := agent.status()) is not None and len(s["peers"]) == 1, 15, "status")
+                time.sleep(2)
+                status = agent.status()
+                assert status is not None and status["peers"][0]["state"] == "waiting", status
+                row = next(line for line in node_status(felid).splitlines() if router.address in line)
+                assert "password secret bgp-passwords/bird not found" in row, row
+                (secrets / "bgp-passwords").mkdir(parents=True)
+                (secrets / "bgp-passwords" / "bird").write_text("md5-from-a-secret\n")  # as kubectl writes it
+                wait_until(lambda: all_established(agent), 20, "the session with BIRD up")
+        finally:
+            bird.kill()

@@ -37,6 +37,41 @@ def _peer_ip(value: str) -> str:
 
 
 PeerIP = Annotated[str, AfterValidator(_peer_ip)]
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Kubernetes Secret's name
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")  # and one of its keys
+PASSWORD_LIMIT = 80  # TCP-MD5 keys: at most 80 bytes
+
+
+class SecretKeyRef(Model):
+    name: str
+    key: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> SecretKeyRef:
+        if not _SECRET_NAME.match(self.name):
+            raise ValueError(f"secretKeyRef.name: {quoted(self.name)} is not a Kubernetes Secret name")
+        if not _SECRET_KEY.match(self.key) or self.key in (".", ".."):
+            raise ValueError(f"secretKeyRef.key: {quoted(self.key)} is not a Secret key")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.key}"
+
+
+class SecretPassword(Model):
+    """Calico's form: the password is one key of a Secret, never in the datastore itself."""
+
+    secret_key_ref: SecretKeyRef = Field(alias="secretKeyRef")
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` cannot be a TCP-MD5 key, or None."""
+    if len(password.encode()) > PASSWORD_LIMIT or "\n" in password:
+        return f"at most {PASSWORD_LIMIT} bytes, no newlines (TCP-MD5 key)"
+    return None
+
+
+Password = str | SecretPassword  # a plain string is felid's older form; Calico's is the secretKeyRef
 
 
 class BGPConfigurationSpec(Model):
@@ -44,7 +79,7 @@ class BGPConfigurationSpec(Model):
     node_to_node_mesh_enabled: bool | None = None
     as_number: ASNumber | None = None
     listen_port: Port | None = None
-    node_mesh_password: str | None = None
+    node_mesh_password: Password | None = None
     node_mesh_max_restart_time: Duration | None = None
 
 
@@ -73,7 +108,7 @@ class BGPPeerSpec(Model):
     peer_ip: PeerIP | None = Field(default=None, alias="peerIP")
     peer_selector: SelectorText | None = None
     as_number: ASNumber | None = None
-    password: str | None = None
+    password: Password | None = None
     keepalive_time: Duration | None = None
     hold_time: Duration | None = None
     max_restart_time: Duration | None = None
@@ -88,8 +123,9 @@ class BGPPeerSpec(Model):
             raise ValueError("peerIP: one of peerIP or peerSelector is required")
         if self.peer_ip is not None and self.as_number is None:
             raise ValueError("asNumber: required with peerIP")
-        if self.password is not None and (len(self.password) > 80 or "\n" in self.password):
-            raise ValueError("password: at most 80 characters, no newlines (TCP-MD5 key)")
+        problem = password_problem(self.password) if isinstance(self.password, str) else None
+        if problem is not None:
+            raise ValueError(f"password: {problem}")
         return self
 
     @property
