@@ -24,6 +24,7 @@ from datastore.kv import Absent, Delete, Guard, KVStore, Operation, Put, Unchang
 from datastore.models import IPPool
 from datastore.models.block import AllocationBlock, Attribute
 from datastore.models.ipam import AffinityState, Handle, affinity_json, affinity_state
+from datastore.models.ippool import Use
 from ipam.errors import PoolExhausted, TooManyRetries
 from ipam.view import IPAMView, Versioned, block_cidrs, load_view
 
@@ -66,15 +67,17 @@ class BlockAllocator:
         count: int = 1,
         attrs: Mapping[str, str] | None = None,
         pools: Sequence[str] | None = None,
+        use: Use = "Workload",
     ) -> list[str]:
-        """``count`` addresses for ``handle_id``, all or none (PoolExhausted names the pools)."""
+        """``count`` addresses for ``handle_id``, all or none (PoolExhausted names the pools), from
+        pools that allow ``use``."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         attribute = Attribute.of(handle_id, {"node": self.node, "timestamp": now, **(attrs or {})})
         for attempt in range(self.max_retries):
             view = self._current_view(fresh=attempt > 0)
             got: list[str] = []
             try:
-                self._assign_all(view, attribute, count, pools, got)
+                self._assign_all(view, attribute, count, pools, got, use)
                 return got
             except _Stale:
                 self._view = None
@@ -85,10 +88,16 @@ class BlockAllocator:
                 raise
         raise TooManyRetries(f"assigning for {handle_id}", self.max_retries)
 
-    def _assign_all(
-        self, view: IPAMView, attribute: Attribute, count: int, wanted: Sequence[str] | None, got: list[str]
+    def _assign_all(  # noqa: PLR0917 - auto_assign's own arguments, handed on
+        self,
+        view: IPAMView,
+        attribute: Attribute,
+        count: int,
+        wanted: Sequence[str] | None,
+        got: list[str],
+        use: Use,
     ) -> None:
-        usable = view.usable_pools(wanted)
+        usable = view.usable_pools(wanted, use)
         in_pools = {p.value.name for p in usable}
 
         def usable_block(cidr: str) -> bool:

@@ -19,6 +19,7 @@ from datastore.kv import Absent, Guard, KVStore, Unchanged
 from datastore.models import IPPool, IPReservation, Node
 from datastore.models.block import AllocationBlock
 from datastore.models.ipam import AffinityState, Handle, IPAMConfig, affinity_state
+from datastore.models.ippool import Use
 from datastore.models.ipreservation import reserved
 from datastore.selector import Selector
 from datastore.store import decode
@@ -57,8 +58,11 @@ class IPAMView:
         """An IPReservation keeps ``address`` from being handed out."""
         return reserved(self.reservations, address)
 
-    def usable_pools(self, wanted: Sequence[str] | None = None) -> list[Versioned[IPPool]]:
-        """Enabled pools whose nodeSelector matches this node, optionally only those named."""
+    def usable_pools(
+        self, wanted: Sequence[str] | None = None, use: Use = "Workload"
+    ) -> list[Versioned[IPPool]]:
+        """Enabled pools whose nodeSelector matches this node and that allow ``use``: those named
+        in ``wanted``, or else every Automatic one (a Manual pool serves only who names it)."""
         pools = self.pools
         if wanted:
             known = {p.value.name for p in pools} | {p.value.spec.cidr for p in pools}
@@ -66,14 +70,23 @@ class IPAMView:
             if unknown:
                 raise NoUsablePool(self.node, f"IPPool {', '.join(unknown)} does not exist")
             pools = [p for p in pools if p.value.name in wanted or p.value.spec.cidr in wanted]
+            refusing = [p.value.name for p in pools if use not in p.value.spec.allowed_uses]
+            if refusing and len(refusing) == len(pools):
+                raise NoUsablePool(self.node, f"IPPool {', '.join(refusing)} does not allow {use} addresses")
+        else:
+            pools = [p for p in pools if p.value.spec.assignment_mode == "Automatic"]
         usable = [
             p
             for p in pools
-            if p.value.enabled and Selector.parse(p.value.spec.node_selector).matches(self.node_labels)
+            if p.value.enabled
+            and use in p.value.spec.allowed_uses
+            and Selector.parse(p.value.spec.node_selector).matches(self.node_labels)
         ]
         if not usable:
             names = ", ".join(p.value.name for p in pools) or "none exist"
-            raise NoUsablePool(self.node, f"every candidate pool is disabled or excludes this node ({names})")
+            raise NoUsablePool(
+                self.node, f"every candidate pool is disabled, excludes this node or not for {use} ({names})"
+            )
         return usable
 
     def pool_of(self, cidr: str) -> Versioned[IPPool] | None:

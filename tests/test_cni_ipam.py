@@ -184,3 +184,16 @@ def test_chained_under_the_reference_bridge_plugin(host: LabHost) -> None:
         assert host.cni("DEL", netconf, "pod1", netns, plugin="bridge")[0] == 0
         assert "is not assigned" in host.felidctl("ipam", "show", "--ip", address[:-3]).stdout
         assert "eth0" not in ip("-n", ns["pod"], "link").stdout
+
+
+def test_a_manual_pool_is_never_used_by_an_add_that_does_not_name_it(
+    etcd: EtcdServer, store: ResourceStore, pool: None
+) -> None:
+    make_pool(store, "reserved-for-db", "10.70.0.0/24", block_size=28, assignmentMode="Manual")
+    for i in range(20):  # more than one block of the automatic pool
+        code, result = call("ADD", json.dumps(conf(etcd.url)), container=f"auto{i}")
+        assert code == 0 and result is not None
+        assert in_pool(result["ips"][0]["address"].split("/")[0], "10.50.0.0/24")
+    code, result = call("ADD", json.dumps(conf(etcd.url, ipv4_pools=["reserved-for-db"])), container="db")
+    assert code == 0 and result is not None
+    assert in_pool(result["ips"][0]["address"].split("/")[0], "10.70.0.0/24")

@@ -207,3 +207,24 @@ def test_reserved_addresses_and_cidrs_are_never_handed_out(kv: KVStore, store: R
         IPReservation.model_validate(
             {"metadata": {"name": "bad"}, "spec": {"reservedCIDRs": ["10.10.0.1/30"]}}
         )
+
+
+def test_a_manual_pool_serves_only_who_names_it_and_a_tunnel_pool_only_tunnels(
+    kv: KVStore, store: ResourceStore
+) -> None:
+    make_pool(store, "auto", "10.10.0.0/29", block_size=29)
+    make_pool(store, "manual", "10.20.0.0/28", block_size=29, assignmentMode="Manual")
+    make_pool(store, "tunnels", "10.30.0.0/28", block_size=29, allowedUses=["Tunnel"])
+    a = allocator(kv, "n1")
+    unasked = a.auto_assign("w", count=8)  # all of auto; never manual's, never the tunnel pool's
+    assert all(in_pool(x, "10.10.0.0/29") for x in unasked)
+    with pytest.raises(PoolExhausted, match="IPPool auto"):
+        a.auto_assign("w2")
+    assert in_pool(a.auto_assign("w3", pools=["manual"])[0], "10.20.0.0/28")
+    with pytest.raises(NoUsablePool, match="IPPool tunnels does not allow Workload"):
+        a.auto_assign("w4", pools=["tunnels"])
+    tunnel = a.auto_assign("t", pools=["tunnels"], use="Tunnel")
+    assert in_pool(tunnel[0], "10.30.0.0/28")
+    with pytest.raises(ValueError, match="LoadBalancer is not supported yet"):
+        make_pool(store, "lb", "10.40.0.0/28", allowedUses=["LoadBalancer"])
+    assert_consistent(kv)

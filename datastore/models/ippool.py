@@ -27,6 +27,11 @@ class Encapsulation(enum.StrEnum):
         return {"none": 0, "ipip": 20, "vxlan": 50}[self.value]
 
 
+Use = Literal["Workload", "Tunnel", "LoadBalancer"]
+AssignmentMode = Literal["Automatic", "Manual"]
+DEFAULT_USES: tuple[Use, ...] = ("Workload", "Tunnel")
+
+
 class IPPoolSpec(Model):
     cidr: IPv4Network
     block_size: int = Field(default=DEFAULT_BLOCK_SIZE, ge=20, le=32)
@@ -36,6 +41,10 @@ class IPPoolSpec(Model):
     disabled: bool = False
     node_selector: SelectorText = "all()"
     disable_bgp_export: bool = Field(default=False, alias="disableBGPExport")
+    # What IPAM may take its addresses for, and whether unasked: a Manual pool serves only a
+    # request that names it (a CNI config's ipv4_pools), never an automatic one.
+    allowed_uses: list[Use] = Field(default_factory=lambda: list(DEFAULT_USES))
+    assignment_mode: AssignmentMode = "Automatic"
 
     @model_validator(mode="after")
     def _consistent(self) -> IPPoolSpec:
@@ -43,6 +52,12 @@ class IPPoolSpec(Model):
             raise ValueError(
                 f"vxlanMode: {self.vxlan_mode} cannot be combined with ipipMode {self.ipip_mode} "
                 "(at most one encapsulation per pool)"
+            )
+        if not self.allowed_uses or len(set(self.allowed_uses)) != len(self.allowed_uses):
+            raise ValueError("allowedUses: one or more of Workload, Tunnel, LoadBalancer, each once")
+        if "LoadBalancer" in self.allowed_uses:
+            raise ValueError(
+                "allowedUses: LoadBalancer is not supported yet (felid has no IPAM for service addresses)"
             )
         prefix = ipaddress.IPv4Network(self.cidr).prefixlen
         if self.block_size < prefix:

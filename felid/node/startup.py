@@ -100,8 +100,9 @@ def register_node(store: ResourceStore, kv: KVStore, name: str, address: str, se
     node = _write_node(store, name, lambda data: _identity(data, address, settings))
     pools = enabled_pools(store.list(IPPool))
     allocator = BlockAllocator(kv, store.layout, name)
-    ipip = [p.name for p in pools if p.encapsulation is Encapsulation.IPIP]
-    vxlan = [p.name for p in pools if p.encapsulation is Encapsulation.VXLAN]
+    tunnel_pools = [p for p in pools if "Tunnel" in p.spec.allowed_uses]  # as Calico: only those
+    ipip = [p.name for p in tunnel_pools if p.encapsulation is Encapsulation.IPIP]
+    vxlan = [p.name for p in tunnel_pools if p.encapsulation is Encapsulation.VXLAN]
     ipip_addr = _tunnel_address(allocator, "ipip", name, ipip)
     vxlan_addr = _tunnel_address(allocator, "vxlan", name, vxlan)
 
@@ -170,7 +171,7 @@ def _tunnel_address(allocator: BlockAllocator, kind: TunnelKind, node: str, pool
     if have:
         return have[0]
     attrs = {"type": f"{kind}TunnelAddress"}
-    return allocator.auto_assign(handle, attrs=attrs, pools=pools)[0]
+    return allocator.auto_assign(handle, attrs=attrs, pools=pools, use="Tunnel")[0]
 
 
 @dataclass(frozen=True)
