@@ -282,3 +282,27 @@ def test_bgp_peer_address_and_port() -> None:
     plain = parse_resource(doc("BGPPeer", "p", {"peerIP": "192.0.2.1", "asNumber": 1}))
     assert isinstance(plain, BGPPeer)
     assert (plain.spec.peer_address, plain.spec.peer_port) == ("192.0.2.1", 179)
+
+
+def test_calicos_node_example_fields_and_ipv6_refused_by_name() -> None:
+    example = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "Node",
+        "metadata": {"name": "node-hostname"},
+        "spec": {
+            "bgp": {"asNumber": 64512, "ipv4Address": "10.244.0.1/24", "ipv4IPIPTunnelAddr": "192.168.0.1"},
+            "orchRefs": [{"nodeName": "node-hostname", "orchestrator": "k8s"}],
+            "addresses": [{"address": "10.244.0.1", "type": "InternalIP"}, {"address": "10.244.0.1/24"}],
+        },
+    }
+    node = parse_resource(example)
+    assert isinstance(node, Node) and node.ip == "10.244.0.1"
+    assert node.spec.orch_refs[0].orchestrator == "k8s" and node.spec.addresses[0].type == "InternalIP"
+    for where, document in (
+        ("spec.bgp.ipv6Address", {"bgp": {"ipv6Address": "2001:db8::1/120"}}),
+        ("spec.ipv6VXLANTunnelAddr", {"ipv6VXLANTunnelAddr": "2001:db8::2"}),
+        ("spec.addresses.0.address", {"addresses": [{"address": "2001:db8::3"}]}),
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            parse_resource({**example, "spec": document})
+        assert refused.value.field == where and "IPv6 is not supported yet" in refused.value.message

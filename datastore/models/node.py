@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from datastore.errors import quoted
 from datastore.models.base import MAC, ASNumber, IPv4, IPv4Interface, Model, Resource
 
 # The label BGPPeers select route reflectors by, as in Calico's examples.
@@ -26,17 +27,55 @@ def mark_reflector(document: dict[str, Any], cluster_id: str) -> None:
     document.setdefault("metadata", {}).setdefault("labels", {})[REFLECTOR_LABEL] = "true"
 
 
+def _no_ipv6(value: str | None) -> str | None:
+    if value is not None:
+        raise ValueError(f"{quoted(value)}: IPv6 is not supported yet")
+    return value
+
+
+NoIPv6 = Annotated[str | None, AfterValidator(_no_ipv6)]  # Calico's IPv6 fields: refused, not ignored
+
+
 class NodeBGPSpec(Model):
     ipv4_address: IPv4Interface | None = Field(default=None, alias="ipv4Address")
+    ipv6_address: NoIPv6 = Field(default=None, alias="ipv6Address")
     as_number: ASNumber | None = None
     ipv4_ipip_tunnel_addr: IPv4 | None = Field(default=None, alias="ipv4IPIPTunnelAddr")
     route_reflector_cluster_id: IPv4 | None = Field(default=None, alias="routeReflectorClusterID")
+
+
+class OrchRef(Model):
+    """Which orchestrator knows this node, and by what name (Calico's ``orchRefs``)."""
+
+    orchestrator: str
+    node_name: str | None = None
+
+
+def _node_address(value: str) -> str:
+    try:
+        address = ipaddress.ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{quoted(value)} is not an IP address") from None
+    if address.version != 4:
+        raise ValueError(f"{quoted(value)}: IPv6 is not supported yet")
+    return value
+
+
+class NodeAddress(Model):
+    """One of the node's addresses as Calico lists them (``spec.addresses``)."""
+
+    address: Annotated[str, AfterValidator(_node_address)]
+    type: Literal["CalicoNodeIP", "InternalIP", "ExternalIP"] | None = None
 
 
 class NodeSpec(Model):
     bgp: NodeBGPSpec | None = None
     ipv4_vxlan_tunnel_addr: IPv4 | None = Field(default=None, alias="ipv4VXLANTunnelAddr")
     vxlan_tunnel_mac_addr: MAC | None = Field(default=None, alias="vxlanTunnelMACAddr")
+    ipv6_vxlan_tunnel_addr: NoIPv6 = Field(default=None, alias="ipv6VXLANTunnelAddr")
+    vxlan_tunnel_mac_addr_v6: NoIPv6 = Field(default=None, alias="vxlanTunnelMACAddrV6")
+    orch_refs: list[OrchRef] = Field(default_factory=list)
+    addresses: list[NodeAddress] = Field(default_factory=list)
 
 
 class Node(Resource):
