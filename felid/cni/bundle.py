@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from datastore.version import VERSION
+from felix.dataplane.hostfile import write_atomically
 
 BUNDLE = "felid.d"
 LOADER = "ld-linux.so"
@@ -112,9 +113,6 @@ def install(bin_dir: Path) -> list[Path]:
         text = launcher(plugin)
         if path.exists() and path.read_text(errors="replace") == text:
             continue
-        temporary = bin_dir / f".{plugin}.new"
-        temporary.write_text(text)
-        temporary.chmod(0o755)
-        temporary.rename(path)
+        write_atomically(path, text, 0o755)
         written.append(path)
     return written

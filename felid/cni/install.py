@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +25,7 @@ from datastore.errors import InvalidName, ValidationFailed
 from datastore.settings import Settings, add_flags, node_name, resolve, unknown_variables
 from felid.cni import bundle
 from felix.config import FelixSettings
+from felix.dataplane.hostfile import write_atomically
 
 PLUGINS = ("felid", "felid-ipam")
 NETWORK_NAME = "felid"
@@ -83,16 +83,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> bool:
     """Write ``path`` unless it already holds ``data``; whether it was written."""
     if path.exists() and path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data, mode)
     return True
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+    """``path`` replaced whole by ``content`` (a reader sees the old file or the new, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(staging, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+        os.chmod(staging, mode)
         os.replace(staging, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
