@@ -1,10 +1,13 @@
 """What each BGP session should carry, and the ExaBGP commands that get it there (pure).
 
 ``desired`` gives, per peer, the prefixes to announce with their attributes:
-this node's own prefixes (next hop self) to every peer and, on a route
-reflector, the learned routes reflected as RFC 4456 says (from a client to
-every other iBGP peer, from a non-client to clients only; the original next
-hop, ORIGINATOR_ID set once, our cluster id prepended to CLUSTER_LIST).
+this node's own prefixes and service CIDRs (next hop self, with the communities
+prefixAdvertisements attach) to every peer; on a route reflector, the learned
+routes reflected as RFC 4456 says (from a client to every other iBGP peer, from
+a non-client to clients only; the original next hop, ORIGINATOR_ID set once, our
+cluster id prepended to CLUSTER_LIST); to eBGP peers, the pool routes learned
+over iBGP, as Calico's nodes pass them on.  A session's export filters have the
+last word.
 ``commands`` turns the difference from what was sent into as few
 ``announce attributes ... nlri`` lines as it can: prefixes with the same
 attributes for the same set of peers share a line.
@@ -12,6 +15,7 @@ attributes for the same set of peers share a line.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ class Advert:
     next_hop: str = SELF
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
+    communities: tuple[str, ...] = ()  # aa:nn standard, aa:nn:mm large
 
     def attributes(self) -> str:
         text = f"next-hop {self.next_hop}"
@@ -35,31 +40,66 @@ class Advert:
             text += f" originator-id {self.originator_id}"
         if self.cluster_list:
             text += f" cluster-list [ {' '.join(self.cluster_list)} ]"
+        standard = [c for c in self.communities if c.count(":") == 1]
+        large = [c for c in self.communities if c.count(":") == 2]
+        if standard:
+            text += f" community [ {' '.join(standard)} ]"
+        if large:
+            text += f" large-community [ {' '.join(large)} ]"
         return text
 
 
 AdjRibOut = dict[str, dict[str, Advert]]  # peer -> prefix -> advert
 
 
+def _in_pools(prefix: str, pools: frozenset[str]) -> bool:
+    net = ipaddress.IPv4Network(prefix)
+    return any(net.subnet_of(ipaddress.IPv4Network(p)) for p in pools)
+
+
 def desired(plan: BGPPlan, best: Mapping[str, tuple[str, Path]]) -> AdjRibOut:
-    """``best``: prefix -> (the peer we learned it from, its path), as ``RIB.best_paths`` gives."""
-    out: AdjRibOut = {s.peer_ip: {} for s in plan.sessions}
-    ibgp = {s.peer_ip: s for s in plan.sessions if s.peer_as == plan.local_as}
-    if plan.cluster_id is not None:
-        for prefix, (source, path) in best.items():
-            origin = ibgp.get(source)
-            if origin is None or prefix in plan.announce:
-                continue  # eBGP-learned routes are not reflected; our own take precedence
-            advert = Advert(
-                path.next_hop, path.originator_id or source, (plan.cluster_id, *path.cluster_list)
-            )
-            for peer, session in ibgp.items():
-                if peer != source and (origin.rr_client or session.rr_client):
-                    out[peer][prefix] = advert
-    own = Advert()
-    for table in out.values():
-        for prefix in plan.announce:
-            table[prefix] = own
+    """``best``: prefix -> (the peer we learned it from, its path), as ``RIB.best_paths`` gives.
+
+    Each session's export filters (its BGPPeer's) then drop what they reject; a next hop passed
+    on is the original one or ours as the session's next-hop mode says."""
+    sessions = {s.peer_ip: s for s in plan.sessions}
+    out: AdjRibOut = {peer: {} for peer in sessions}
+    ibgp = {peer: s for peer, s in sessions.items() if plan.ibgp(s)}
+    for prefix, (source, path) in best.items():
+        if prefix in plan.announce or source not in sessions:
+            continue  # our own take precedence
+        origin = sessions[source]
+        for peer, session in sessions.items():
+            if peer == source:
+                continue
+            if peer in ibgp:
+                # Reflected as RFC 4456 says, and only by a reflector: eBGP-learned routes are not.
+                if (
+                    plan.cluster_id is None
+                    or source not in ibgp
+                    or not (origin.rr_client or session.rr_client)
+                ):
+                    continue
+                keep = session.next_hop != "Self"
+                advert = Advert(
+                    path.next_hop if keep else SELF,
+                    path.originator_id or source,
+                    (plan.cluster_id, *path.cluster_list),
+                    path.communities,
+                )
+            else:
+                # To an eBGP peer, as Calico's nodes do: the pool routes learned over iBGP.
+                if source not in ibgp or not _in_pools(prefix, plan.exported_pools):
+                    continue
+                keep = session.next_hop == "Keep"
+                advert = Advert(path.next_hop if keep else SELF, communities=path.communities)
+            if session.exports(prefix, remote=True):
+                out[peer][prefix] = advert
+    for prefix in plan.announce:
+        own = Advert(communities=plan.communities_for(prefix))
+        for peer, session in sessions.items():
+            if session.exports(prefix, remote=False):
+                out[peer][prefix] = own
     return out
 
 

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.health import TEXT, Response, health_handlers, serve_http
 from datastore.keys import KeyLayout, SyncerType
-from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
+from datastore.models import BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node
 from datastore.syncer import follow
 from felix.calc.model import BGP_PROTO
 from felix.dataplane.netlink import KernelError, Netlink
@@ -165,12 +165,15 @@ class BGPAgent:
             affinities=self.cache.affinities,
             blocks=self.cache.blocks.values(),
             secrets=self.secrets,
+            filters=self.cache.of(BGPFilter).values(),
         )
 
     async def _apply_plan(self, plan: BGPPlan) -> None:
         old = self.plan
         self.rib.me = Identity(plan.router_id, plan.local_as, plan.cluster_id)
         self.rib.restart_times = {s.peer_ip: float(s.timers.restart_time) for s in plan.sessions}
+        self.rib.local_as_of = {s.peer_ip: plan.local_as_for(s) for s in plan.sessions}
+        self.rib.allowed_local_as = {s.peer_ip: s.allowed_local_as for s in plan.sessions}
         self.status.configure(plan, time.time())
         if old is None or not self.speaker.alive or _identity(plan) != _identity(old):
             if old is not None:
@@ -205,7 +208,7 @@ class BGPAgent:
         log.info("ExaBGP started (pid %s) with %d session(s)", self.speaker.pid, len(plan.sessions))
 
     async def _send_routes(self, plan: BGPPlan) -> None:
-        wanted = desired(plan, self.rib.best_paths())
+        wanted = desired(plan, self.rib.best_paths(_importer(plan)))
         for peer in wanted:
             if peer not in self.sent and self.status.established(peer):
                 self.sent[peer] = {}  # added by a reload and now up: it starts from nothing
@@ -224,7 +227,7 @@ class BGPAgent:
         """A reflector first hears its other peers out, so it does not end a client's restart early."""
         if plan.cluster_id is None or time.monotonic() - self.speaker_started > EOR_DEFERRAL:
             return True
-        others = [s.peer_ip for s in plan.sessions if s.peer_ip != peer and s.peer_as == plan.local_as]
+        others = [s.peer_ip for s in plan.sessions if s.peer_ip != peer and plan.ibgp(s)]
         return all(self._peer_in_sync(p) for p in others)
 
     def _peer_in_sync(self, peer: str) -> bool:
@@ -240,7 +243,7 @@ class BGPAgent:
             log.error("no interface holds this node's address %s: learned routes wait", address)
             return
         routes = kernel_routes(
-            self.rib.best(),
+            self.rib.best(_importer(plan)),
             pools=self.cache.of(IPPool).values(),
             subnet=address.network,
             nic=nic,
@@ -331,6 +334,17 @@ class BGPAgent:
             return 200, TEXT, generate_latest(self.metrics.registry)
 
         return {**health_handlers(self.ready), "/status": status, "/metrics": metrics}
+
+
+def _importer(plan: BGPPlan) -> Callable[[str, str], bool]:
+    """(peer, prefix) -> whether that peer's import filters take it."""
+    sessions = {s.peer_ip: s for s in plan.sessions}
+
+    def imports(peer: str, prefix: str) -> bool:
+        session = sessions.get(peer)
+        return session is None or session.imports(prefix)
+
+    return imports
 
 
 def _identity(plan: BGPPlan) -> tuple[str, int, int]:

@@ -9,12 +9,22 @@ from other nodes' blocks, except from disabled pools or pools with
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node, parse_duration, pool_containing
+from datastore.models import (
+    BGPConfiguration,
+    BGPFilter,
+    BGPPeer,
+    IPPool,
+    Node,
+    parse_duration,
+    pool_containing,
+)
 from datastore.models.bgp import Password, SecretPassword, password_problem
+from datastore.models.bgpfilter import BGPFilterRule, decide
 from datastore.models.block import AllocationBlock
 from datastore.models.ipam import AffinityState, confirmed
 from datastore.selector import Selector
@@ -44,7 +54,23 @@ class Session:
     timers: Timers = Timers()
     rr_client: bool = False  # we reflect routes to this peer
     peer_node: str | None = None
-    waiting: str | None = None  # why it is not configured yet (its password secret is missing)
+    waiting: str | None = None  # why it is not configured yet (its password secret or a filter is missing)
+    local_as: int | None = None  # its BGPPeer's localASNumber: the AS we are to this peer
+    next_hop: Literal["Auto", "Self", "Keep"] = "Auto"  # for the routes we pass on to it
+    use_node_ip: bool = True  # sourceAddress UseNodeIP: connect from the node's address
+    allowed_local_as: int = 0  # numAllowedLocalASNumbers: our AS may be this often in a path it gives
+    ttl_security: int | None = None  # GTSM: at most this many hops away
+    # Its BGPPeer's filters' rules, in order. Applied by the agent, not by ExaBGP: a change
+    # needs no reload, so they are left out of comparisons.
+    import_rules: tuple[BGPFilterRule, ...] = field(default=(), compare=False)
+    export_rules: tuple[BGPFilterRule, ...] = field(default=(), compare=False)
+
+    def imports(self, prefix: str) -> bool:
+        return decide(list(self.import_rules), prefix, True) is not False
+
+    def exports(self, prefix: str, remote: bool) -> bool:
+        """Whether a route felid would give this peer passes its export filters."""
+        return decide(list(self.export_rules), prefix, remote) is not False
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,23 @@ class BGPPlan:
     sessions: frozenset[Session]
     announce: frozenset[str]
     waiting: frozenset[Session] = frozenset()  # not configured: never peer without the password asked for
+    exported_pools: frozenset[str] = frozenset()  # the pools whose routes go to eBGP peers
+    communities: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (cidr, values): prefixAdvertisements
+
+    def local_as_for(self, session: Session) -> int:
+        return session.local_as or self.local_as
+
+    def ibgp(self, session: Session) -> bool:
+        return session.peer_as == self.local_as_for(session)
+
+    def communities_for(self, prefix: str) -> tuple[str, ...]:
+        """What prefixAdvertisements attach to ``prefix``: those of every cidr it is inside."""
+        net = ipaddress.IPv4Network(prefix)
+        out: list[str] = []
+        for cidr, values in self.communities:
+            if net.subnet_of(ipaddress.IPv4Network(cidr)):
+                out.extend(v for v in values if v not in out)
+        return tuple(out)
 
 
 def _named(configs: Iterable[BGPConfiguration], name: str) -> BGPConfiguration | None:
@@ -113,6 +156,31 @@ def _seconds(duration: str | None) -> float | None:
     return None if duration is None else parse_duration(duration)
 
 
+def _peer_options(peer: BGPPeer, filters: Mapping[str, BGPFilter]) -> dict[str, object]:
+    """What a BGPPeer sets on each of its sessions beyond the peer itself (``missing_filter``:
+    why they wait, when a filter it names does not exist: never peer unfiltered)."""
+    spec = peer.spec
+    missing = [name for name in spec.filters if name not in filters]
+    chosen = [filters[name].spec for name in spec.filters if name in filters]
+    return {
+        "local_as": spec.local_as_number,
+        "next_hop": spec.next_hop,
+        "use_node_ip": spec.source_address == "UseNodeIP",
+        "allowed_local_as": spec.num_allowed_local_as_numbers or 0,
+        "ttl_security": spec.ttl_security or None,
+        "import_rules": tuple(rule for f in chosen for rule in f.import_v4),
+        "export_rules": tuple(rule for f in chosen for rule in f.export_v4),
+        "missing_filter": f"BGPFilter {missing[0]!r} not found" if missing else None,
+    }
+
+
+def _with_options(session: Session | None, options: dict[str, object]) -> Session | None:
+    if session is None:
+        return None
+    missing = options.pop("missing_filter", None)
+    return replace(session, waiting=session.waiting or missing, **options)  # type: ignore[arg-type]
+
+
 def plan_bgp(
     node_name: str,
     *,
@@ -123,6 +191,7 @@ def plan_bgp(
     affinities: Mapping[tuple[str, str], AffinityState],
     blocks: Iterable[AllocationBlock],
     secrets: Secrets | None = None,
+    filters: Iterable[BGPFilter] = (),
 ) -> BGPPlan | None:
     """None when this node cannot speak BGP yet (no Node, or no IPv4 address on it).
 
@@ -142,6 +211,7 @@ def plan_bgp(
     sessions: dict[str, Session] = {}
 
     known_secrets = secrets or {}
+    filter_by_name = {f.name: f for f in filters}
 
     def session_with(node: Node, kind: PeerType, password: Password | None, timers: Timers) -> Session | None:
         ip = node.ip
@@ -187,12 +257,13 @@ def plan_bgp(
             for other in by_name.values():
                 if _applies_to(peer, other) and (back := session_with(other, kind, spec.password, timers)):
                     sessions.setdefault(back.peer_ip, back)
+        options = _peer_options(peer, filter_by_name)
         if not _applies_to(peer, me):
             continue
         if spec.peer_address is not None and spec.as_number is not None:
             if spec.peer_address != my_ip:
                 resolved, waiting = resolve_password(spec.password, known_secrets)
-                sessions[spec.peer_address] = Session(
+                session = Session(
                     spec.peer_address,
                     spec.as_number,
                     kind,
@@ -201,33 +272,48 @@ def plan_bgp(
                     timers=timers,
                     waiting=waiting,
                 )
+                sessions[spec.peer_address] = _with_options(session, dict(options)) or session
         elif spec.peer_selector is not None:
             selector = Selector.parse(spec.peer_selector)
             for other in by_name.values():
                 if selector.matches(other.metadata.labels):
-                    session = session_with(other, kind, spec.password, timers)
-                    if session is not None:
-                        sessions[session.peer_ip] = session
-    port = (default.spec.listen_port if default and default.spec.listen_port else None) or 179
+                    selected = _with_options(session_with(other, kind, spec.password, timers), dict(options))
+                    if selected is not None:
+                        sessions[selected.peer_ip] = selected
+    exported = [p for p in pools if p.enabled and not p.spec.disable_bgp_export]
+    services, communities = _cluster_wide(default)
     return BGPPlan(
         node=node_name,
         router_id=my_ip,
         local_as=node_as(me, config_list),
-        listen_port=port,
+        listen_port=(default.spec.listen_port if default else None) or 179,
         cluster_id=my_cluster,
         sessions=frozenset(s for s in sessions.values() if s.waiting is None),
-        announce=frozenset(_announcements(node_name, pools, affinities, blocks)),
+        announce=frozenset(_announcements(node_name, exported, affinities, blocks) | services),
         waiting=frozenset(s for s in sessions.values() if s.waiting is not None),
+        exported_pools=frozenset(p.spec.cidr for p in exported),
+        communities=communities,
+    )
+
+
+def _cluster_wide(
+    default: BGPConfiguration | None,
+) -> tuple[set[str], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The service CIDRs every node announces, and the communities prefixAdvertisements attach."""
+    if default is None:
+        return set(), ()
+    spec = default.spec
+    return set(spec.service_cidrs), tuple(
+        (a.cidr, spec.community_values(a)) for a in spec.prefix_advertisements
     )
 
 
 def _announcements(
     node: str,
-    pools: Iterable[IPPool],
+    exported: list[IPPool],
     affinities: Mapping[tuple[str, str], AffinityState],
     blocks: Iterable[AllocationBlock],
 ) -> set[str]:
-    exported = [p for p in pools if p.enabled and not p.spec.disable_bgp_export]
     out = {cidr for _, cidr in confirmed(affinities, node)}
     for block in blocks:
         if block.host == node:

@@ -51,8 +51,9 @@ def render(plan: BGPPlan, api_command: str) -> str:
             f"neighbor {session.peer_ip} {{",
             f'    description "{_describe(session)}";',
             f"    router-id {plan.router_id};",
-            f"    local-address {plan.router_id};",
-            f"    local-as {plan.local_as};",
+            # sourceAddress None: the kernel picks the source address of the connection.
+            f"    local-address {plan.router_id if session.use_node_ip else 'auto'};",
+            f"    local-as {plan.local_as_for(session)};",
             f"    peer-as {session.peer_as};",
             f"    hold-time {_hold(session)};",
             # The agent sends end-of-RIB itself, once this peer has been given everything
@@ -63,6 +64,9 @@ def render(plan: BGPPlan, api_command: str) -> str:
             lines.append(f"    connect {session.peer_port};")
         if session.password:
             lines.append(f"    md5-password {_quoted(session.password)};")
+        if session.ttl_security:
+            # GTSM (RFC 5082): send with TTL 255, take only what came at most ttlSecurity hops.
+            lines += ["    outgoing-ttl 255;", f"    incoming-ttl {256 - session.ttl_security};"]
         lines += [
             "    family { ipv4 unicast; }",
             f"    capability {{ graceful-restart {session.timers.restart_time}; route-refresh; }}",

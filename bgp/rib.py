@@ -14,7 +14,7 @@ are dropped here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,12 @@ class Path:
     next_hop: str
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
+    communities: tuple[str, ...] = ()  # standard (aa:nn) and large (aa:nn:mm), as the peer gave them
+
+
+def _communities(attributes: Mapping[str, Any]) -> tuple[str, ...]:
+    values = list(attributes.get("community") or []) + list(attributes.get("large-community") or [])
+    return tuple(":".join(str(part) for part in value) for value in values if isinstance(value, list))
 
 
 GRACEFUL_RESTART = "64"  # the capability's code, as ExaBGP keys an OPEN's capabilities
@@ -53,6 +59,8 @@ class RIB:
     me: Identity
     restart_times: Mapping[str, float] = field(default_factory=dict)  # peer ip -> graceful-restart seconds
     peers: dict[str, PeerRoutes] = field(default_factory=dict)
+    local_as_of: Mapping[str, int] = field(default_factory=dict)  # peer ip -> our AS to it (localASNumber)
+    allowed_local_as: Mapping[str, int] = field(default_factory=dict)  # numAllowedLocalASNumbers
 
     def apply(self, event: Mapping[str, Any], now: float) -> None:
         neighbor = event.get("neighbor") or {}
@@ -73,12 +81,13 @@ class RIB:
                 table.eor = True
             update = message.get("update") or {}
             attributes = update.get("attribute") or {}
-            if self._looped(attributes, neighbor):
+            if self._looped(attributes, neighbor, peer):
                 return
             originator = attributes.get("originator-id")
             clusters = tuple(str(c) for c in attributes.get("cluster-list") or ())
+            communities = _communities(attributes)
             for next_hop, nlris in ((update.get("announce") or {}).get("ipv4 unicast") or {}).items():
-                path = Path(next_hop, originator, clusters)
+                path = Path(next_hop, originator, clusters, communities)
                 for nlri in nlris:
                     prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
                     table.routes[prefix] = path
@@ -119,15 +128,16 @@ class RIB:
         """A session we no longer have: its routes go at once."""
         self.peers.pop(peer, None)
 
-    def _looped(self, attributes: Mapping[str, Any], neighbor: Mapping[str, Any]) -> bool:
+    def _looped(self, attributes: Mapping[str, Any], neighbor: Mapping[str, Any], peer: str) -> bool:
         if attributes.get("originator-id") == self.me.router_id:
             return True
         if self.me.cluster_id and self.me.cluster_id in (attributes.get("cluster-list") or []):
             return True
+        local_as = self.local_as_of.get(peer, self.me.local_as)
         peer_as = (neighbor.get("asn") or {}).get("peer")
-        ebgp = peer_as is not None and peer_as != self.me.local_as
-        path = attributes.get("as-path") or []
-        return ebgp and self.me.local_as in path
+        ebgp = peer_as is not None and peer_as != local_as
+        path = _flat(attributes.get("as-path") or [])
+        return ebgp and path.count(local_as) > self.allowed_local_as.get(peer, 0)
 
     def all_down(self, now: float) -> None:
         """Our ExaBGP died: every session dropped at once, with no events to say so."""
@@ -147,21 +157,37 @@ class RIB:
     def has_stale(self) -> bool:
         return any(table.stale for table in self.peers.values())
 
-    def best_paths(self) -> dict[str, tuple[str, Path]]:
-        """One (peer, path) per prefix: fresh over stale, then shortest cluster list, then by peer."""
+    def best_paths(self, imports: Callable[[str, str], bool] | None = None) -> dict[str, tuple[str, Path]]:
+        """One (peer, path) per prefix: fresh over stale, then shortest cluster list, then by peer.
+        ``imports(peer, prefix)``: the peer's import filters; what they reject is kept here (a
+        changed filter needs no route refresh) but never chosen."""
         chosen: dict[str, tuple[int, int, str, Path]] = {}
         for peer, table in self.peers.items():
             for rank, source in ((0, table.routes), (1, table.stale)):
                 for prefix, path in source.items():
+                    if imports is not None and not imports(peer, prefix):
+                        continue
                     candidate = (rank, len(path.cluster_list), peer, path)
                     if prefix not in chosen or candidate < chosen[prefix]:
                         chosen[prefix] = candidate
         return {prefix: (peer, path) for prefix, (_, _, peer, path) in chosen.items()}
 
-    def best(self) -> dict[str, str]:
+    def best(self, imports: Callable[[str, str], bool] | None = None) -> dict[str, str]:
         """One next hop per prefix (see ``best_paths``)."""
-        return {prefix: path.next_hop for prefix, (_, path) in self.best_paths().items()}
+        return {prefix: path.next_hop for prefix, (_, path) in self.best_paths(imports).items()}
 
     def received(self, peer: str) -> int:
         table = self.peers.get(peer)
         return len(table.routes) if table else 0
+
+
+def _flat(path: Any) -> list[Any]:
+    """An AS path's numbers. ExaBGP 5 gives its segments by position
+    (``{"0": {"element": "as-sequence", "value": [...]}}``), ExaBGP 4 a list (an AS_SET nested)."""
+    if isinstance(path, dict):
+        segments = [path[k] for k in sorted(path, key=lambda k: int(k) if str(k).isdigit() else 0)]
+        return [asn for seg in segments if isinstance(seg, dict) for asn in seg.get("value") or []]
+    out: list[Any] = []
+    for hop in path if isinstance(path, list) else []:
+        out.extend(hop if isinstance(hop, list) else [hop])
+    return out

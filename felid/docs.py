@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 
+from pydantic import BaseModel
+
 from bgp.config import BGPSettings
 from datastore.config import DEFAULT_CONFIG_FILE, DatastoreConfig
+from datastore.models import KIND_BY_NAME
 from datastore.models.ipam import IPAMConfig
+from datastore.models.unimplemented import UNIMPLEMENTED
 from datastore.settings import reference_table
 from felid.cni.install import InstallCNISettings
 from felid.node.config import NodeSettings
@@ -127,6 +131,39 @@ from `FELID_NODENAME`. See [install.md](install.md).
 """
 
 
+CALICO_HEADER = """
+## Calico's resource fields
+
+Every field Calico documents for these kinds is in one of three classes. **Implemented**: felid
+does what it says. **Accepted**: only for the values listed, which ask for what felid already
+does; `felidctl apply` prints one warning line per such field and does not store it. Any other
+value is **refused**, naming the field and saying it is not supported yet. A field Calico does not
+have is refused as unknown. Never silently ignored.
+
+"""
+
+
+def calico_fields() -> str:
+    out = []
+    for kind, table in UNIMPLEMENTED.items():
+        spec = KIND_BY_NAME[kind].model_fields["spec"].annotation
+        assert isinstance(spec, type) and issubclass(spec, BaseModel)
+        names = sorted(field.alias or name for name, field in spec.model_fields.items())
+        ipv6 = [n for n in names if "v6" in n.lower()]
+        text = f"### {kind}\n\nImplemented: {', '.join(f'`{n}`' for n in names if n not in ipv6)}.\n"
+        if ipv6:
+            text += f"\nRefused when set (IPv6 is not supported yet): {', '.join(f'`{n}`' for n in ipv6)}.\n"
+        if table:
+            rows = [
+                "| field | accepted (with a warning) | otherwise refused, because felid |",
+                "|---|---|---|",
+            ]
+            rows += [f"| `{name}` | {rule.accepted} | {rule.felid} |" for name, rule in sorted(table.items())]
+            text += "\n" + "\n".join(rows) + "\n"
+        out.append(text)
+    return "\n".join(out)
+
+
 def render() -> str:
     return (
         HEADER
@@ -145,6 +182,8 @@ def render() -> str:
         + reference_table(TyphaSettings)
         + INSTALL_CNI_HEADER
         + reference_table(InstallCNISettings)
+        + CALICO_HEADER
+        + calico_fields()
     )
 
 

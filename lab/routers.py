@@ -8,6 +8,7 @@ programming); GoBGP (no zebra section) and bgpd (``-Z``) touch no kernel.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,7 +61,7 @@ protocol static {{ ipv4; {statics} }}
 template bgp felid {{
     local {router_id} as {asn};
     direct;  # the peers share its LAN: next hops need no recursive lookup
-    ipv4 {{ import all; export all; }};
+    ipv4 {{ import all; export {export}; }};
     graceful restart on;
 {reflector}}}
 {neighbors}
@@ -81,13 +82,17 @@ class Bird(_Daemon):
         statics: Iterable[str] = (),
         cluster_id: str | None = None,
         password: str | None = None,
+        options: str = "",
+        export: str = "all",
     ) -> None:
-        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP; ``password``: TCP-MD5."""
+        """iBGP with ``peers`` unless ``peer_as`` (their AS) makes it eBGP; ``password``: TCP-MD5;
+        ``options``: more of each session's statements; ``export``: its export ``all`` or a filter."""
         super().__init__(host, work / f"bird-{host.node}")
+        self.peers = [p.address for p in peers]
         reflector = f"    rr client;\n    rr cluster id {cluster_id};\n" if cluster_id else ""
         md5 = f' password "{password}";' if password else ""
         neighbors = "\n".join(
-            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn};{md5} }}"
+            f"protocol bgp felid_{i} from felid {{ neighbor {p.address} as {peer_as or asn};{md5} {options}}}"
             for i, p in enumerate(peers)
         )
         (self.dir / "bird.conf").write_text(
@@ -98,11 +103,52 @@ class Bird(_Daemon):
                 asn=asn,
                 reflector=reflector,
                 neighbors=neighbors,
+                export=export,
             )
         )
 
     def start(self) -> None:
         self._spawn(["bird", "-f", "-c", str(self.dir / "bird.conf"), "-s", str(self.dir / "bird.ctl")])
+
+    def birdc(self, *command: str) -> str:
+        """A birdc command's output; empty while BIRD's control socket is not there yet."""
+        if not (self.dir / "bird.ctl").exists():
+            return ""
+        return _client(["birdc", "-s", str(self.dir / "bird.ctl"), *command])
+
+    def routes(self) -> dict[str, list[dict[str, Any]]]:
+        """Every BGP route BIRD holds: prefix -> one entry per peer that gave it (``from``,
+        ``next_hop``, ``communities`` as aa:nn and aa:nn:mm, ``as_path``)."""
+        shown = self.birdc("show", "route", "all")
+        out: dict[str, list[dict[str, Any]]] = {}
+        prefix = ""
+        route: dict[str, Any] | None = None
+        for line in shown.splitlines():
+            head = re.match(r"^(\S+/\d+)?\s+unicast \[([^\]]*)\]", line)
+            if head:
+                prefix = head.group(1) or prefix
+                # BIRD names the session (felid_<i>, the i-th peer); a static route has none.
+                session = re.match(r"felid_(\d+) ", head.group(2))
+                peer = self.peers[int(session.group(1))] if session else None
+                route = {"from": peer, "communities": [], "as_path": []} if peer else None
+                if route is not None:
+                    out.setdefault(prefix, []).append(route)
+            elif route is not None and (attr := re.match(r"^\s+BGP\.(\w+): ?(.*)$", line)):
+                name, value = attr.groups()
+                if name == "next_hop":
+                    route["next_hop"] = value.split()[0]
+                elif name == "as_path":
+                    route["as_path"] = [int(a) for a in value.split()]
+                elif name in ("community", "large_community"):
+                    route["communities"] += [
+                        ":".join(p.split()) for p in re.findall(r"\(([^)]*)\)", value.replace(",", " "))
+                    ]
+        return out
+
+    def established(self) -> int:
+        """How many of its BGP sessions are Established."""
+        shown = self.birdc("show", "protocols")
+        return sum(1 for line in shown.splitlines() if line.startswith("felid_") and "Established" in line)
 
 
 class GoBGP(_Daemon):
@@ -206,6 +252,7 @@ class FRR(_Daemon):
             " no bgp ebgp-requires-policy",
             " neighbor clients peer-group",
             f" neighbor clients remote-as {asn}",
+            " neighbor clients timers connect 5",  # its default is 120 s between attempts
         ]
         lines += [f" neighbor {client} peer-group clients" for client in clients]
         lines += [

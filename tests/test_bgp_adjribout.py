@@ -81,3 +81,57 @@ def test_long_announcements_are_split() -> None:
     lines = commands({}, desired(plan(cluster_id=None, announce=many), {}))
     assert len(lines) == 2
     assert sum(len(line.split(" nlri ")[1].split()) for line in lines) == NLRI_PER_COMMAND + 1
+
+
+def test_export_filters_communities_and_next_hop_modes() -> None:
+    from datastore.models import BGPFilter
+
+    rules = BGPFilter.model_validate(
+        {
+            "metadata": {"name": "f"},
+            "spec": {"exportV4": [{"cidr": "10.0.1.0/26", "matchOperator": "Equal", "action": "Reject"}]},
+        }
+    ).spec.export_v4
+    sessions = {
+        Session(CLIENT_A, 64512, "node-to-node mesh"),
+        Session(CLIENT_B, 64512, "node-to-node mesh"),
+        Session(EXTERNAL, 65001, "global", next_hop="Keep"),
+        Session("192.0.2.2", 65001, "global", export_rules=tuple(rules)),
+    }
+    base = plan(cluster_id=None)
+    node = BGPPlan(
+        **{
+            **base.__dict__,
+            "sessions": frozenset(sessions),
+            "exported_pools": frozenset({"10.0.0.0/16"}),
+            "communities": (("10.0.9.0/24", ("64512:7", "64512:7:7")),),
+        }
+    )
+    best = {
+        "10.0.1.0/26": (CLIENT_A, Path(CLIENT_A, communities=("64512:5",))),
+        "198.18.0.0/15": (EXTERNAL, Path(EXTERNAL)),
+    }
+    out = desired(node, best)
+    own = Advert(communities=("64512:7", "64512:7:7"))
+    assert all(table["10.0.9.0/26"] == own for table in out.values())
+    assert own.attributes() == "next-hop self community [ 64512:7 ] large-community [ 64512:7:7 ]"
+    # iBGP-learned pool routes go to eBGP peers (not to iBGP ones): next hop kept when asked ...
+    assert out[EXTERNAL]["10.0.1.0/26"] == Advert(CLIENT_A, communities=("64512:5",))
+    assert "10.0.1.0/26" not in out[CLIENT_B]
+    # ... and never past an export filter that rejects them.
+    assert set(out["192.0.2.2"]) == {"10.0.9.0/26"}
+    # eBGP-learned routes and routes outside the pools are not passed on.
+    assert all("198.18.0.0/15" not in table for table in out.values())
+    # On a reflector, nextHopMode Self puts itself as the next hop of what it reflects.
+    selfish = BGPPlan(
+        **{
+            **plan().__dict__,
+            "sessions": frozenset(
+                {
+                    Session(CLIENT_A, 64512, "route reflector client", rr_client=True),
+                    Session(CLIENT_B, 64512, "route reflector client", rr_client=True, next_hop="Self"),
+                }
+            ),
+        }
+    )
+    assert desired(selfish, BEST)[CLIENT_B]["10.0.1.0/26"].next_hop == "self"

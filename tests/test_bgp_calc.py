@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bgp.calc import BGPPlan, Session, Timers, plan_bgp, secret_refs
-from datastore.models import BGPConfiguration, BGPPeer, IPPool, Node
+from datastore.models import BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node
 from datastore.models.block import AllocationBlock, Attribute
 from datastore.models.ipam import AffinityState
 
@@ -52,6 +52,7 @@ def plan(
         affinities=kwargs.get("affinities", {}),
         blocks=kwargs.get("blocks", []),
         secrets=kwargs.get("secrets"),
+        filters=kwargs.get("filters", []),
     )
     assert result is not None
     return result
@@ -179,3 +180,96 @@ def test_passwords_from_secrets_and_sessions_that_wait_for_theirs() -> None:
                 },
             }
         )
+
+
+def bgp_filter(name: str, **spec: Any) -> BGPFilter:
+    return BGPFilter.model_validate({"metadata": {"name": name}, "spec": spec})
+
+
+def test_peer_options_and_filters_reach_its_sessions() -> None:
+    edge = bgp_filter(
+        "edge",
+        importV4=[
+            {"cidr": "203.0.113.0/24", "matchOperator": "In", "prefixLength": {"min": 25}, "action": "Reject"}
+        ],
+        exportV4=[{"cidr": "10.0.0.0/16", "matchOperator": "NotIn", "action": "Reject"}],
+    )
+    tor = peer(
+        "tor",
+        peerIP="192.0.2.1",
+        asNumber=65000,
+        localASNumber=64600,
+        keepOriginalNextHop=True,
+        sourceAddress="None",
+        numAllowedLocalASNumbers=2,
+        ttlSecurity=1,
+        filters=["edge"],
+    )
+    have = plan("n1", peers=[tor], filters=[edge])
+    session = next(s for s in have.sessions if s.peer_ip == "192.0.2.1")
+    assert (session.local_as, session.next_hop, session.use_node_ip) == (64600, "Keep", False)
+    assert (session.allowed_local_as, session.ttl_security) == (2, 1)
+    assert have.local_as_for(session) == 64600 and not have.ibgp(session)
+    assert session.imports("203.0.113.0/24") and not session.imports("203.0.113.128/25")
+    assert session.exports("10.0.1.0/26", remote=False) and not session.exports("198.18.0.0/15", remote=True)
+    # Mesh sessions carry none of it.
+    mesh = next(s for s in have.sessions if s.peer_ip == "198.51.100.2")
+    assert (mesh.local_as, mesh.import_rules, mesh.next_hop) == (None, (), "Auto")
+    # A filter that does not exist holds the session back; a filter change is not a session change.
+    (waiting,) = plan("n1", peers=[tor]).waiting
+    assert waiting.waiting == "BGPFilter 'edge' not found"
+    assert have.sessions == plan("n1", peers=[tor], filters=[bgp_filter("edge")]).sessions
+
+
+def test_filter_rules_as_calico_matches_them() -> None:
+    def rule(**spec: Any) -> Any:
+        return bgp_filter("f", exportV4=[{"action": "Accept", **spec}]).spec.export_v4[0]
+
+    assert rule(cidr="10.0.0.0/16", matchOperator="Equal").matches("10.0.0.0/16", False)
+    assert not rule(cidr="10.0.0.0/16", matchOperator="Equal").matches("10.0.1.0/24", False)
+    assert rule(cidr="10.0.0.0/16", matchOperator="NotEqual").matches("10.0.1.0/24", False)
+    assert rule(cidr="10.0.0.0/16", matchOperator="In").matches("10.0.1.0/24", False)
+    assert not rule(cidr="10.0.0.0/16", matchOperator="In").matches("10.1.0.0/24", False)
+    assert rule(cidr="10.0.0.0/16", matchOperator="NotIn").matches("10.1.0.0/24", False)
+    sized = rule(cidr="10.0.0.0/8", matchOperator="In", prefixLength={"min": 24, "max": 26})
+    assert sized.matches("10.1.2.0/24", False) and not sized.matches("10.1.0.0/16", False)
+    assert not sized.matches("10.1.2.0/28", False)
+    assert rule(source="RemotePeers").matches("10.0.0.0/8", True) and not rule(source="RemotePeers").matches(
+        "10.0.0.0/8", False
+    )
+    for bad, message in (
+        ({"cidr": "10.0.0.0/8"}, "cidr and matchOperator go together"),
+        ({"cidr": "10.0.0.0/8", "matchOperator": "Equal", "prefixLength": {"min": 9}}, "only with a cidr"),
+        ({"interface": "eth0"}, "interface: 'eth0' is not supported yet"),
+        ({"cidr": "10.0.0.1/8", "matchOperator": "In"}, "host bits"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            rule(**bad)
+    with pytest.raises(ValueError, match="exportV6: IPv6 is not supported yet"):
+        bgp_filter("f", exportV6=[{"action": "Accept"}])
+
+
+def test_service_cidrs_are_announced_by_every_node_with_their_communities() -> None:
+    configs = [
+        config(
+            serviceClusterIPs=[{"cidr": "10.96.0.0/16"}],
+            serviceExternalIPs=[{"cidr": "198.18.0.0/24"}],
+            serviceLoadBalancerIPs=[{"cidr": "198.18.1.0/24"}],
+            communities=[{"name": "svc", "value": "64512:300"}],
+            prefixAdvertisements=[
+                {"cidr": "10.96.0.0/16", "communities": ["svc", "64512:301"]},
+                {"cidr": "10.0.0.0/8", "communities": ["64512:1:2"]},
+            ],
+        )
+    ]
+    for me in ("n1", "n2"):
+        have = plan(me, configs=configs)
+        assert {"10.96.0.0/16", "198.18.0.0/24", "198.18.1.0/24"} <= have.announce
+        assert have.communities_for("10.96.0.0/16") == ("64512:300", "64512:301", "64512:1:2")
+        assert have.communities_for("198.18.0.0/24") == ()
+    with pytest.raises(ValueError, match="neither a community named"):
+        config(prefixAdvertisements=[{"cidr": "10.0.0.0/8", "communities": ["nosuch"]}])
+    with pytest.raises(ValueError, match="is not a community"):
+        config(communities=[{"name": "big", "value": "65536:1"}])
+    with pytest.raises(ValueError, match="serviceClusterIPs: may only be set in the 'default'"):
+        config("node.n1", serviceClusterIPs=[{"cidr": "10.96.0.0/16"}])

@@ -30,6 +30,7 @@ PLAN = BGPPlan(
                 password="s3cret",
                 timers=Timers(keepalive=10.0, restart_time=300),
             ),
+            Session("203.0.113.1", 65100, "node specific", local_as=64600, use_node_ip=False, ttl_security=2),
         }
     ),
     announce=frozenset(),
@@ -46,7 +47,12 @@ def test_exabgp_accepts_what_we_render(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "neighbor 192.0.2.1 {" in text and "connect 1179;" in text and 'md5-password "s3cret";' in text
     assert "hold-time 30;" in text and "graceful-restart 300;" in text
-    assert text.count("processes [ felid-bgp ];") == 2
+    assert text.count("processes [ felid-bgp ];") == 3
+    # localASNumber, sourceAddress None and ttlSecurity 2 (GTSM: sent at 255, taken from 254 up).
+    options = text[text.index("neighbor 203.0.113.1 {") :]
+    assert "local-as 64600;" in options and "local-address auto;" in options, options
+    assert "outgoing-ttl 255;" in options and "incoming-ttl 254;" in options, options
+    assert "local-as 64512;" in text[text.index("neighbor 192.0.2.1 {") :]
 
 
 def test_values_that_would_break_the_file_are_refused() -> None:

@@ -43,13 +43,14 @@ def test_gobgp_as_an_ebgp_peer_without_graceful_restart(tmp_path: Path) -> None:
             blocks = {h.node: worker.claim(h.node)["block"] for h in felids}
             gobgp.start()
             with running(start_agents(cluster, tmp_path, felids)):
-                # felid -> GoBGP: each block via the node that owns it.
+                # felid -> GoBGP: from each node every pool route it knows, with itself as the next
+                # hop (as Calico's nodes give an eBGP peer the blocks they learned over the mesh).
                 for h in felids:
                     wait_until(lambda h=h: gobgp.established(h.address), 30, f"GoBGP and {h.node} up")
                     wait_until(
-                        lambda h=h: gobgp.received(h.address) == {blocks[h.node]: h.address},
+                        lambda h=h: gobgp.received(h.address) == {b: h.address for b in blocks.values()},
                         10,
-                        f"GoBGP learns {h.node}'s block",
+                        f"GoBGP learns every block from {h.node}",
                     )
                 # GoBGP -> felid: its route via GoBGP, beside the other node's block from the mesh.
                 gobgp.announce(OUTSIDE)

@@ -174,3 +174,42 @@ def test_in_sync_is_end_of_rib_or_a_settled_session_without_graceful_restart() -
     assert rib.in_sync("198.51.100.3", 61, settle=3)
     rib.apply(state("198.51.100.2", "down"), 70)
     assert not rib.in_sync("198.51.100.2", 80, settle=3)
+
+
+def test_allowed_local_as_import_filters_and_communities_from_exabgp_5() -> None:
+    rib = RIB(
+        Identity("198.51.100.1", 64512), local_as_of={"192.0.2.1": 64600}, allowed_local_as={"192.0.2.1": 1}
+    )
+
+    def path(*asns: int) -> dict[str, Any]:  # ExaBGP 5's shape of an AS path
+        return {"as-path": {"0": {"element": "as-sequence", "value": list(asns)}}}
+
+    rib.apply(
+        update("192.0.2.1", {"192.0.2.1": ["203.0.113.0/25"]}, peer_as=65000, attributes=path(65000, 64600)),
+        0,
+    )
+    rib.apply(
+        update(
+            "192.0.2.1",
+            {"192.0.2.1": ["203.0.113.128/25"]},
+            peer_as=65000,
+            attributes=path(65000, 64600, 64600),
+        ),
+        0,
+    )
+    # The plan's AS (64512) is not this session's: a path through 64512 is no loop here.
+    rib.apply(
+        update("192.0.2.1", {"192.0.2.1": ["198.18.0.0/24"]}, peer_as=65000, attributes=path(65000, 64512)), 0
+    )
+    assert rib.best() == {"203.0.113.0/25": "192.0.2.1", "198.18.0.0/24": "192.0.2.1"}
+    plain = RIB(Identity("198.51.100.1", 64512))
+    plain.apply(
+        update("192.0.2.1", {"192.0.2.1": ["198.18.0.0/24"]}, peer_as=65000, attributes=path(65000, 64512)), 0
+    )
+    assert plain.best() == {}  # our own AS in an eBGP path: a loop (ExaBGP 5's form read)
+    # Import filters: kept in the table, never chosen.
+    assert rib.best(lambda peer, prefix: prefix != "198.18.0.0/24") == {"203.0.113.0/25": "192.0.2.1"}
+    assert rib.received("192.0.2.1") == 2
+    communities = {"community": [[64512, 300]], "large-community": [[64512, 1, 2]]}
+    rib.apply(update("192.0.2.1", {"192.0.2.1": ["198.19.0.0/24"]}, peer_as=65000, attributes=communities), 0)
+    assert rib.best_paths()["198.19.0.0/24"][1].communities == ("64512:300", "64512:1:2")

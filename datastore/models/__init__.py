@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from datastore.errors import ValidationFailed, quoted
-from datastore.models import k8s
+from datastore.models import k8s, unimplemented
 from datastore.models.base import API_VERSION, ObjectMeta, Resource, parse_duration
 from datastore.models.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
+from datastore.models.bgpfilter import BGPFilter, BGPFilterSpec
 from datastore.models.cluster import ClusterInformation, ClusterInformationSpec
 from datastore.models.felixconfig import FelixConfiguration, FelixConfigurationSpec
 from datastore.models.ippool import (
@@ -47,6 +48,7 @@ KINDS: tuple[type[Resource], ...] = (
     Node,
     BGPConfiguration,
     BGPPeer,
+    BGPFilter,
     FelixConfiguration,
     WorkloadEndpoint,
     ClusterInformation,
@@ -66,6 +68,8 @@ __all__ = [
     "KIND_BY_PLURAL",
     "BGPConfiguration",
     "BGPConfigurationSpec",
+    "BGPFilter",
+    "BGPFilterSpec",
     "BGPPeer",
     "BGPPeerSpec",
     "ClusterInformation",
@@ -99,6 +103,7 @@ __all__ = [
     "encapsulations",
     "overlapping_pool",
     "parse_duration",
+    "parse_noting",
     "parse_resource",
     "pool_containing",
     "validation_failure",
@@ -121,6 +126,13 @@ def validation_failure(exc: ValidationError) -> ValidationFailed:
     elif err["type"] == "missing":
         message = "required field is missing"
     return ValidationFailed(field, message)
+
+
+def parse_noting(data: Any) -> tuple[Resource, list[str]]:
+    """``parse_resource`` for a document a user wrote: Calico's fields that ask for what felid
+    already does are dropped, one warning each; those felid cannot honour are refused by name."""
+    screened, warnings = unimplemented.screen(data)
+    return parse_resource(screened), warnings
 
 
 def parse_resource(data: Any) -> Resource:

@@ -12,6 +12,7 @@ from datastore.errors import quoted
 from datastore.models.base import (
     ASNumber,
     Duration,
+    IPv4Network,
     Model,
     Name,
     Port,
@@ -73,6 +74,45 @@ def password_problem(password: str) -> str | None:
 
 Password = str | SecretPassword  # a plain string is felid's older form; Calico's is the secretKeyRef
 
+_COMMUNITY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _community(value: str) -> str:
+    """A standard community ``aa:nn`` (16 bits each) or a large one ``aa:nn:mm`` (32 bits each)."""
+    parts = value.split(":")
+    limit = {2: 0xFFFF, 3: 0xFFFFFFFF}.get(len(parts))
+    if limit is None or not all(p.isdigit() and len(p) <= 10 and int(p) <= limit for p in parts):
+        raise ValueError(
+            f"{quoted(value)} is not a community: aa:nn (each 0..65535) or a large one aa:nn:mm "
+            "(each 0..4294967295)"
+        )
+    return value
+
+
+CommunityValue = Annotated[str, AfterValidator(_community)]
+
+
+class Community(Model):
+    name: str
+    value: CommunityValue
+
+    @model_validator(mode="after")
+    def _named(self) -> Community:
+        if not _COMMUNITY_NAME.match(self.name):
+            raise ValueError(f"name: {quoted(self.name)} is not a valid name")
+        return self
+
+
+class PrefixAdvertisement(Model):
+    """Communities attached to ``cidr`` and every prefix inside it, as announced."""
+
+    cidr: IPv4Network
+    communities: list[str] = Field(min_length=1)
+
+
+class ServiceCIDR(Model):
+    cidr: IPv4Network
+
 
 class BGPConfigurationSpec(Model):
     log_severity_screen: Literal["Debug", "Info", "Warning", "Error", "Fatal"] = "Info"
@@ -81,6 +121,61 @@ class BGPConfigurationSpec(Model):
     listen_port: Port | None = None
     node_mesh_password: Password | None = None
     node_mesh_max_restart_time: Duration | None = None
+    # Announced by every node, as Calico does when it has no Kubernetes services to look at.
+    service_cluster_ips: list[ServiceCIDR] = Field(default_factory=list, alias="serviceClusterIPs")
+    service_external_ips: list[ServiceCIDR] = Field(default_factory=list, alias="serviceExternalIPs")
+    service_load_balancer_ips: list[ServiceCIDR] = Field(default_factory=list, alias="serviceLoadBalancerIPs")
+    communities: list[Community] = Field(default_factory=list)
+    prefix_advertisements: list[PrefixAdvertisement] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _communities_known(self) -> BGPConfigurationSpec:
+        names = [c.name for c in self.communities]
+        if len(set(names)) != len(names):
+            raise ValueError("communities: each name once")
+        for i, advert in enumerate(self.prefix_advertisements):
+            for text in advert.communities:
+                if text not in names:
+                    try:
+                        _community(text)
+                    except ValueError:
+                        raise ValueError(
+                            f"prefixAdvertisements.{i}.communities: {quoted(text)} is neither a community "
+                            "named in communities nor a community value (aa:nn or aa:nn:mm)"
+                        ) from None
+        return self
+
+    def community_values(self, advert: PrefixAdvertisement) -> tuple[str, ...]:
+        """The values ``advert`` names: by a ``communities`` name, or given as themselves."""
+        named = {c.name: c.value for c in self.communities}
+        return tuple(named.get(text, text) for text in advert.communities)
+
+    def cluster_wide(
+        self,
+    ) -> tuple[
+        list[ServiceCIDR], list[ServiceCIDR], list[ServiceCIDR], list[Community], list[PrefixAdvertisement]
+    ]:
+        return (
+            self.service_cluster_ips,
+            self.service_external_ips,
+            self.service_load_balancer_ips,
+            self.communities,
+            self.prefix_advertisements,
+        )
+
+    @property
+    def service_cidrs(self) -> list[str]:
+        blocks = self.service_cluster_ips + self.service_external_ips + self.service_load_balancer_ips
+        return [b.cidr for b in blocks]
+
+
+_DEFAULT_ONLY = (  # as BGPConfigurationSpec.cluster_wide gives them
+    "serviceClusterIPs",
+    "serviceExternalIPs",
+    "serviceLoadBalancerIPs",
+    "communities",
+    "prefixAdvertisements",
+)
 
 
 class BGPConfiguration(Resource):
@@ -99,6 +194,11 @@ class BGPConfiguration(Resource):
             raise ValueError(f"metadata.name: {quoted(self.name)} must be 'default' or 'node.<nodename>'")
         if per_node is not None and self.spec.node_to_node_mesh_enabled is not None:
             raise ValueError("spec.nodeToNodeMeshEnabled: may only be set in the 'default' configuration")
+        if per_node is not None:
+            spec = self.spec
+            for alias, value in zip(_DEFAULT_ONLY, spec.cluster_wide(), strict=True):
+                if value:
+                    raise ValueError(f"spec.{alias}: may only be set in the 'default' configuration")
         return self
 
 
@@ -112,6 +212,19 @@ class BGPPeerSpec(Model):
     keepalive_time: Duration | None = None
     hold_time: Duration | None = None
     max_restart_time: Duration | None = None
+    local_as_number: ASNumber | None = Field(default=None, alias="localASNumber")
+    # Next hop of routes this node passes on from other peers: Auto (itself to eBGP peers, kept to
+    # iBGP ones), Self, or Keep; keepOriginalNextHop: true is Calico's older spelling of Keep.
+    keep_original_next_hop: bool = False
+    next_hop_mode: Literal["Auto", "Self", "Keep"] | None = None
+    source_address: Literal["UseNodeIP", "None"] = "UseNodeIP"
+    num_allowed_local_as_numbers: int | None = Field(
+        default=None, ge=0, le=10, alias="numAllowedLocalASNumbers"
+    )
+    ttl_security: int | None = Field(
+        default=None, ge=0, le=255
+    )  # GTSM: the peer is at most this many hops away
+    filters: list[Name] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> BGPPeerSpec:
@@ -123,10 +236,18 @@ class BGPPeerSpec(Model):
             raise ValueError("peerIP: one of peerIP or peerSelector is required")
         if self.peer_ip is not None and self.as_number is None:
             raise ValueError("asNumber: required with peerIP")
+        if self.keep_original_next_hop and self.next_hop_mode not in (None, "Keep"):
+            raise ValueError(f"nextHopMode: {self.next_hop_mode} contradicts keepOriginalNextHop: true")
+        if len(set(self.filters)) != len(self.filters):
+            raise ValueError("filters: each BGPFilter once")
         problem = password_problem(self.password) if isinstance(self.password, str) else None
         if problem is not None:
             raise ValueError(f"password: {problem}")
         return self
+
+    @property
+    def next_hop(self) -> Literal["Auto", "Self", "Keep"]:
+        return "Keep" if self.keep_original_next_hop else self.next_hop_mode or "Auto"
 
     @property
     def peer_address(self) -> str | None:

@@ -35,6 +35,7 @@ class FelixConfigurationSpec(Model):
     vxlan_vni: int | None = Field(default=None, alias="vxlanVNI", ge=1, le=16777215)
     vxlan_port: Port | None = None
     interface_prefix: str | None = None
+    iptables_backend: Literal["Auto", "Legacy", "NFT"] | None = None
     mtu_iface_pattern: str | None = None
     default_endpoint_to_host_action: EndpointToHostAction | None = None
     failsafe_inbound_host_ports: list[ProtoPort] | None = None

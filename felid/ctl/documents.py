@@ -19,7 +19,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from datastore.errors import ValidationFailed, quoted
-from datastore.models import Resource, parse_resource
+from datastore.models import Resource, parse_noting
 
 MAX_DEPTH = 64  # resources nest a few levels; anything deeper is not one
 MAX_NODES = 100_000  # values in one document, counting every expansion of an alias
@@ -30,6 +30,10 @@ class Document:
     source: str
     index: int  # 1-based, as users count documents
     resource: Resource
+    warnings: tuple[str, ...] = ()  # Calico fields accepted because felid already does what they ask
+
+    def where(self) -> str:
+        return f"{self.source}: document {self.index} ({self.resource.KIND} {quoted(self.resource.name)})"
 
 
 class DocumentError(Exception):
@@ -245,7 +249,8 @@ def read_documents(path: str) -> list[Document]:
     docs = []
     for index, raw in enumerate(raw_docs, start=1):
         try:
-            docs.append(Document(source, index, parse_resource(_as_kubernetes_decodes(raw))))
+            resource, warnings = parse_noting(_as_kubernetes_decodes(raw))
+            docs.append(Document(source, index, resource, tuple(warnings)))
         except ValidationFailed as exc:
             raise DocumentError(source, index, _label(raw), exc.field, exc.message) from None
     return docs

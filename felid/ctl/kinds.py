@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from datastore.models import (
     BGPConfiguration,
+    BGPFilter,
     BGPPeer,
     ClusterInformation,
     FelixConfiguration,
@@ -24,6 +25,7 @@ _ALIASES: Mapping[type[Resource], tuple[str, ...]] = {
     IPPool: ("ippool", "ippools", "ipp", "ipps", "pool", "pools"),
     Node: ("node", "nodes", "no", "nos"),
     BGPPeer: ("bgppeer", "bgppeers", "bgpp", "bgpps", "bp", "bps"),
+    BGPFilter: ("bgpfilter", "bgpfilters", "bgpf", "bgpfs"),
     BGPConfiguration: ("bgpconfiguration", "bgpconfigurations", "bgpconfig", "bgpconfigs"),
     FelixConfiguration: ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
     WorkloadEndpoint: ("workloadendpoint", "workloadendpoints", "wep", "weps"),

@@ -68,6 +68,9 @@ def open_store(args: argparse.Namespace) -> ResourceStore:
 
 def _write(args: argparse.Namespace, mode: WriteMode) -> int:
     docs = read_documents(args.filename)
+    for doc in docs:
+        for warning in doc.warnings:
+            print(f"warning: {doc.where()}: {warning}", file=sys.stderr)
     store = open_store(args)
     resources = [d.resource for d in docs]
     if mode is WriteMode.CREATE and args.skip_exists:

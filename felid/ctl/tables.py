@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from datastore.models import (
     BGPConfiguration,
+    BGPFilter,
     BGPPeer,
     ClusterInformation,
     FelixConfiguration,
@@ -104,6 +105,11 @@ COLUMNS: dict[type[Resource], tuple[Column[Any], ...]] = {
         Column[BGPConfiguration](
             "ASNUMBER", lambda c: c.spec.as_number or ("64512" if c.name == "default" else "")
         ),
+    ),
+    BGPFilter: (
+        _NAME,
+        Column[BGPFilter]("IMPORT", lambda f: len(f.spec.import_v4)),
+        Column[BGPFilter]("EXPORT", lambda f: len(f.spec.export_v4)),
     ),
     FelixConfiguration: (_NAME,),
     WorkloadEndpoint: (
