@@ -102,6 +102,7 @@ class Felix:
         self.dataplane.workload_prefix = self.settings.interface_prefix
         self.dataplane.nat.backend = self.settings.iptables_backend
         self.policy.iptables = COMMANDS[self.settings.iptables_backend]
+        self.policy.append_hooks = self.settings.chain_insert_mode == "Append"
         options = self._policy_options()
         await self._start_servers()
         host = await self._host_facts()

@@ -50,6 +50,13 @@ class FelixSettings(Settings):
     iptables_backend: Literal["Auto", "Legacy", "NFT"] = Field(
         default="Auto", description="Which iptables: Auto (the system's alternative), Legacy or NFT."
     )
+    chain_insert_mode: Literal["Insert", "Append"] = Field(
+        default="Insert",
+        description=(
+            "Where felid's jumps go in the built-in iptables chains: first (Insert: felid's policy "
+            "decides before the host's own rules) or last (Append: after them)."
+        ),
+    )
     mtu_iface_pattern: str = Field(
         default=r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)",
         description=(

@@ -250,6 +250,33 @@ async def test_the_policy_manager_changes_only_what_differs_and_leaves_others_al
         assert policy_chain("shop/p", "Ingress") not in saved
 
 
+async def test_chain_insert_mode_append_puts_felids_jumps_after_the_hosts_rules() -> None:
+    with namespaces("appended") as ns:
+
+        def run(*command: str) -> str:
+            return subprocess.run(
+                ["ip", "netns", "exec", ns["appended"], *command], capture_output=True, text=True, check=True
+            ).stdout
+
+        run("iptables", "-A", "FORWARD", "-s", "192.0.2.9", "-j", "DROP")  # the host's own rule
+        tables = PolicyTables(netns=ns["appended"], append_hooks=True)
+        tables.set_desired(rendered(ALLOW_FRONTEND))
+        assert (await tables.apply()).hooks
+        forward = run("iptables", "-S", "FORWARD").splitlines()
+        assert forward[1] == "-A FORWARD -s 192.0.2.9/32 -j DROP" and forward[-1].endswith("-j felid-FORWARD")
+        # A rule appended after felid's: the next full read puts felid's last again, once.
+        run("iptables", "-A", "FORWARD", "-s", "192.0.2.10", "-j", "DROP")
+        tables.invalidate()
+        assert (await tables.apply()).hooks
+        forward = run("iptables", "-S", "FORWARD").splitlines()
+        assert (
+            forward[-1].endswith("-j felid-FORWARD") and forward[-2] == "-A FORWARD -s 192.0.2.10/32 -j DROP"
+        )
+        assert sum(line.endswith("-j felid-FORWARD") for line in forward) == 1
+        tables.invalidate()
+        assert (await tables.apply()).empty
+
+
 async def test_the_policy_manager_remembers_what_it_wrote_and_reads_back_when_told() -> None:
     """After a write it compares with what it wrote (reading 59,000 rules back takes longer than
     the change); the refresh timer's invalidate() and any failure make it read the kernel again."""

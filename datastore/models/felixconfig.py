@@ -36,6 +36,7 @@ class FelixConfigurationSpec(Model):
     vxlan_port: Port | None = None
     interface_prefix: str | None = None
     iptables_backend: Literal["Auto", "Legacy", "NFT"] | None = None
+    chain_insert_mode: Literal["Insert", "Append"] | None = None
     mtu_iface_pattern: str | None = None
     default_endpoint_to_host_action: EndpointToHostAction | None = None
     failsafe_inbound_host_ports: list[ProtoPort] | None = None

@@ -243,7 +243,6 @@ FELIX_CONFIGURATION: dict[str, Unimplemented] = {
     ),
     "openstackRegion": _eq("is not OpenStack's", ""),
     "interfaceExclude": Unimplemented("excludes no host interface from host endpoint '*'", off, OFF),
-    "chainInsertMode": _eq("inserts its hooks at the top of the built-in chains", "Insert"),
     "iptablesFilterAllowAction": _eq("accepts allowed packets", "Accept"),
     "iptablesMangleAllowAction": _eq("accepts allowed packets", "Accept"),
     "iptablesFilterDenyAction": _eq("drops denied packets", "Drop"),

@@ -38,7 +38,9 @@ class KernelPolicy:
     chains: dict[ChainKey, tuple[str, ...]]  # (table, name) -> rule fingerprints
     sets: dict[str, tuple[str, frozenset[str]]]  # name -> (type, members)
     hooks: dict[ChainKey, int] = field(default_factory=dict)  # (table, built-in) -> felid's jumps in it
-    hooks_first: frozenset[ChainKey] = frozenset()  # the built-in chains whose first rule is felid's jump
+    hooks_placed: frozenset[ChainKey] = (
+        frozenset()
+    )  # built-in chains whose first (Append: last) rule is felid's
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,19 @@ def _by_table(text: str) -> dict[str, list[str]]:
     return tables
 
 
-def parse_hooks(text: str) -> tuple[dict[ChainKey, int], frozenset[ChainKey]]:
-    """How many of felid's jumps each built-in chain has, and which have one as their first rule."""
+def parse_hooks(text: str, append: bool = False) -> tuple[dict[ChainKey, int], frozenset[ChainKey]]:
+    """How many of felid's jumps each built-in chain has, and which have one where felid puts it:
+    the first rule (chainInsertMode Insert) or the last (Append)."""
     tables = _by_table(text)
     counts: dict[ChainKey, int] = {}
-    first: set[ChainKey] = set()
+    placed: set[ChainKey] = set()
     for table, builtin in HOOKS:
         rules = [line for line in tables.get(table, []) if line.startswith(f"-A {builtin} ")]
         ours = [line for line in rules if line.endswith(f"-j {hook_chain(builtin)}")]
         counts[(table, builtin)] = len(ours)
-        if rules and rules[0].endswith(f"-j {hook_chain(builtin)}"):
-            first.add((table, builtin))
-    return counts, frozenset(first)
+        if rules and rules[-1 if append else 0].endswith(f"-j {hook_chain(builtin)}"):
+            placed.add((table, builtin))
+    return counts, frozenset(placed)
 
 
 def parse_iptables_save(text: str) -> dict[ChainKey, tuple[str, ...]]:
@@ -187,21 +190,25 @@ def wanted_hooks(desired: Ruleset) -> frozenset[ChainKey]:
     return frozenset((t, b) for t, b in HOOKS if (t, hook_chain(b)) in have)
 
 
-def hook_fixes(kernel: KernelPolicy, wanted: frozenset[ChainKey]) -> dict[str, list[str]]:
-    """Per table: felid's jump first in each wanted built-in chain, once (a jump someone moved or
-    copied is deleted and inserted again), and gone from the others; in the same commit as the
-    chains, so a packet sees before or after."""
+def hook_fixes(
+    kernel: KernelPolicy, wanted: frozenset[ChainKey], append: bool = False
+) -> dict[str, list[str]]:
+    """Per table: felid's jump first (Append: last) in each wanted built-in chain, once (a jump
+    someone moved or copied is deleted and put back), and gone from the others; in the same commit
+    as the chains, so a packet sees before or after."""
     lines: dict[str, list[str]] = {}
     for table, builtin in HOOKS:
         key = (table, builtin)
         present = kernel.hooks.get(key, 0)
-        if key in wanted and key in kernel.hooks_first and present == 1:
+        if key in wanted and key in kernel.hooks_placed and present == 1:
             continue
         if key not in wanted and present == 0:
             continue
         fix = [f"-D {builtin} {hook_rule(builtin)}"] * present
         if key in wanted:
-            fix.append(f"-I {builtin} 1 {hook_rule(builtin)}")
+            fix.append(
+                f"-A {builtin} {hook_rule(builtin)}" if append else f"-I {builtin} 1 {hook_rule(builtin)}"
+            )
         lines.setdefault(table, []).extend(fix)
     return lines
 
@@ -234,6 +241,7 @@ class PolicyTables:
 
     netns: str | None = None  # run the commands in this network namespace (the lab's hosts)
     iptables: str = "iptables"  # or iptables-legacy, iptables-nft (FelixSettings.iptables_backend)
+    append_hooks: bool = False  # FelixSettings.chain_insert_mode Append: felid's jumps go last
     desired: Ruleset | None = None
     dirty: bool = True  # the kernel may differ from ``desired``: the next apply compares
     kernel: KernelPolicy | None = None  # what felix last read or wrote; None: read it back first
@@ -257,7 +265,7 @@ class PolicyTables:
 
     async def read(self) -> KernelPolicy:
         saved = await self._run(f"{self.iptables}-save")
-        hooks, first = parse_hooks(saved)
+        hooks, first = parse_hooks(saved, self.append_hooks)
         sets = parse_ipset_save(await self._run("ipset", "save"))
         return KernelPolicy(parse_iptables_save(saved), sets, hooks, first)
 
@@ -269,7 +277,7 @@ class PolicyTables:
         self.kernel = None  # until every command below has succeeded
         sets, chains, gone_chains, gone_sets = changes_for(self.desired, kernel)
         hooks_wanted = wanted_hooks(self.desired)
-        hooks = hook_fixes(kernel, hooks_wanted)
+        hooks = hook_fixes(kernel, hooks_wanted, self.append_hooks)
         if sets:
             await self._run("ipset", "restore", stdin=ipset_script(sets, kernel.sets))
         if chains or gone_chains or hooks:
