@@ -347,6 +347,16 @@ def test_calico_examples_apply_with_one_warning_line_per_field(etcd: EtcdServer)
         "vxlanPort": 4789,
         "vxlanVNI": 4096,
     }
+    assert felidctl("get", "bgpf", url=etcd.url).stdout.split() == [
+        "NAME",
+        "IMPORT",
+        "EXPORT",
+        "edge",
+        "1",
+        "2",
+    ]
+    peer = yaml.safe_load(felidctl("get", "bgppeer", "rack1-tor", "-o", "yaml", url=etcd.url).stdout)
+    assert peer["spec"]["filters"] == ["edge"] and peer["spec"]["ttlSecurity"] == 1, peer
     refused = felidctl(
         "apply", "-f", "-", url=etcd.url, stdin=CALICO_EXAMPLES.replace("bindMode: NodeIP", "bindMode: None")
     )
