@@ -74,9 +74,6 @@ def password_problem(password: str) -> str | None:
 
 Password = str | SecretPassword  # a plain string is felid's older form; Calico's is the secretKeyRef
 
-_COMMUNITY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
 def _community(value: str) -> str:
     """A standard community ``aa:nn`` (16 bits each) or a large one ``aa:nn:mm`` (32 bits each)."""
     parts = value.split(":")
@@ -93,14 +90,8 @@ CommunityValue = Annotated[str, AfterValidator(_community)]
 
 
 class Community(Model):
-    name: str
+    name: Name
     value: CommunityValue
-
-    @model_validator(mode="after")
-    def _named(self) -> Community:
-        if not _COMMUNITY_NAME.match(self.name):
-            raise ValueError(f"name: {quoted(self.name)} is not a valid name")
-        return self
 
 
 class PrefixAdvertisement(Model):
