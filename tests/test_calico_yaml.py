@@ -132,7 +132,7 @@ def _doc(kind: str, spec: dict[str, object], name: str = "default") -> dict[str,
             "spec.iptablesRefreshInterval: '30s' accepted",
         ),
         ("FelixConfiguration", {"iptablesMarkMask": 0xFFFF0000}, "spec.iptablesMarkMask"),
-        ("FelixConfiguration", {"workloadSourceSpoofing": "Disabled"}, "strict rp_filter"),
+        ("FelixConfiguration", {"workloadSourceSpoofing": "Disabled"}, "an address not its own"),
         (
             "IPPool",
             {"cidr": "10.1.0.0/16", "namespaceSelector": "all()"},

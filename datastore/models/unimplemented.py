@@ -324,7 +324,7 @@ FELIX_CONFIGURATION: dict[str, Unimplemented] = {
     "awsSrcDstCheck": _eq("leaves AWS source/destination checks alone", "DoNothing"),
     "serviceLoopPrevention": _eq("has no service loop prevention", "Disabled"),
     "workloadSourceSpoofing": _eq(
-        "lets a workload send only from its own addresses (strict rp_filter)", "Disabled"
+        "drops what a workload sends from an address not its own (its endpoint chain checks)", "Disabled"
     ),
     "floatingIPs": _eq("has no floating IPs", "Disabled"),
     "windowsManageFirewallRules": Unimplemented("runs on Linux only", anything, ANY),

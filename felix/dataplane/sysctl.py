@@ -6,11 +6,8 @@ from pathlib import Path
 
 PROC_SYS = Path("/proc/sys")
 
-# Per workload interface (DESIGN.md §4): answer ARP for the pod's gateway, at once; and, as
-# Calico's workloadSourceSpoofing: Disabled, take from a workload only what it may send (strict
-# reverse-path filter: a source address not routed back to that interface is dropped).
+# Per workload interface (DESIGN.md §4): answer ARP for the pod's gateway, at once.
 WORKLOAD_SETTINGS = (
-    ("net/ipv4/conf/{}/rp_filter", "1"),
     ("net/ipv4/conf/{}/proxy_arp", "1"),
     ("net/ipv4/neigh/{}/proxy_delay", "0"),
     ("net/ipv4/conf/{}/forwarding", "1"),
