@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 
-from felid import __version__
+from felid.cni.fastpath import through_felid_node
 
 COMMANDS_GROUP = "felid.commands"
 USAGE = """usage: felid COMMAND
@@ -25,13 +24,19 @@ commands:
 
 
 def _command(name: str) -> Callable[[list[str]], int] | None:
+    from importlib.metadata import entry_points  # not at import: the CNI plugin path skips it
+
     found = entry_points(group=COMMANDS_GROUP, name=name)
     return next((ep.load() for ep in found), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     if "CNI_COMMAND" in os.environ:
-        # Invoked by a container runtime as the CNI plugin of "type": "felid".
+        # Invoked by a container runtime as the CNI plugin of "type": "felid": by felid-node
+        # when it answers, else here.
+        code = through_felid_node("felid")
+        if code is not None:
+            return code
         from felid.cni.workload_plugin import main as cni_main
 
         return cni_main()
@@ -41,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "version":
+        from felid import __version__
+
         print(f"felid v{__version__}")
         return 0
     run = _command(command)

@@ -146,6 +146,7 @@ class Cluster:
             "FELID_NODENAME": host.node,
             "FELID_VAR_DIR": str(host.var_dir),
             "FELID_RUN_DIR": str(home / "run"),
+            "FELID_CNI_SOCKET": str(host.cni_socket),
             **({"FELID_TYPHA_ADDRS": ",".join(self.typha_addresses)} if self.typha_processes else {}),
             **self.node_env,
         }

@@ -30,6 +30,7 @@ SUBNET = "198.51.100"  # TEST-NET-2: the hosts' LAN
 ETCD_HOST = 250
 NOWHERE = 254  # the hosts' default gateway, where nothing answers
 PREFIX_LENGTH = 24
+LAB_SOCKETS = Path("/run/felid-lab")  # the lab's felid-nodes' CNI sockets (LabHost.cni_socket)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -79,6 +80,12 @@ class LabHost:
         return self.var_dir / "mtu"
 
     @property
+    def cni_socket(self) -> Path:
+        """felid-node's CNI fast path for this host (FELID_CNI_SOCKET): short, as a unix socket's
+        path must be (at most 107 bytes), and named by the namespace, which is unique."""
+        return LAB_SOCKETS / f"{self.netns}.sock"
+
+    @property
     def interface(self) -> str:
         return f"{self.address}/{PREFIX_LENGTH}"
 
@@ -125,6 +132,7 @@ class LabHost:
             "etcd_endpoints": self.etcd_url,
             "nodename": self.node,
             "mtu_file": str(self.mtu_file),
+            "cni_socket": str(self.cni_socket),
             "ipam": {"type": "felid-ipam"},
         }
 
@@ -186,6 +194,7 @@ class Lab:
         self.etcd.stop()
         for name in self.namespaces:
             ip("netns", "del", name, check=False)
+            (LAB_SOCKETS / f"{name}.sock").unlink(missing_ok=True)  # a felid-node killed leaves it
 
     def saved(self) -> dict[str, Any]:
         return {
@@ -203,6 +212,7 @@ def destroy_saved(saved: Mapping[str, Any]) -> None:
         kill_tree(int(pid))
     for name in saved.get("namespaces", []):
         ip("netns", "del", name, check=False)
+        (LAB_SOCKETS / f"{name}.sock").unlink(missing_ok=True)
 
 
 def plug(lan: str, netns: str, address: str, nic: str = "eth0", mtu: int | None = None) -> None:

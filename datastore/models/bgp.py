@@ -74,6 +74,7 @@ def password_problem(password: str) -> str | None:
 
 Password = str | SecretPassword  # a plain string is felid's older form; Calico's is the secretKeyRef
 
+
 def _community(value: str) -> str:
     """A standard community ``aa:nn`` (16 bits each) or a large one ``aa:nn:mm`` (32 bits each)."""
     parts = value.split(":")

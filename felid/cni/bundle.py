@@ -24,7 +24,7 @@ from felix.dataplane.hostfile import write_atomically
 BUNDLE = "felid.d"
 LOADER = "ld-linux.so"
 SKIP = {"test", "idlelib", "tkinter", "ensurepip", "turtledemo", "lib2to3", "pydoc_data"}  # not felid's
-ENTRY = {"felid": "felid.cli", "felid-ipam": "felid.cni.ipam_plugin"}
+ENTRY = {"felid": "felid.cli", "felid-ipam": "felid.cni.fastpath"}
 _LDD_PATH = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
 
 

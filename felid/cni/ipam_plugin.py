@@ -10,11 +10,14 @@ Network config (the main plugin's, as CNI passes it to IPAM plugins)::
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
+from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
+from datastore.kv import KVStore
 from datastore.models.ipam import pod_handle
 from felid.cni.protocol import (
     INVALID_CONFIG,
@@ -31,10 +34,13 @@ from felid.cni.protocol import (
 from ipam.allocator import BlockAllocator
 from ipam.errors import NoUsablePool
 
+# How a plugin reaches etcd: a new client (its own process), or felid-node's warm one (the fast path).
+KVSource = Callable[[DatastoreConfig], KVStore]
 
-def allocator_for(invocation: Invocation) -> BlockAllocator:
+
+def allocator_for(invocation: Invocation, kv_for: KVSource = EtcdKV) -> BlockAllocator:
     config = datastore_config(invocation)
-    return BlockAllocator(EtcdKV(config), KeyLayout(config.etcd_prefix), node_name(invocation))
+    return BlockAllocator(kv_for(config), KeyLayout(config.etcd_prefix), node_name(invocation))
 
 
 def requested_pools(invocation: Invocation) -> list[str] | None:
@@ -46,8 +52,8 @@ def requested_pools(invocation: Invocation) -> list[str] | None:
     return pools
 
 
-def ipam_add(invocation: Invocation) -> Mapping[str, Any]:
-    allocator = allocator_for(invocation)
+def ipam_add(invocation: Invocation, kv_for: KVSource = EtcdKV) -> Mapping[str, Any]:
+    allocator = allocator_for(invocation, kv_for)
     handle = pod_handle(invocation.container_id)
     pools = requested_pools(invocation)
     # A repeated ADD for the same container gets the addresses it already has.
@@ -67,12 +73,12 @@ def ipam_add(invocation: Invocation) -> Mapping[str, Any]:
     return ipam_result(invocation.version, addresses)
 
 
-def ipam_del(invocation: Invocation) -> None:
-    allocator_for(invocation).release_handle(pod_handle(invocation.container_id))
+def ipam_del(invocation: Invocation, kv_for: KVSource = EtcdKV) -> None:
+    allocator_for(invocation, kv_for).release_handle(pod_handle(invocation.container_id))
 
 
-def ipam_check(invocation: Invocation) -> None:
-    held = set(allocator_for(invocation).ips_of_handle(pod_handle(invocation.container_id)))
+def ipam_check(invocation: Invocation, kv_for: KVSource = EtcdKV) -> None:
+    held = set(allocator_for(invocation, kv_for).ips_of_handle(pod_handle(invocation.container_id)))
     if not held:
         raise CNIError(UNKNOWN_CONTAINER, f"no address is allocated for container {invocation.container_id}")
     prev = invocation.config.get("prevResult") or {}
@@ -86,8 +92,16 @@ def ipam_check(invocation: Invocation) -> None:
         )
 
 
+def plugin(kv_for: KVSource = EtcdKV) -> Plugin:
+    return Plugin(
+        add=partial(ipam_add, kv_for=kv_for),
+        delete=partial(ipam_del, kv_for=kv_for),
+        check=partial(ipam_check, kv_for=kv_for),
+    )
+
+
 def main() -> int:
-    return run(Plugin(add=ipam_add, delete=ipam_del, check=ipam_check))
+    return run(plugin())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from datastore.models import IPPool, Profile, WorkloadEndpoint, encapsulation_ov
 from datastore.models.base import label_problem, valid_name, valid_namespace
 from datastore.models.ipam import pod_handle
 from datastore.store import ResourceStore
-from felid.cni.ipam_plugin import requested_pools
+from felid.cni.ipam_plugin import KVSource, requested_pools
 from felid.cni.protocol import (
     DATAPLANE_FAILURE,
     INVALID_CONFIG,
@@ -131,10 +132,10 @@ def workload_of(invocation: Invocation) -> Workload:
 
 
 class Context:
-    def __init__(self, invocation: Invocation) -> None:
+    def __init__(self, invocation: Invocation, kv_for: KVSource = EtcdKV) -> None:
         config = datastore_config(invocation)
         self.layout = KeyLayout(config.etcd_prefix)
-        self.kv = EtcdKV(config)
+        self.kv = kv_for(config)
         self.store = ResourceStore(self.kv, self.layout)
         self.workload = workload_of(invocation)
         self.allocator = BlockAllocator(self.kv, self.layout, self.workload.node)
@@ -155,11 +156,11 @@ class Context:
         return DEFAULT_MTU - encapsulation_overhead(self.store.list(IPPool))
 
 
-def cni_add(invocation: Invocation) -> Mapping[str, Any]:
+def cni_add(invocation: Invocation, kv_for: KVSource = EtcdKV) -> Mapping[str, Any]:
     if not invocation.netns:
         raise CNIError(INVALID_CONFIG, "CNI_NETNS is not set")
     labels, profiles = labels_of(invocation), profiles_of(invocation)  # refused before any change
-    ctx = Context(invocation)
+    ctx = Context(invocation, kv_for)
     wl = ctx.workload
     undo: list[Callable[[], object]] = []
     try:
@@ -252,8 +253,8 @@ def _find_endpoint(ctx: Context) -> WorkloadEndpoint | None:
         )
 
 
-def cni_del(invocation: Invocation) -> None:
-    ctx = Context(invocation)
+def cni_del(invocation: Invocation, kv_for: KVSource = EtcdKV) -> None:
+    ctx = Context(invocation, kv_for)
     endpoint = _find_endpoint(ctx)
     interfaces = {ctx.workload.host_interface}
     if endpoint is not None:
@@ -274,8 +275,8 @@ def cni_del(invocation: Invocation) -> None:
     ctx.allocator.release_handle(ctx.handle)
 
 
-def cni_check(invocation: Invocation) -> None:
-    ctx = Context(invocation)
+def cni_check(invocation: Invocation, kv_for: KVSource = EtcdKV) -> None:
+    ctx = Context(invocation, kv_for)
     held = ctx.allocator.ips_of_handle(ctx.handle)
     if not held:
         raise CNIError(UNKNOWN_CONTAINER, f"no address is allocated for container {invocation.container_id}")
@@ -313,5 +314,13 @@ def cni_check(invocation: Invocation) -> None:
             )
 
 
+def plugin(kv_for: KVSource = EtcdKV) -> Plugin:
+    return Plugin(
+        add=partial(cni_add, kv_for=kv_for),
+        delete=partial(cni_del, kv_for=kv_for),
+        check=partial(cni_check, kv_for=kv_for),
+    )
+
+
 def main() -> int:
-    return run(Plugin(add=cni_add, delete=cni_del, check=cni_check))
+    return run(plugin())

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from datastore.models.base import EncapMode, IPv4, IPv4Network
 from datastore.settings import Settings
+from felid.cni.fastpath import DEFAULT_SOCKET
 from felix.config import FelixSettings
 
 
@@ -74,6 +75,19 @@ class NodeSettings(Settings):
         default=Path("/run/felid"),
         description="Where felid-node writes subnet.env; bgp's state lives below it.",
     )
+    cni_socket: Path | None = Field(
+        default=Path(DEFAULT_SOCKET),
+        description=(
+            "The CNI fast path: felid-node runs the felid and felid-ipam plugins' ADD, DEL and CHECK "
+            "for them on this unix socket, warm (a network config's cni_socket names another). "
+            "Empty: not served; the plugins then do the work themselves."
+        ),
+    )
+
+    @field_validator("cni_socket", mode="before")
+    @classmethod
+    def _unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("ip")
     @classmethod

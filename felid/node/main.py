@@ -35,6 +35,7 @@ from datastore.settings import add_flags, node_name, resolve, unknown_variables
 from datastore.store import ResourceStore
 from felid.node import startup
 from felid.node.autodetect import NoAddress, detect, with_prefix
+from felid.node.cni_server import CNIServer
 from felid.node.config import NodeSettings
 from felid.node.metrics import MetricsServer
 from felid.node.startup import HostFiles
@@ -74,6 +75,7 @@ class FelidNode:
     address: str | None = None
     files: HostFiles | None = None
     files_mtu: int | None = None  # the MTU subnet.env was last written with
+    cni: CNIServer | None = None  # the CNI fast path, while served
 
     async def run(self) -> None:
         netlink = Netlink()
@@ -83,6 +85,9 @@ class FelidNode:
         finally:
             netlink.close()
         await asyncio.to_thread(self._register)
+        cni = self.cni = CNIServer(self.settings.cni_socket) if self.settings.cni_socket else None
+        if cni is not None:
+            await cni.start()
         self.children = self._children()
         if self.settings.networking_backend != "bgp":
             self.health.bgp_ready = None
@@ -97,6 +102,8 @@ class FelidNode:
             server.close()
             if metrics is not None:
                 metrics.close()
+            if cni is not None:
+                cni.close()
 
     async def _serve_metrics(self) -> MetricsServer | None:
         if not self.settings.metrics_port:
@@ -191,7 +198,14 @@ class FelidNode:
         children["felix"]["ready"] = self.health.felix_ready
         if "bgp" in children:
             children["bgp"]["ready"] = bool(self.health.bgp_ready)
-        return {"node": self.name, "address": self.address, "ready": self.ready(), "children": children}
+        served = {"socket": str(self.cni.path), "served": self.cni.served} if self.cni else None
+        return {
+            "node": self.name,
+            "address": self.address,
+            "ready": self.ready(),
+            "children": children,
+            "cni": served,
+        }
 
     def _handlers(self) -> dict[str, Any]:
         def status() -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -27,6 +28,10 @@ from felix.dataplane import rtnl
 # failed; a slow start is not a failure, so it gets the time.
 pyroute2_config.default_communicate_timeout = 10
 pyroute2_config.default_create_socket_timeout = 60
+
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
@@ -265,7 +270,7 @@ class Netlink:
             await ipr.link("set", index=index, state="up")
         except NetlinkError as exc:
             raise KernelError(f"create veth {host_name}: {exc}") from None
-        async with AsyncIPRoute(netns=netns_path) as pod:
+        async with in_namespace(netns_path) as pod:
             try:
                 (pod_index,) = await pod.link_lookup(ifname=temp)
                 await pod.link("set", index=pod_index, ifname=peer_name, mtu=mtu)
@@ -274,7 +279,7 @@ class Netlink:
 
     async def configure_workload(self, netns_path: str, ifname: str, address: str, gateway: str) -> str:
         """Inside the pod: the /32, a link route to the gateway, the default route; its MAC."""
-        async with AsyncIPRoute(netns=netns_path) as pod:
+        async with in_namespace(netns_path) as pod:
             try:
                 (index,) = await pod.link_lookup(ifname=ifname)
                 (lo,) = await pod.link_lookup(ifname="lo")
@@ -290,7 +295,7 @@ class Netlink:
                 raise KernelError(f"configure {ifname} in {netns_path}: {exc}") from None
 
     async def workload_address(self, netns_path: str, ifname: str) -> list[str]:
-        async with AsyncIPRoute(netns=netns_path) as pod:
+        async with in_namespace(netns_path) as pod:
             found = await pod.link_lookup(ifname=ifname)
             if not found:
                 return []
@@ -307,6 +312,40 @@ class Netlink:
         with contextlib.suppress(NetlinkError):  # gone meanwhile (its namespace was deleted)
             await ipr.link("del", index=found[0])
         return True
+
+
+def _setns(fd: int, what: str) -> None:
+    if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise KernelError(f"setns {what}: {os.strerror(error)}")
+
+
+def _netlink_socket_in(netns_path: str) -> socket.socket:
+    """A rtnetlink socket in another network namespace. pyroute2 would fork a helper to make it;
+    this thread steps into the namespace and back instead (setns moves only the calling thread),
+    because a process with gRPC threads and asyncio's signal wakeup socket (felid-node serving
+    the CNI fast path) must not fork: the helper's signals reached felid-node's own loop."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(netns_path, os.O_RDONLY)
+        except OSError as exc:
+            raise KernelError(f"open {netns_path}: {exc.strerror}") from None
+        try:
+            _setns(target, netns_path)
+        finally:
+            os.close(target)
+        try:
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        finally:
+            _setns(own, "back to this thread's namespace")  # failing here leaves the thread astray
+    finally:
+        os.close(own)
+
+
+def in_namespace(netns_path: str) -> AsyncIPRoute:
+    """An AsyncIPRoute (an async context manager) on a socket inside ``netns_path``."""
+    return AsyncIPRoute(fileno=_netlink_socket_in(netns_path).detach())
 
 
 def _open(path: str) -> int:
