@@ -67,7 +67,7 @@ def main() -> None:
             host = cluster.hosts[0]
             cluster.start_node(host)
             cluster.wait_ready(timeout=90)
-            felid = host.netconf()
+            felid = host.netconf(fast_path=True)
             direct = {**felid, "cni_socket": str(host.cni_socket) + ".off"}
             bridge = {
                 "cniVersion": "1.0.0",

@@ -53,10 +53,12 @@ def test_add_check_del_go_through_felid_node_and_match_the_direct_path(node: tup
     cluster, host = node
     with namespaces("fast", "slow") as ns:
         before = served(host)
-        code, fast = host.cni("ADD", host.netconf(), "fast", f"/run/netns/{ns['fast']}")
+        code, fast = host.cni("ADD", host.netconf(fast_path=True), "fast", f"/run/netns/{ns['fast']}")
         assert code == 0, fast
         assert served(host) == before + 1  # felid-node did it
-        code, slow = host.cni("ADD", direct(host.netconf(), host), "slow", f"/run/netns/{ns['slow']}")
+        code, slow = host.cni(
+            "ADD", direct(host.netconf(fast_path=True), host), "slow", f"/run/netns/{ns['slow']}"
+        )
         assert code == 0, slow
         assert served(host) == before + 1  # and this one the plugin itself
         assert fast is not None and slow is not None
@@ -65,14 +67,17 @@ def test_add_check_del_go_through_felid_node_and_match_the_direct_path(node: tup
         slow_ip = slow["ips"][0]["address"].split("/")[0]
         assert fast_ip != slow_ip
         assert ping(ns["fast"], slow_ip).ok and ping(ns["slow"], fast_ip).ok
-        check = {**host.netconf(), "prevResult": fast}
+        check = {**host.netconf(fast_path=True), "prevResult": fast}
         assert host.cni("CHECK", check, "fast", f"/run/netns/{ns['fast']}")[0] == 0
         assert served(host) == before + 2
-        assert host.cni("DEL", host.netconf(), "fast", f"/run/netns/{ns['fast']}")[0] == 0
-        assert host.cni("DEL", direct(host.netconf(), host), "slow", f"/run/netns/{ns['slow']}")[0] == 0
+        assert host.cni("DEL", host.netconf(fast_path=True), "fast", f"/run/netns/{ns['fast']}")[0] == 0
+        assert (
+            host.cni("DEL", direct(host.netconf(fast_path=True), host), "slow", f"/run/netns/{ns['slow']}")[0]
+            == 0
+        )
         assert served(host) == before + 3
         # DEL is idempotent through felid-node too, and CHECK of what is gone says so.
-        assert host.cni("DEL", host.netconf(), "fast", f"/run/netns/{ns['fast']}")[0] == 0
+        assert host.cni("DEL", host.netconf(fast_path=True), "fast", f"/run/netns/{ns['fast']}")[0] == 0
         code, gone = host.cni("CHECK", check, "fast", f"/run/netns/{ns['fast']}")
         assert code != 0 and gone is not None and gone["code"] == 3, gone
         # felid-ipam, as the IPAM of another main plugin, goes the same way.
@@ -112,7 +117,7 @@ def test_errors_are_the_same_on_both_paths(
 ) -> None:
     cluster, host = node
     with namespaces("pod") as ns:
-        netconf = {**host.netconf(), **change}
+        netconf = {**host.netconf(fast_path=True), **change}
         before = served(host)
         fast = host.cni("ADD", netconf, "bad", f"/run/netns/{ns['pod']}")
         slow = host.cni("ADD", direct(netconf, host), "bad", f"/run/netns/{ns['pod']}")
@@ -131,7 +136,7 @@ def test_a_failure_after_the_allocation_rolls_back_through_felid_node(node: tupl
     # A namespace path felid-node can see that is not a network namespace: the veth cannot go in.
     bogus = Path(host.home) / "not-a-netns"
     bogus.write_text("")
-    code, error = host.cni("ADD", host.netconf(), "rolled", str(bogus))
+    code, error = host.cni("ADD", host.netconf(fast_path=True), "rolled", str(bogus))
     assert served(host) == before + 1
     assert code != 0 and error is not None and error["code"] == 101, error
     held = cluster.felidctl("ipam", "show", "--show-blocks").stdout
@@ -146,7 +151,10 @@ def test_concurrent_adds_through_felid_node_get_distinct_addresses(node: tuple[C
         before = served(host)
         with ThreadPoolExecutor(max_workers=len(pods)) as pool:
             results = list(
-                pool.map(lambda p: host.cni("ADD", host.netconf(), f"c-{p}", f"/run/netns/{ns[p]}"), pods)
+                pool.map(
+                    lambda p: host.cni("ADD", host.netconf(fast_path=True), f"c-{p}", f"/run/netns/{ns[p]}"),
+                    pods,
+                )
             )
         assert all(code == 0 for code, _ in results), results
         assert served(host) == before + len(pods)
@@ -156,7 +164,10 @@ def test_concurrent_adds_through_felid_node_get_distinct_addresses(node: tuple[C
         assert all(ping(ns[p], first).ok for p in pods[1:4])
         with ThreadPoolExecutor(max_workers=len(pods)) as pool:
             gone = list(
-                pool.map(lambda p: host.cni("DEL", host.netconf(), f"c-{p}", f"/run/netns/{ns[p]}"), pods)
+                pool.map(
+                    lambda p: host.cni("DEL", host.netconf(fast_path=True), f"c-{p}", f"/run/netns/{ns[p]}"),
+                    pods,
+                )
             )
         assert all(code == 0 for code, _ in gone), gone
         done = cluster.felidctl("ipam", "check")
@@ -176,10 +187,10 @@ def test_without_felid_node_the_plugins_do_the_work_themselves(node: tuple[Clust
         finally:
             probe.close()
     with namespaces("pod", "other") as ns:
-        code, result = host.cni("ADD", host.netconf(), "alone", f"/run/netns/{ns['pod']}")
+        code, result = host.cni("ADD", host.netconf(fast_path=True), "alone", f"/run/netns/{ns['pod']}")
         assert code == 0 and result is not None, result
         host.cni_socket.unlink()
-        code, other = host.cni("ADD", host.netconf(), "other", f"/run/netns/{ns['other']}")
+        code, other = host.cni("ADD", host.netconf(fast_path=True), "other", f"/run/netns/{ns['other']}")
         assert code == 0 and other is not None, other
         # Both endpoints are in the datastore (felix, gone with felid-node, programs them when back).
         endpoints = cluster.felidctl("get", "wep", "-A").stdout
