@@ -66,11 +66,11 @@ class Session:
     export_rules: tuple[BGPFilterRule, ...] = field(default=(), compare=False)
 
     def imports(self, prefix: str) -> bool:
-        return decide(list(self.import_rules), prefix, True) is not False
+        return decide(self.import_rules, prefix, True) is not False
 
     def exports(self, prefix: str, remote: bool) -> bool:
         """Whether a route felid would give this peer passes its export filters."""
-        return decide(list(self.export_rules), prefix, remote) is not False
+        return decide(self.export_rules, prefix, remote) is not False
 
 
 @dataclass(frozen=True)

@@ -142,31 +142,19 @@ class BGPConfigurationSpec(Model):
         named = {c.name: c.value for c in self.communities}
         return tuple(named.get(text, text) for text in advert.communities)
 
-    def cluster_wide(
-        self,
-    ) -> tuple[
-        list[ServiceCIDR], list[ServiceCIDR], list[ServiceCIDR], list[Community], list[PrefixAdvertisement]
-    ]:
-        return (
-            self.service_cluster_ips,
-            self.service_external_ips,
-            self.service_load_balancer_ips,
-            self.communities,
-            self.prefix_advertisements,
-        )
-
     @property
     def service_cidrs(self) -> list[str]:
         blocks = self.service_cluster_ips + self.service_external_ips + self.service_load_balancer_ips
         return [b.cidr for b in blocks]
 
 
-_DEFAULT_ONLY = (  # as BGPConfigurationSpec.cluster_wide gives them
-    "serviceClusterIPs",
-    "serviceExternalIPs",
-    "serviceLoadBalancerIPs",
+# Cluster-wide by nature: only the "default" configuration may set them.
+_DEFAULT_ONLY = (
+    "service_cluster_ips",
+    "service_external_ips",
+    "service_load_balancer_ips",
     "communities",
-    "prefixAdvertisements",
+    "prefix_advertisements",
 )
 
 
@@ -187,9 +175,9 @@ class BGPConfiguration(Resource):
         if per_node is not None and self.spec.node_to_node_mesh_enabled is not None:
             raise ValueError("spec.nodeToNodeMeshEnabled: may only be set in the 'default' configuration")
         if per_node is not None:
-            spec = self.spec
-            for alias, value in zip(_DEFAULT_ONLY, spec.cluster_wide(), strict=True):
-                if value:
+            for name in _DEFAULT_ONLY:
+                if getattr(self.spec, name):
+                    alias = BGPConfigurationSpec.model_fields[name].alias or name
                     raise ValueError(f"spec.{alias}: may only be set in the 'default' configuration")
         return self
 
@@ -213,9 +201,8 @@ class BGPPeerSpec(Model):
     num_allowed_local_as_numbers: int | None = Field(
         default=None, ge=0, le=10, alias="numAllowedLocalASNumbers"
     )
-    ttl_security: int | None = Field(
-        default=None, ge=0, le=255
-    )  # GTSM: the peer is at most this many hops away
+    # GTSM: the peer is at most this many hops away.
+    ttl_security: int | None = Field(default=None, ge=0, le=255)
     filters: list[Name] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ path: felid's own routes are announced, learned ones are taken.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -93,7 +94,7 @@ class BGPFilter(Resource):
     spec: BGPFilterSpec = Field(default_factory=BGPFilterSpec)
 
 
-def decide(rules: list[BGPFilterRule], prefix: str, remote: bool) -> bool | None:
+def decide(rules: Sequence[BGPFilterRule], prefix: str, remote: bool) -> bool | None:
     """True (Accept), False (Reject), or None when no rule speaks for ``prefix``."""
     for rule in rules:
         if rule.matches(prefix, remote):
