@@ -32,8 +32,12 @@ class Document:
     resource: Resource
     warnings: tuple[str, ...] = ()  # Calico fields accepted because felid already does what they ask
 
+    @property
+    def label(self) -> str:
+        return f" ({self.resource.KIND} {quoted(self.resource.name)})"
+
     def where(self) -> str:
-        return f"{self.source}: document {self.index} ({self.resource.KIND} {quoted(self.resource.name)})"
+        return f"{self.source}: document {self.index}{self.label}"
 
 
 class DocumentError(Exception):

@@ -82,8 +82,9 @@ def _write(args: argparse.Namespace, mode: WriteMode) -> int:
         cause = exc.cause
         field = cause.field if isinstance(cause, ValidationFailed) else ""
         message = cause.message if isinstance(cause, ValidationFailed) else str(cause)
-        label = f" ({doc.resource.KIND} {quoted(doc.resource.name)})"
-        raise DocumentError(doc.source, doc.index, label, field, f"{message}; nothing was written") from None
+        raise DocumentError(
+            doc.source, doc.index, doc.label, field, f"{message}; nothing was written"
+        ) from None
     except PartlyWritten as exc:
         raise DocumentError(docs[0].source, None, "", "", str(exc)) from None
     verb = {WriteMode.CREATE: "created", WriteMode.REPLACE: "replaced", WriteMode.APPLY: "applied"}[mode]

@@ -25,7 +25,7 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.kv import KVStore
 from felid.cni import ipam_plugin, workload_plugin
-from felid.cni.protocol import Plugin, run
+from felid.cni.protocol import INTERNAL_ERROR, LATEST, Plugin, run
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,14 @@ class CNIServer:
             request = json.loads(raw)
         except ValueError:
             request = None
-        name = request.get("plugin") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            request = {}
+        name = request.get("plugin")
         plugin = self.plugins.get(name) if isinstance(name, str) else None
-        environ = request.get("environ") if isinstance(request, dict) else None
-        stdin = request.get("stdin") if isinstance(request, dict) else None
+        environ, stdin = request.get("environ"), request.get("stdin")
         if plugin is None or not isinstance(environ, dict) or not isinstance(stdin, str):
             # Not what felid's own plugins send: a bug, or something else on the socket.
-            error = {"cniVersion": "1.0.0", "code": 999, "msg": "malformed CNI request"}
+            error = {"cniVersion": LATEST, "code": INTERNAL_ERROR, "msg": "malformed CNI request"}
             return {"rc": 1, "stdout": json.dumps(error) + "\n"}
         netns = environ.get("CNI_NETNS")
         needs_netns = environ.get("CNI_COMMAND") in ("ADD", "CHECK")  # DEL works without it
