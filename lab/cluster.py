@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from felid.node.config import NodeSettings
+from felix.calc.chains import endpoint_chain
+from felix.dataplane.iptables import COMMANDS
 from lab import network
 from lab.network import Lab, LabHost
-from lab.processes import BIN, clean_environment, kill_tree, kill_trees, wait_gone
+from lab.processes import BIN, clean_environment, kill_tree, kill_trees, wait_gone, wait_until
 from lab.typha import TyphaProcess
 from lab.workloads import PingResult, ping
 from typha.config import TyphaSettings
@@ -33,6 +35,7 @@ MODES: tuple[Mode, ...] = ("never", "vxlan", "ipip", "crosssubnet")
 POOL_CIDR = "10.244.0.0/16"
 CLUSTER_ID = "244.0.0.1"
 NODE_HEALTH_PORT: int = NodeSettings.default_of("health_port")
+PROGRAMMED_TIMEOUT = 60.0  # felix may be restarting (test_faults kills it under churn)
 STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
 TYPHA_HOSTS = 240  # typha-1 is at .241 on the lab's subnet, typha-2 at .242, ...
 TYPHA_PORT: int = TyphaSettings.default_of("server_port")
@@ -256,7 +259,21 @@ class Cluster:
             raise RuntimeError(f"CNI ADD of {name} on {host.node} failed: {result}")
         workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0], namespace)
         self.workloads.append(workload)
+        self._wait_programmed(host, str(result["interfaces"][0]["name"]))
         return workload
+
+    def _wait_programmed(self, host: LabHost, interface: str) -> None:
+        """A pod is up once its host's felix has written its policy chains (ADD returns before
+        that, as Calico's does without its policy wait): the lab's workloads are reachable when
+        add_workload returns. The dispatch chains change in the same commit as these."""
+        chain = endpoint_chain(interface, "Egress")
+        iptables = COMMANDS[self.node_env.get("FELIX_IPTABLESBACKEND", "Auto")]  # felix's own
+        wait_until(
+            lambda: host.run(iptables, "-S", chain).returncode == 0,
+            PROGRAMMED_TIMEOUT,
+            f"felix on {host.node} programs {chain}",
+            0.05,
+        )
 
     def delete_workload(self, workload: Workload) -> None:
         assert self.lab is not None
