@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from bgp.adjribout import AdjRibOut, commands, desired
-from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, plan_bgp, secret_refs
+from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, PlanInputs, plan_bgp, secret_refs
 from bgp.config import BGPSettings
 from bgp.metrics import BGPMetrics
 from bgp.rib import RIB, Identity
@@ -37,9 +37,9 @@ from datastore.cache import DatastoreCache
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.health import TEXT, Response, health_handlers, serve_http
-from datastore.keys import KeyLayout, SyncerType
+from datastore.keys import IPAMKeys, KeyLayout, SyncerType
 from datastore.models import BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node
-from datastore.syncer import follow
+from datastore.syncer import ChangedKeys, follow
 from felix.calc.model import BGP_PROTO
 from felix.dataplane.netlink import KernelError, Netlink
 from felix.dataplane.routetable import RouteTable
@@ -77,8 +77,10 @@ class BGPAgent:
         self.speaker_started = 0.0
         self.kernel_synced = False  # every session was in sync once: deleting what we did not learn is safe
         self.learned: set[str] = set()  # destinations this run has programmed: withdrawn, they go at once
-        self._kick = asyncio.Event()
+        self._changes = ChangedKeys()
         self._in_sync = asyncio.Event()
+        self._inputs = PlanInputs(self.node, IPAMKeys(self.layout.prefix))
+        self._replan = True  # the datastore or a Secret changed since self.plan was computed
         self._nic: tuple[str, str] | None = None  # (address, interface)
         self._unprogrammed_since: float | None = None
         self.secrets: dict[tuple[str, str], str] = {}  # the password Secrets' values, as last read
@@ -91,7 +93,7 @@ class BGPAgent:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
-                    follow(syncer, self.cache.apply, self._in_sync, self._kick.set), name="syncer"
+                    follow(syncer, self.cache.apply, self._in_sync, self._changes), name="syncer"
                 )
                 tasks.create_task(self._control(), name="control")
                 tasks.create_task(self._events(), name="exabgp-events")
@@ -106,15 +108,15 @@ class BGPAgent:
         if self.settings.metrics_port:
             await serve_http(self.settings.metrics_host, self.settings.metrics_port, self._handlers())
         while True:
-            await self._kick.wait()
-            self._kick.clear()
+            if self._inputs.changed_by(await self._changes.wait(), self.cache.blocks):
+                self._replan = True
             try:
                 await self._reconcile()
             except KernelError as exc:
                 log.error("programming routes failed, retrying: %s", exc)
                 self.table.invalidate()
                 await asyncio.sleep(RETRY_FAILED_APPLY)
-                self._kick.set()
+                self._changes.kick()
 
     async def _events(self) -> None:
         while True:
@@ -123,7 +125,7 @@ class BGPAgent:
             self.status.apply(event, time.time())
             if event.get("type") == "update" and self._unprogrammed_since is None:
                 self._unprogrammed_since = time.perf_counter()
-            self._kick.set()
+            self._changes.kick()  # the plan stands: an event changes what is sent and learned
 
     async def _ticker(self) -> None:
         while True:
@@ -132,19 +134,25 @@ class BGPAgent:
                 continue
             expired = self.rib.expire(time.monotonic())
             waiting_eor = any(self.status.established(p) for p in self.sent if p not in self.eor_sent)
-            rotated = self._read_secrets() != self.secrets  # a Secret came, went or changed
-            if expired or waiting_eor or rotated or not self.speaker.alive or not self.kernel_synced:
-                self._kick.set()
+            if self._read_secrets() != self.secrets:  # a Secret came, went or changed
+                self._replan = True
+                self._changes.kick()
+            if expired or waiting_eor or not self.speaker.alive or not self.kernel_synced:
+                self._changes.kick()
 
     # -- one reconcile step --------------------------------------------------------------
 
     async def _reconcile(self) -> None:
-        plan = self._compute_plan()
-        if plan is None:
-            if self.plan is None:
-                log.warning("node %s has no Node with a BGP address yet: nothing to do", self.node)
-            return
-        await self._apply_plan(plan)
+        plan = self.plan
+        if self._replan or plan is None:
+            plan = self._compute_plan()
+            if plan is None:
+                if self.plan is None:
+                    log.warning("node %s has no Node with a BGP address yet: nothing to do", self.node)
+                return
+            self._replan = False
+        if plan is not self.plan or not self.speaker.alive:
+            await self._apply_plan(plan)
         await self._send_routes(plan)
         await self._send_eors(plan)
         await self._program(plan)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from datastore.keys import IPAMKeys
 from datastore.models import (
     BGPConfiguration,
     BGPFilter,
@@ -316,9 +317,48 @@ def _announcements(
 ) -> set[str]:
     out = {cidr for _, cidr in confirmed(affinities, node)}
     for block in blocks:
-        if block.host == node:
-            continue
-        for ordinal, attr in block.used():
-            if attr.attrs.get("node") == node:
-                out.add(f"{block.address(ordinal)}/32")  # borrowed: the owner's block route does not reach us
+        out |= borrowed(node, block)
     return {cidr for cidr in out if pool_containing(exported, cidr) is not None}
+
+
+def borrowed(node: str, block: AllocationBlock) -> frozenset[str]:
+    """The /32s ``node`` holds in another node's block: the owner's block route does not reach
+    them, so ``node`` announces each.  A block write that leaves this unchanged changes nothing
+    in ``node``'s plan."""
+    if block.host == node:
+        return frozenset()
+    return frozenset(
+        f"{block.address(ordinal)}/32" for ordinal, attr in block.used() if attr.attrs.get("node") == node
+    )
+
+
+class PlanInputs:
+    """Which datastore changes can change ``node``'s plan: any resource bgp follows, ``node``'s
+    affinities, a block in which ``node``'s borrowed addresses changed.  Every pod start anywhere
+    writes a block and maybe another node's affinity, and those change nothing here: bgp does
+    no work for them."""
+
+    def __init__(self, node: str, ipam: IPAMKeys) -> None:
+        self.node = node
+        self.ipam = ipam
+        self._borrowed: dict[str, frozenset[str]] = {}  # block -> the /32s node holds in it
+
+    def changed_by(self, keys: Iterable[str], blocks: Mapping[str, AllocationBlock]) -> bool:
+        """Whether these keys, just applied to a cache holding ``blocks``, change the plan."""
+        ipam, changed = self.ipam, False
+        for key in keys:
+            if key.startswith(ipam.blocks):
+                cidr = ipam.cidr_of(key)
+                block = blocks.get(cidr)
+                mine = borrowed(self.node, block) if block is not None else frozenset()
+                if mine != self._borrowed.get(cidr, frozenset()):
+                    changed = True
+                    if mine:
+                        self._borrowed[cidr] = mine
+                    else:
+                        del self._borrowed[cidr]
+            elif key.startswith(ipam.hosts):
+                changed = changed or ipam.affinity_node(key) == self.node
+            else:
+                changed = True
+        return changed

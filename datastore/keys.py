@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from datastore.errors import InvalidName, quoted
-from datastore.models import KIND_BY_PLURAL, Resource
+from datastore.models import (
+    KIND_BY_PLURAL,
+    BGPConfiguration,
+    BGPFilter,
+    BGPPeer,
+    FelixConfiguration,
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    IPPool,
+    NetworkPolicy,
+    Node,
+    Profile,
+    Resource,
+    WorkloadEndpoint,
+)
 
 
 def component(value: str, what: str) -> str:
@@ -132,9 +146,26 @@ class SyncerType(StrEnum):
     FELIX = "felix"
     BGP = "bgp"
 
-    def prefixes(self, prefix: str) -> tuple[str, ...]:
-        """felix needs the resources and the affinities; bgp the blocks too (their next hops)."""
-        layout, ipam = KeyLayout(prefix), IPAMKeys(prefix)
+    @property
+    def kinds(self) -> tuple[type[Resource], ...]:
+        """The resource kinds it computes from: no other resource reaches it (nor wakes it)."""
         if self is SyncerType.FELIX:
-            return (layout.resources, ipam.hosts)
-        return (layout.resources, ipam.hosts, ipam.blocks)
+            return (
+                IPPool,
+                Node,
+                WorkloadEndpoint,
+                FelixConfiguration,
+                Profile,
+                NetworkPolicy,
+                GlobalNetworkPolicy,
+                HostEndpoint,
+            )
+        return (IPPool, Node, BGPConfiguration, BGPPeer, BGPFilter)
+
+    def prefixes(self, prefix: str) -> tuple[str, ...]:
+        """Its kinds and the affinities; bgp the blocks too (the addresses a node borrowed)."""
+        layout, ipam = KeyLayout(prefix), IPAMKeys(prefix)
+        kinds = tuple(layout.kind_prefix(kind) for kind in self.kinds)
+        if self is SyncerType.FELIX:
+            return (*kinds, ipam.hosts)
+        return (*kinds, ipam.hosts, ipam.blocks)

@@ -25,7 +25,17 @@ log = logging.getLogger(__name__)
 
 
 _Batch = Sequence[WatchEvent] | Exception
-__all__ = ["InSync", "KeyState", "KnownKeys", "SyncItem", "Syncer", "Update", "UpdateSource", "follow"]
+__all__ = [
+    "ChangedKeys",
+    "InSync",
+    "KeyState",
+    "KnownKeys",
+    "SyncItem",
+    "Syncer",
+    "Update",
+    "UpdateSource",
+    "follow",
+]
 
 
 class Syncer:
@@ -124,20 +134,46 @@ def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Ex
     return feed
 
 
+class ChangedKeys:
+    """What a consumer has yet to react to: the keys applied since it last looked, and whether
+    something else (a timer, a kernel event) asked it to look again.  However many keys come in
+    the meantime, ``wait`` returns once: a consumer recomputes once per batch (an etcd watch
+    response, a typha frame, or all that came while it was busy), never once per key."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._woken = asyncio.Event()
+
+    def note(self, key: str) -> None:
+        self._keys.add(key)
+        self._woken.set()
+
+    def kick(self) -> None:
+        self._woken.set()
+
+    async def wait(self) -> frozenset[str]:
+        """The keys changed since the last call (empty when only kicked)."""
+        await self._woken.wait()
+        self._woken.clear()
+        keys = frozenset(self._keys)
+        self._keys.clear()
+        return keys
+
+
 async def follow(
     syncer: UpdateSource,
     apply: Callable[[str, bytes | None], None],
     in_sync: asyncio.Event,
-    changed: Callable[[], None],
+    changes: ChangedKeys,
 ) -> NoReturn:
-    """Feed the Syncer's updates to ``apply`` for ever (felix's and bgp's caches): ``in_sync`` is set
-    at the first InSync, and from then on ``changed()`` runs after every update.  The Syncer
-    ending is a failure."""
+    """Feed the Syncer's updates to ``apply`` for ever (felix's and bgp's caches), noting each key
+    in ``changes``; ``in_sync`` is set at the first InSync, and every InSync wakes the consumer
+    (a resync may change nothing).  The Syncer ending is a failure."""
     async for item in syncer.updates():
         if isinstance(item, InSync):
             in_sync.set()
+            changes.kick()
         else:
             apply(item.key, item.value)
-        if in_sync.is_set():
-            changed()
+            changes.note(item.key)
     raise RuntimeError("the Syncer stopped")

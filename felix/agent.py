@@ -19,7 +19,8 @@ from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.health import serve_health
 from datastore.keys import KeyLayout, SyncerType
-from datastore.syncer import follow
+from datastore.models import FelixConfiguration
+from datastore.syncer import ChangedKeys, follow
 from felix.calc.calculator import PolicyCalculator
 from felix.calc.cluster import ClusterState, desired, desired_policy, needs_host_addresses
 from felix.calc.dispatch import PolicyOptions
@@ -63,8 +64,9 @@ class Felix:
         )
         self.policy = PolicyTables()
         self.calculator = PolicyCalculator(self.node)
-        self._kick = asyncio.Event()
+        self._changes = ChangedKeys()
         self._in_sync = asyncio.Event()
+        self._config_prefix = self.layout.kind_prefix(FelixConfiguration)
 
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
@@ -72,7 +74,7 @@ class Felix:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
-                    follow(syncer, self.state.apply, self._in_sync, self._changed), name="syncer"
+                    follow(syncer, self.state.apply, self._in_sync, self._changes), name="syncer"
                 )
                 tasks.create_task(self._apply_loop(), name="dataplane")
                 tasks.create_task(self._watch_links(), name="link-events")
@@ -81,13 +83,10 @@ class Felix:
             kv.close()
             self.netlink.close()
 
-    def _changed(self) -> None:
-        self._check_configuration()
-        self._kick.set()
-
-    def _check_configuration(self) -> None:
-        """As Calico's Felix does: a changed FelixConfiguration means a clean restart."""
-        if not self.ready:
+    def _check_configuration(self, keys: frozenset[str]) -> None:
+        """As Calico's Felix does: a changed FelixConfiguration means a clean restart.  Settings
+        are resolved again only when a batch touched a FelixConfiguration."""
+        if not self.ready or not any(key.startswith(self._config_prefix) for key in keys):
             return
         if self._settings_now() != self.settings:
             raise ConfigurationChanged("FelixConfiguration changed; exiting so the supervisor restarts felix")
@@ -107,8 +106,7 @@ class Felix:
         await self._start_servers()
         host = await self._host_facts()
         while True:
-            await self._kick.wait()
-            self._kick.clear()
+            self._check_configuration(await self._changes.wait())
             state = desired(self.state, host)
             self.dataplane.set_desired(state)
             addresses = await self._host_addresses()
@@ -123,7 +121,7 @@ class Felix:
                 log.error("dataplane apply failed, retrying: %s", exc)
                 self.metrics.failures.inc()
                 await asyncio.sleep(RETRY_FAILED_APPLY)
-                self._kick.set()
+                self._changes.kick()
                 continue
             self.metrics.apply_time.observe(time.perf_counter() - started)
             self.metrics.route_table_num_routes.set(self.dataplane.stats.routes)
@@ -195,7 +193,7 @@ class Felix:
                 # A workload interface came or went: its routes may need (re)programming now.
                 self.dataplane.invalidate()
                 if self._in_sync.is_set():
-                    self._kick.set()
+                    self._changes.kick()
 
     async def _refresh_timer(self) -> None:
         while True:
@@ -205,7 +203,7 @@ class Felix:
                 self.metrics.resyncs.inc()
                 self.dataplane.invalidate()
                 self.policy.invalidate()
-                self._kick.set()
+                self._changes.kick()
 
     async def _start_servers(self) -> None:
         s: FelixSettings = self.settings

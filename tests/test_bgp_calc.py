@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from bgp.calc import BGPPlan, Session, Timers, plan_bgp, secret_refs
+from bgp.calc import BGPPlan, PlanInputs, Session, Timers, plan_bgp, secret_refs
+from datastore.keys import IPAMKeys, KeyLayout
 from datastore.models import BGPConfiguration, BGPFilter, BGPPeer, IPPool, Node
 from datastore.models.block import AllocationBlock, Attribute
 from datastore.models.ipam import AffinityState
@@ -273,3 +274,27 @@ def test_service_cidrs_are_announced_by_every_node_with_their_communities() -> N
         config(communities=[{"name": "big", "value": "65536:1"}])
     with pytest.raises(ValueError, match="serviceClusterIPs: may only be set in the 'default'"):
         config("node.n1", serviceClusterIPs=[{"cidr": "10.96.0.0/16"}])
+
+
+def test_only_changes_that_touch_a_node_replan_it() -> None:
+    """Every pod start writes a block and maybe an affinity somewhere: n1 replans only when one of
+    its own affinities, a resource bgp follows, or the addresses it borrowed change."""
+    ipam = IPAMKeys("/felid")
+    inputs = PlanInputs("n1", ipam)
+    theirs = AllocationBlock.empty("10.0.1.0/26", "n2")
+    blocks = {theirs.cidr: theirs}
+    block_key = ipam.block(theirs.cidr)
+    assert not inputs.changed_by([block_key], blocks)
+    blocks[theirs.cidr], _ = theirs.assign(1, Attribute.of("pod-on-n2", {"node": "n2"}))
+    assert not inputs.changed_by([block_key, ipam.affinity("n2", "10.0.2.0/26")], blocks)
+    borrowing, _ = blocks[theirs.cidr].assign(2, Attribute.of("pod-on-n1", {"node": "n1"}))
+    blocks[theirs.cidr] = borrowing
+    assert inputs.changed_by([block_key], blocks)
+    assert not inputs.changed_by([block_key], blocks)  # the same borrowed address: nothing new
+    blocks[theirs.cidr], _ = borrowing.assign(3, Attribute.of("another-on-n2", {"node": "n2"}))
+    assert not inputs.changed_by([block_key], blocks)
+    del blocks[theirs.cidr]
+    assert inputs.changed_by([block_key], blocks)  # the borrowed address went with the block
+    assert inputs.changed_by([ipam.affinity("n1", "10.0.3.0/26")], blocks)
+    assert inputs.changed_by([KeyLayout("/felid").resource(BGPPeer, "rack1")], blocks)
+    assert not inputs.changed_by([], blocks)

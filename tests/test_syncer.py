@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+import pytest
 
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
+from datastore.keys import IPAMKeys, KeyLayout, SyncerType
 from datastore.kv import Delete, KVStore, Put
-from datastore.syncer import Syncer, Update
+from datastore.models import BGPPeer, FelixConfiguration, IPPool, WorkloadEndpoint
+from datastore.syncer import ChangedKeys, Syncer, Update, follow
 from lab.etcd import EtcdServer
 from tests.harness.proxy import CuttableProxy
 from tests.syncer_helpers import Consumer, etcd_view, running, until
@@ -137,3 +142,46 @@ async def test_watch_from_a_compacted_revision_is_reported(kv: EtcdKV) -> None:
     cancel()
     assert isinstance(received[0], Compacted)
     assert received[0].revision == last
+
+
+async def test_a_consumer_wakes_once_per_batch_with_its_keys(kv: EtcdKV) -> None:
+    """follow notes every key; the consumer wakes once for a whole watch response (one etcd
+    transaction here), not once per key, and once at each InSync."""
+    put(kv, A + "before", "x")
+    applied: dict[str, bytes | None] = {}
+    changes, in_sync = ChangedKeys(), asyncio.Event()
+    task = asyncio.create_task(follow(Syncer(kv, [A]), applied.__setitem__, in_sync, changes))
+    try:
+        await asyncio.wait_for(in_sync.wait(), 15)
+        assert await asyncio.wait_for(changes.wait(), 5) == {A + "before"}
+        kv.commit([], [Put(f"{A}{i:03}", b"v") for i in range(50)])
+        batch = await asyncio.wait_for(changes.wait(), 15)
+        assert batch == {f"{A}{i:03}" for i in range(50)}
+        assert all(applied[key] == b"v" for key in batch)
+        with pytest.raises(TimeoutError):  # nothing else came: no second wake
+            await asyncio.wait_for(changes.wait(), 0.5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_each_follower_gets_only_the_kinds_it_computes_from(kv: EtcdKV) -> None:
+    layout, ipam = KeyLayout("/felid"), IPAMKeys("/felid")
+    keys = {
+        "wep": layout.resource(WorkloadEndpoint, "node--1-k8s-pod-eth0", "default"),
+        "felixconfig": layout.resource(FelixConfiguration, "default"),
+        "bgppeer": layout.resource(BGPPeer, "rack1"),
+        "pool": layout.resource(IPPool, "default-ipv4-ippool"),
+        "affinity": ipam.affinity("node-1", "10.244.0.0/26"),
+        "block": ipam.block("10.244.0.0/26"),
+        "handle": ipam.handle("k8s-pod-network.abc"),
+    }
+    kv.commit([], [Put(key, b"{}") for key in keys.values()])
+    seen = {}
+    for follower in SyncerType:
+        async with running(Syncer(kv, follower.prefixes("/felid"))) as consumer:
+            await until(lambda c=consumer: c.in_syncs() == 1)  # type: ignore[misc]
+            seen[follower] = {name for name, key in keys.items() if key in consumer.view}
+    assert seen[SyncerType.FELIX] == {"wep", "felixconfig", "pool", "affinity"}
+    assert seen[SyncerType.BGP] == {"bgppeer", "pool", "affinity", "block"}

@@ -3,7 +3,9 @@
 Setting the desired state only records it; ``apply`` does the kernel work.  The
 kernel's routes of our protocol are read in full on the first apply and after
 ``invalidate()`` (interface events, the refresh timer); in between, the view is
-kept current from our own writes, so an apply after a small change is small.
+kept current from our own writes, so an apply after a small change is small, and
+an apply of the state last applied in full (nothing waiting, no stray held back)
+does nothing at all: a change elsewhere in the cluster costs no kernel call here.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Dataplane:
     nat: NatTable = field(default_factory=NatTable)
     _nat_applied: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     _devices_applied: tuple[object, ...] | None = None
+    _settled: tuple[DesiredState, routes.RoutePlan] | None = None  # applied in full, and its plan
 
     def __post_init__(self) -> None:
         self.table = RouteTable(self.netlink, FELIX_PROTO, self.workload_prefix, self.clock)
@@ -59,6 +62,7 @@ class Dataplane:
 
     def invalidate(self) -> None:
         """Forget the kernel view: the next apply reads it back in full."""
+        self._settled = None
         self.table.invalidate()
         self.mtu_file.invalidate()
         self._nat_applied = None
@@ -67,15 +71,22 @@ class Dataplane:
     async def apply(self) -> routes.RoutePlan:
         if self._desired is None:
             raise RuntimeError("apply() before any desired state")
+        desired = self._desired
+        if self._settled is not None and self._settled[0] == desired:
+            return self._settled[1]
         started = self.clock()
         try:
-            plan = await self._apply(self._desired)
+            plan = await self._apply(desired)
         except KernelError:
             self.stats.failures += 1
             self.invalidate()
             raise
         self.stats.applies += 1
         self.stats.last_duration = self.clock() - started
+        # Settled only when the kernel holds exactly what is wanted: a route waiting for its
+        # interface, or a stray kept for the CNI grace period, needs a later pass.
+        done = not plan.waiting and len(self.table) == len(desired.routes)
+        self._settled = (desired, plan) if done else None
         return plan
 
     async def _apply(self, desired: DesiredState) -> routes.RoutePlan:
