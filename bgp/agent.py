@@ -108,8 +108,11 @@ class BGPAgent:
         if self.settings.metrics_port:
             await serve_http(self.settings.metrics_host, self.settings.metrics_port, self._handlers())
         while True:
-            if self._inputs.changed_by(await self._changes.wait(), self.cache.blocks):
+            changes = await self._changes.wait()
+            if self._inputs.changed_by(changes.keys, self.cache.blocks):
                 self._replan = True
+            elif not changes.kicked and self.plan is not None:
+                continue  # another node's pod: nothing this node announces, peers with or routes
             try:
                 await self._reconcile()
             except KernelError as exc:

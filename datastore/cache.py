@@ -9,8 +9,10 @@ the bgp agent each compute from one of these, keeping no history of their own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from types import MappingProxyType
+from typing import TypeVar, cast
 
 from datastore.errors import ValidationFailed
 from datastore.keys import IPAMKeys, KeyLayout
@@ -22,6 +24,7 @@ from datastore.store import decode
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Resource)
+_NONE: Mapping[str, Resource] = MappingProxyType({})
 
 
 @dataclass
@@ -67,9 +70,10 @@ class DatastoreCache:
         if isinstance(resource, parsed.kind):
             table[key] = resource
 
-    def of(self, kind: type[R]) -> dict[str, R]:
-        """Every cached resource of ``kind``, by key."""
-        return {k: v for k, v in self.resources.get(kind, {}).items() if isinstance(v, kind)}
+    def of(self, kind: type[R]) -> Mapping[str, R]:
+        """Every cached resource of ``kind``, by key: the cache's own table, not a copy (agents ask
+        for several kinds on every pass; ``apply`` keeps only a ``kind`` in ``kind``'s table)."""
+        return cast(Mapping[str, R], self.resources.get(kind, _NONE))
 
     def named(self, kind: type[R], name: str) -> R | None:
         return next((r for r in self.of(kind).values() if r.name == name), None)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from datastore.errors import Compacted, DatastoreError, Unavailable
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 _Batch = Sequence[WatchEvent] | Exception
 __all__ = [
     "ChangedKeys",
+    "Changes",
     "InSync",
     "KeyState",
     "KnownKeys",
@@ -134,14 +136,23 @@ def _feeder(queue: asyncio.Queue[_Batch]) -> Callable[[Sequence[WatchEvent] | Ex
     return feed
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What woke a consumer: the keys applied since it last looked, and whether something else
+    (an InSync, a timer, a kernel or BGP event) asked it to look again."""
+
+    keys: frozenset[str]
+    kicked: bool
+
+
 class ChangedKeys:
-    """What a consumer has yet to react to: the keys applied since it last looked, and whether
-    something else (a timer, a kernel event) asked it to look again.  However many keys come in
-    the meantime, ``wait`` returns once: a consumer recomputes once per batch (an etcd watch
-    response, a typha frame, or all that came while it was busy), never once per key."""
+    """What a consumer has yet to react to.  However many keys come in the meantime, ``wait``
+    returns once: a consumer recomputes once per batch (an etcd watch response, a typha frame, or
+    all that came while it was busy), never once per key."""
 
     def __init__(self) -> None:
         self._keys: set[str] = set()
+        self._kicked = False
         self._woken = asyncio.Event()
 
     def note(self, key: str) -> None:
@@ -149,15 +160,16 @@ class ChangedKeys:
         self._woken.set()
 
     def kick(self) -> None:
+        self._kicked = True
         self._woken.set()
 
-    async def wait(self) -> frozenset[str]:
-        """The keys changed since the last call (empty when only kicked)."""
+    async def wait(self) -> Changes:
         await self._woken.wait()
         self._woken.clear()
-        keys = frozenset(self._keys)
+        changes = Changes(frozenset(self._keys), self._kicked)
         self._keys.clear()
-        return keys
+        self._kicked = False
+        return changes
 
 
 async def follow(

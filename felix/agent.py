@@ -106,7 +106,7 @@ class Felix:
         await self._start_servers()
         host = await self._host_facts()
         while True:
-            self._check_configuration(await self._changes.wait())
+            self._check_configuration((await self._changes.wait()).keys)
             state = desired(self.state, host)
             self.dataplane.set_desired(state)
             addresses = await self._host_addresses()

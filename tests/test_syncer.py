@@ -12,7 +12,7 @@ from datastore.etcd import EtcdKV
 from datastore.keys import IPAMKeys, KeyLayout, SyncerType
 from datastore.kv import Delete, KVStore, Put
 from datastore.models import BGPPeer, FelixConfiguration, IPPool, WorkloadEndpoint
-from datastore.syncer import ChangedKeys, Syncer, Update, follow
+from datastore.syncer import ChangedKeys, Changes, Syncer, Update, follow
 from lab.etcd import EtcdServer
 from tests.harness.proxy import CuttableProxy
 from tests.syncer_helpers import Consumer, etcd_view, running, until
@@ -153,11 +153,11 @@ async def test_a_consumer_wakes_once_per_batch_with_its_keys(kv: EtcdKV) -> None
     task = asyncio.create_task(follow(Syncer(kv, [A]), applied.__setitem__, in_sync, changes))
     try:
         await asyncio.wait_for(in_sync.wait(), 15)
-        assert await asyncio.wait_for(changes.wait(), 5) == {A + "before"}
+        assert await asyncio.wait_for(changes.wait(), 5) == Changes(frozenset({A + "before"}), kicked=True)
         kv.commit([], [Put(f"{A}{i:03}", b"v") for i in range(50)])
         batch = await asyncio.wait_for(changes.wait(), 15)
-        assert batch == {f"{A}{i:03}" for i in range(50)}
-        assert all(applied[key] == b"v" for key in batch)
+        assert batch == Changes(frozenset(f"{A}{i:03}" for i in range(50)), kicked=False)
+        assert all(applied[key] == b"v" for key in batch.keys)
         with pytest.raises(TimeoutError):  # nothing else came: no second wake
             await asyncio.wait_for(changes.wait(), 0.5)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
@@ -85,13 +86,16 @@ class Node(Resource):
     kind: Literal["Node"] = "Node"
     spec: NodeSpec = Field(default_factory=NodeSpec)
 
-    @property
+    # Computed once per Node (a Node never changes; a new version is a new object): every agent asks
+    # these of every Node on every pass, and parsing the address each time made the pass grow
+    # with the cluster (bench/churn.py).
+    @cached_property
     def address(self) -> ipaddress.IPv4Interface | None:
         """The node's IPv4 address with its subnet prefix (``spec.bgp.ipv4Address``)."""
         bgp = self.spec.bgp
         return None if bgp is None or bgp.ipv4_address is None else ipaddress.IPv4Interface(bgp.ipv4_address)
 
-    @property
+    @cached_property
     def ip(self) -> str | None:
         """The node's IPv4 address alone: its BGP router ID, next hop and VXLAN outer source."""
         address = self.address

@@ -48,19 +48,19 @@ class ClusterState(DatastoreCache):
     """The datastore as felix reads it: pools, nodes, endpoints, FelixConfigurations, affinities."""
 
     @property
-    def pools(self) -> dict[str, IPPool]:
+    def pools(self) -> Mapping[str, IPPool]:
         return self.of(IPPool)
 
     @property
-    def nodes(self) -> dict[str, Node]:
+    def nodes(self) -> Mapping[str, Node]:
         return self.of(Node)
 
     @property
-    def endpoints(self) -> dict[str, WorkloadEndpoint]:
+    def endpoints(self) -> Mapping[str, WorkloadEndpoint]:
         return self.of(WorkloadEndpoint)
 
     @property
-    def felix_configs(self) -> dict[str, FelixConfiguration]:
+    def felix_configs(self) -> Mapping[str, FelixConfiguration]:
         return self.of(FelixConfiguration)
 
     @property
