@@ -8,10 +8,12 @@ because ExaBGP blocks (and misses keepalives) when its API pipe fills.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import threading
 import time
+from typing import NoReturn
 
 CONNECT_TIMEOUT = 30.0
 
@@ -30,7 +32,7 @@ def _connect(path: str) -> socket.socket:
             time.sleep(0.1)
 
 
-def main() -> int:
+def main() -> NoReturn:
     sock = _connect(sys.argv[1])
     done = threading.Event()
 
@@ -53,8 +55,10 @@ def main() -> int:
     for relay in (events_to_agent, commands_to_exabgp):
         threading.Thread(target=relay, daemon=True).start()
     done.wait()
-    return 0
+    # Leave without finalising the interpreter: the other relay, still blocked reading stdin, made
+    # that abort (SIGABRT, "_enter_buffered_busy") whenever the agent closed its end first.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

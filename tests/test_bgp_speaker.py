@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,30 @@ async def test_two_speakers_establish_and_exchange_routes(tmp_path: Path) -> Non
         finally:
             await a.stop()
             await b.stop()
+
+
+def test_the_bridge_exits_cleanly_when_the_agent_closes_first(tmp_path: Path) -> None:
+    """ExaBGP's API process relays both ways; the agent's end closing ends it with exit 0, not an
+    abort of the interpreter by the relay thread still reading ExaBGP's pipe."""
+    path = tmp_path / "api.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(1)
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "bgp.bridge", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            agent, _ = server.accept()
+            assert bridge.stdin is not None
+            bridge.stdin.write(b'{"type": "state"}\n')
+            bridge.stdin.flush()
+            with agent:
+                assert agent.makefile("rb").readline() == b'{"type": "state"}\n'
+            assert bridge.wait(timeout=10) == 0
+            assert bridge.stderr is not None and b"Fatal" not in bridge.stderr.read()
+        finally:
+            bridge.kill()
+            bridge.wait()
