@@ -47,8 +47,9 @@ from typha.config import TyphaClientSettings
 
 log = logging.getLogger("felid-node")
 BIN = Path(sys.executable).parent
-PROBE_INTERVAL = 0.5  # until felix and felid-bgp are ready, after a child's (re)start
+PROBE_INTERVAL = 0.5  # after a child's (re)start, until felix and felid-bgp are ready
 PROBE_INTERVAL_READY = 5.0  # then: 4 HTTP requests a second cost 0.4 % of a core idle (bench/idle.py)
+PROBE_FAST_FOR = 60.0  # a node not ready this long after a start (a peer down) is probed slowly too
 
 
 @dataclass
@@ -165,8 +166,16 @@ class FelidNode:
             self._refresh_subnet_env()
             await asyncio.sleep(PROBE_INTERVAL)
             steady = time.monotonic() + PROBE_INTERVAL_READY
-            while self.ready() and time.monotonic() < steady:  # a child's exit ends the wait
+            while self._steady() and time.monotonic() < steady:  # a child's exit ends the wait
                 await asyncio.sleep(PROBE_INTERVAL)
+
+    def _steady(self) -> bool:
+        """Whether the children can be probed slowly: all ready, or none started recently (a BGP
+        peer that stays down keeps a node unready, and that is no reason to poll fast for ever)."""
+        if any(c.pid is None for c in self.children):
+            return False
+        started = max((c.started_at for c in self.children), default=0.0)
+        return self.ready() or time.monotonic() - started > PROBE_FAST_FOR
 
     @property
     def mtu_file(self) -> Path:
