@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cluster import descendants
+from bench.typha_fanout_common import cpu_seconds
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
@@ -40,7 +41,6 @@ from ipam.allocator import BlockAllocator
 from lab.cluster import Cluster
 from lab.processes import BIN
 
-TICK = os.sysconf("SC_CLK_TCK")
 KINDS = {"felid-felix": "felix", "felid-bgp": "felid-bgp", "felid-node": "felid-node", "exabgp": "exabgp"}
 AGENTS = ("felix", "felid-bgp", "felid-node")
 
@@ -55,14 +55,6 @@ def kind_of(pid: int) -> str | None:
         if name in KINDS:
             return KINDS[name]
     return None
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
 @dataclass(frozen=True)
