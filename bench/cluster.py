@@ -40,17 +40,26 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """The KiB fields of ``/proc/PID/smaps_rollup`` (Rss, Pss, Private_Dirty, ...); {} for a zombie."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:  # under the [rollup] line
+        name, _, value = line.partition(":")
+        fields[name] = int(value.split()[0])
+    return fields
+
+
 def memory_kib(pid: int) -> tuple[int, int, int]:
     """(processes, RSS KiB, PSS KiB) of ``pid`` and everything below it."""
     rss = pss = count = 0
     for member in descendants(pid):
         try:
-            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+            rollup = smaps_rollup(member)
         except OSError:
             continue
         count += 1
-        rss += int(re.search(r"^Rss:\s+(\d+)", rollup, re.M).group(1))  # type: ignore[union-attr]
-        pss += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1))  # type: ignore[union-attr]
+        rss += rollup.get("Rss", 0)
+        pss += rollup.get("Pss", 0)
     return count, rss, pss
 
 

@@ -8,18 +8,16 @@ import logging
 import os
 import sys
 
-from bgp.agent import BGPAgent
 from bgp.config import BGPSettings
-from datastore.config import DatastoreConfig
+from bgp.launch import agent_from, log_level
 from datastore.daemon import until_signalled
 from datastore.errors import DatastoreError, InvalidName, NotFound, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import Node
 from datastore.models.node import mark_reflector
-from datastore.settings import add_flags, node_name, resolve
+from datastore.settings import add_flags
 from datastore.store import ResourceStore
-from typha.config import TyphaClientSettings
 
 
 def make_reflector(store: ResourceStore, name: str, cluster_id: str, address: str | None) -> Node:
@@ -42,35 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="felid-bgp", description="felid's BGP agent (ExaBGP underneath)")
     add_flags(parser, BGPSettings)
     args = parser.parse_args(argv)
-    environ = dict(os.environ)
     try:
-        node = node_name(environ.get("FELID_NODENAME"), "FELID_NODENAME")
-        datastore = resolve(DatastoreConfig, environ=environ)
-        flags = {name: getattr(args, name) for name in BGPSettings.model_fields}
-        settings = resolve(BGPSettings, flags=flags, environ=environ)
-        typha = resolve(TyphaClientSettings, environ=environ)
-        if settings.route_reflector and settings.cluster_id is None:
-            raise ValidationFailed("--cluster-id", "a route reflector needs a cluster ID (e.g. 244.0.0.1)")
+        agent = agent_from(dict(os.environ), {name: getattr(args, name) for name in BGPSettings.model_fields})
     except (ValidationFailed, InvalidName) as exc:
         print(f"felid-bgp: invalid setting: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=getattr(logging, settings.log_severity.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = agent.settings
+    logging.basicConfig(level=log_level(agent), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.INFO)
     if settings.route_reflector and settings.cluster_id is not None:
-        kv = EtcdKV(datastore)
+        kv = EtcdKV(agent.datastore)
         try:
-            store = ResourceStore(kv, KeyLayout(datastore.etcd_prefix))
-            make_reflector(store, node, settings.cluster_id, settings.address)
+            store = ResourceStore(kv, KeyLayout(agent.datastore.etcd_prefix))
+            make_reflector(store, agent.node, settings.cluster_id, settings.address)
         except (ValidationFailed, DatastoreError) as exc:
-            print(f"felid-bgp: cannot make {node} a route reflector: {exc}", file=sys.stderr)
+            print(f"felid-bgp: cannot make {agent.node} a route reflector: {exc}", file=sys.stderr)
             return 1
         finally:
             kv.close()
     # SIGTERM: exit 0 with ExaBGP stopped and reaped and the routes left in the kernel.
-    agent = BGPAgent(node, datastore, settings, typha=typha)
     return asyncio.run(until_signalled(agent.run, logging.getLogger("bgp")))
 
 

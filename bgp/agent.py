@@ -84,6 +84,7 @@ class BGPAgent:
         self._nic: tuple[str, str] | None = None  # (address, interface)
         self._unprogrammed_since: float | None = None
         self.secrets: dict[tuple[str, str], str] = {}  # the password Secrets' values, as last read
+        self._server: asyncio.Server | None = None  # closed with the agent: felid-node may build another
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -99,6 +100,8 @@ class BGPAgent:
                 tasks.create_task(self._events(), name="exabgp-events")
                 tasks.create_task(self._ticker(), name="ticker")
         finally:
+            if self._server is not None:
+                self._server.close()
             await self.speaker.stop()
             kv.close()
             self.netlink.close()
@@ -106,7 +109,9 @@ class BGPAgent:
     async def _control(self) -> None:
         await self._in_sync.wait()
         if self.settings.metrics_port:
-            await serve_http(self.settings.metrics_host, self.settings.metrics_port, self._handlers())
+            self._server = await serve_http(
+                self.settings.metrics_host, self.settings.metrics_port, self._handlers()
+            )
         while True:
             changes = await self._changes.wait()
             if self._inputs.changed_by(changes.keys, self.cache.blocks):

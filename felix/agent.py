@@ -13,11 +13,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from datastore.config import DatastoreConfig
 from datastore.etcd import EtcdKV
-from datastore.health import serve_health
+from datastore.health import Response, serve_health, serve_http
 from datastore.keys import KeyLayout, SyncerType
 from datastore.models import FelixConfiguration
 from datastore.syncer import ChangedKeys, follow
@@ -53,7 +53,7 @@ class Felix:
     settings: FelixSettings  # from the environment and the file; the datastore's join after the first sync
     typha: TyphaClientSettings = field(default_factory=TyphaClientSettings)  # unset: etcd directly
     metrics: FelixMetrics = field(default_factory=FelixMetrics)
-    ready: bool = False
+    synced: bool = False  # the first sync is applied
 
     def __post_init__(self) -> None:
         self.layout = KeyLayout(self.datastore.etcd_prefix)
@@ -67,6 +67,10 @@ class Felix:
         self._changes = ChangedKeys()
         self._in_sync = asyncio.Event()
         self._config_prefix = self.layout.kind_prefix(FelixConfiguration)
+        self._servers: list[asyncio.Server] = []  # closed with the agent: felid-node may build another
+
+    def ready(self) -> bool:
+        return self.synced
 
     async def run(self) -> None:
         kv = EtcdKV(self.datastore)
@@ -80,13 +84,15 @@ class Felix:
                 tasks.create_task(self._watch_links(), name="link-events")
                 tasks.create_task(self._refresh_timer(), name="refresh")
         finally:
+            for server in self._servers:
+                server.close()
             kv.close()
             self.netlink.close()
 
     def _check_configuration(self, keys: frozenset[str]) -> None:
         """As Calico's Felix does: a changed FelixConfiguration means a clean restart.  Settings
         are resolved again only when a batch touched a FelixConfiguration."""
-        if not self.ready or not any(key.startswith(self._config_prefix) for key in keys):
+        if not self.synced or not any(key.startswith(self._config_prefix) for key in keys):
             return
         if self._settings_now() != self.settings:
             raise ConfigurationChanged("FelixConfiguration changed; exiting so the supervisor restarts felix")
@@ -127,9 +133,9 @@ class Felix:
             self.metrics.route_table_num_routes.set(self.dataplane.stats.routes)
             self.metrics.cluster_num_hosts.set(state.remote_hosts + 1)
             self.metrics.active_local_endpoints.set(state.local_endpoints)
-            if not self.ready:
+            if not self.synced:
                 log.info("first sync applied: %d routes", self.dataplane.stats.routes)
-                self.ready = True
+                self.synced = True
             if plan.waiting:
                 log.debug("%d route(s) wait for their interface", len(plan.waiting))
 
@@ -208,11 +214,15 @@ class Felix:
     async def _start_servers(self) -> None:
         s: FelixSettings = self.settings
         if s.health_enabled:
-            await serve_health(s.health_host, s.health_port, lambda: self.ready)
+            self._servers.append(await serve_health(s.health_host, s.health_port, self.ready))
         if s.prometheus_metrics_enabled:
-            start_http_server(
-                s.prometheus_metrics_port, s.prometheus_metrics_host, registry=self.metrics.registry
-            )
+
+            async def metrics() -> Response:
+                body = await asyncio.to_thread(generate_latest, self.metrics.registry)
+                return 200, CONTENT_TYPE_LATEST, body
+
+            host, port = s.prometheus_metrics_host, s.prometheus_metrics_port
+            self._servers.append(await serve_http(host, port, {"/metrics": metrics}))
 
 
 def run_forever(felix: Felix) -> int:

@@ -1,4 +1,5 @@
-"""Two real ExaBGP speakers in two namespaces, driven through felid's speaker and bridge."""
+"""Two real ExaBGP speakers in two namespaces, driven through felid's speaker and its API relay (socat, or
+bgp.bridge where socat is missing)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bgp import speaker
 from bgp.calc import BGPPlan, Session
-from bgp.speaker import ExaBGPSpeaker
+from bgp.speaker import ExaBGPSpeaker, relay_command
 from lab.network import ip, namespaces
 
 ADDRESSES = {"a": "198.51.100.1", "b": "198.51.100.2"}
@@ -56,7 +60,12 @@ def announces(prefix: str) -> Any:
     return check
 
 
-async def test_two_speakers_establish_and_exchange_routes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("relay", ["socat", "bgp.bridge"])
+async def test_two_speakers_establish_and_exchange_routes(
+    tmp_path: Path, relay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if relay == "bgp.bridge":  # a host without socat: the Python relay
+        monkeypatch.setattr(speaker.shutil, "which", lambda name: None)
     with namespaces("bgp-a", "bgp-b") as ns:
         ip("link", "add", "ftbgp-a", "type", "veth", "peer", "name", "ftbgp-b")
         for side in "ab":
@@ -69,6 +78,8 @@ async def test_two_speakers_establish_and_exchange_routes(tmp_path: Path) -> Non
             await a.send("announce route 10.9.1.0/26 next-hop self")  # queued until the bridge connects
             await a.start(plan("a", "b"))
             await b.start(plan("b", "a"))
+            assert f"run {relay_command(tmp_path / 'a' / 'api.sock')};" in a.config_path.read_text()
+            assert relay in a.config_path.read_text()
             await wait_for(a, is_up)
             await wait_for(b, is_up)
             got = await wait_for(b, announces("10.9.1.0/26"))

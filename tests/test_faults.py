@@ -1,5 +1,6 @@
-"""Faults under churn, on a running 3-host cluster: SIGKILLs spread over felix, felid-bgp, ExaBGP and
-felid-node while workloads come and go; etcd gone for a minute.  What must hold: every workload
+"""Faults under churn, on a running 3-host cluster: SIGKILLs spread over ExaBGP and felid-node (felix and
+the bgp agent with it), and felix rebuilt inside felid-node by its node's changed FelixConfiguration,
+while workloads come and go; etcd gone for a minute.  What must hold: every workload
 reaches every other, no address is held twice, IPAM is consistent, and no route that should have
 stayed is ever removed."""
 
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lab.agents import BGP_PORT, route_changes, route_deletions
-from lab.cluster import NODE_HEALTH_PORT, Cluster, Workload
+from lab.cluster import Cluster, Workload
 from lab.network import LabHost, http_get
 from lab.processes import wait_until
 from lab.workloads import ping
 
 SEED = 1201
 KILLS = 50
-TARGETS = ("felix", "bgp", "exabgp", "felid-node")
+TARGETS = ("felix", "exabgp", "felid-node")
 
 
 def _status(host: LabHost, port: int) -> dict[str, Any]:
@@ -31,14 +32,23 @@ def _status(host: LabHost, port: int) -> dict[str, Any]:
 
 
 def _pid(cluster: Cluster, host: LabHost, target: str) -> int | None:
-    """The PID of ``target`` on ``host`` now, from felid-node's and the bgp agent's /status."""
+    """The PID of ``target`` on ``host`` now (ExaBGP's from the bgp agent's /status)."""
     if target == "felid-node":
         return cluster.nodes.get(host.node)
-    if target == "exabgp":
-        pid = _status(host, BGP_PORT).get("exabgpPID")
-    else:
-        pid = (_status(host, NODE_HEALTH_PORT).get("children") or {}).get(target, {}).get("pid")
+    pid = _status(host, BGP_PORT).get("exabgpPID")
     return int(pid) if pid else None
+
+
+def _rebuild_felix(cluster: Cluster, host: LabHost, kills: int) -> None:
+    """A changed FelixConfiguration for ``host``: felid-node builds its felix anew, as Calico's
+    Felix restarts (the in-process counterpart of SIGKILLing a felix process)."""
+    config = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "FelixConfiguration",
+        "metadata": {"name": f"node.{host.node}"},
+        "spec": {"routeRefreshInterval": f"{60 + kills}s"},
+    }
+    cluster.apply([config])
 
 
 def _all_reach(cluster: Cluster) -> bool:
@@ -60,8 +70,10 @@ def test_sigkills_and_workload_churn_leave_a_consistent_reachable_cluster(tmp_pa
         with route_deletions(cluster.hosts) as deleted:
             while sum(kills.values()) < KILLS:
                 host, target = rng.choice(cluster.hosts), rng.choice(TARGETS)
-                pid = _pid(cluster, host, target)
-                if pid is not None:
+                if target == "felix":
+                    _rebuild_felix(cluster, host, sum(kills.values()))
+                    kills[target] += 1
+                elif (pid := _pid(cluster, host, target)) is not None:
                     if target == "felid-node":
                         cluster.kill_node(host)
                         cluster.start_node(host)  # as systemd would
@@ -79,7 +91,7 @@ def test_sigkills_and_workload_churn_leave_a_consistent_reachable_cluster(tmp_pa
             cluster.wait_ready(timeout=120)
             took = wait_until(lambda: _all_reach(cluster), 60, "every workload reaches every other", 1.0)
         print(
-            f"{kills} SIGKILLs, {len(cluster.workloads)} workloads left, {len(gone)} deleted; "
+            f"{kills} faults, {len(cluster.workloads)} workloads left, {len(gone)} deleted; "
             f"every pair reached {took:.1f}s after the last node was ready"
         )
         addresses = [w.address for w in cluster.workloads]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -16,9 +17,11 @@ import pytest
 from datastore.etcd import EtcdKV
 from datastore.models import ClusterInformation, IPPool, Node, Profile
 from datastore.store import ResourceStore
-from felid.node import startup
+from felid.node import startup, supervisor
 from felid.node.autodetect import NoAddress, choose
 from felid.node.config import NodeSettings
+from felid.node.supervisor import AgentTask
+from lab.agents import BGP_PORT
 from lab.cluster import NODE_HEALTH_PORT, Cluster
 from lab.network import http_get
 from lab.processes import BIN, wait_until
@@ -120,7 +123,13 @@ def node_status(netns: str) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
-def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path) -> None:
+def bgp_status(netns: str) -> dict[str, Any]:
+    code, body = http_get(netns, BGP_PORT, "/status")
+    assert code == 200
+    return dict(json.loads(body))
+
+
+def test_felix_rebuilt_in_felid_node_leaves_bgp_alone_and_sigterm_leaves_the_routes(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, 2, prefix="ft")
     try:
         cluster.build()
@@ -131,28 +140,78 @@ def test_a_dead_child_is_restarted_and_sigterm_leaves_the_routes(tmp_path: Path)
         cluster.add_workload(first)
         time.sleep(0.5)
         before = first.routes()
-        status = node_status(first.netns)
-        # A child that dies is started again, and the node is ready again.
-        os.kill(status["children"]["felix"]["pid"], 9)
-        assert (
-            wait_until(lambda: not node_status(first.netns)["ready"], 5, "not ready while felix is gone") < 5
-        )
-        wait_until(lambda: node_status(first.netns)["children"]["felix"]["restarts"] == 1, 10, "felix again")
+        sessions = bgp_status(first.netns)["peers"]
+        exabgp = bgp_status(first.netns)["exabgpPID"]
+        assert [p["state"] for p in sessions] == ["up"], sessions
+        # This node's own FelixConfiguration changed: felid-node builds a new felix, as Calico's
+        # Felix restarts, and the bgp agent beside it in the same process sees nothing of it.
+        config = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": f"node.{first.node}"},
+            "spec": {"routeRefreshInterval": "45s"},
+        }
+        cluster.apply([config])
+        wait_until(lambda: node_status(first.netns)["agents"]["felix"]["restarts"] == 1, 20, "felix rebuilt")
         wait_until(lambda: node_status(first.netns)["ready"], 30, "ready again", interval=0.2)
         status = node_status(first.netns)
-        children = [status["children"][c]["pid"] for c in ("felix", "bgp")]
-        assert status["ready"] and all(children), status
+        assert status["agents"]["felix"]["lastError"].startswith("ConfigurationChanged"), status
+        assert status["agents"]["bgp"]["restarts"] == 0, status
+        assert bgp_status(first.netns)["peers"] == sessions  # the session never went down
+        assert bgp_status(first.netns)["exabgpPID"] == exabgp
         pid = cluster.nodes.pop(first.node)
+        assert status["pid"] == pid
         os.kill(pid, 15)
         assert os.waitpid(pid, 0)[1] == 0
-        for child in children:
-            with pytest.raises(ProcessLookupError):
-                os.kill(child, 0)
+        with pytest.raises(ProcessLookupError):
+            os.kill(exabgp, 0)  # felid-node stopped its ExaBGP on the way out
         assert first.routes() == before
         files = tmp_path / "hosts" / first.node
         assert (files / "run" / "subnet.env").exists() and (files / "var" / "mtu").exists()
     finally:
         cluster.destroy()
+
+
+class Flaky:
+    """An agent that is ready at once and, if it ``fails``, fails 0.05 s later."""
+
+    def __init__(self, log: list[str], fails: bool) -> None:
+        self.log, self.fails, self.is_ready = log, fails, False
+
+    async def run(self) -> None:
+        self.log.append("run")
+        self.is_ready = True
+        await asyncio.sleep(0.05)
+        if self.fails:
+            raise ExceptionGroup("agent", [KeyError("boom")])
+        await asyncio.Event().wait()
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+
+async def test_a_failed_agent_is_built_again_after_a_growing_backoff_and_the_other_runs_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor, "BACKOFF_FIRST", 0.05)
+    builds: list[str] = []
+    flaky = AgentTask("felix", lambda: Flaky(builds, fails=len(builds) < 3))
+    steady_log: list[str] = []
+    steady = AgentTask("bgp", lambda: Flaky(steady_log, fails=False))
+    started = time.monotonic()
+    tasks = [asyncio.create_task(agent.supervise()) for agent in (flaky, steady)]
+    try:
+        while flaky.restarts < 3 or not flaky.ready():
+            assert time.monotonic() - started < 5, flaky
+            await asyncio.sleep(0.01)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    # Three failures, waits of 0.1, 0.2 and 0.4 s (each run lasts 0.05 s, under a stable minute).
+    assert builds == ["run"] * 4 and flaky.last_error == "KeyError: 'boom'"
+    assert time.monotonic() - started >= 0.1 + 0.2 + 0.4
+    assert steady_log == ["run"] and steady.restarts == 0
 
 
 def test_a_host_file_that_cannot_be_written_is_retried_and_never_stops_the_node(tmp_path: Path) -> None:
@@ -170,7 +229,7 @@ def test_a_host_file_that_cannot_be_written_is_retried_and_never_stops_the_node(
         wait_until(blocked.is_file, 10, "subnet.env written once it can be")
         assert "FELID_MTU=1450\n" in blocked.read_text()
         assert (
-            node_status(host.netns)["ready"] and node_status(host.netns)["children"]["felix"]["restarts"] == 0
+            node_status(host.netns)["ready"] and node_status(host.netns)["agents"]["felix"]["restarts"] == 0
         )
     finally:
         cluster.destroy()

@@ -36,11 +36,12 @@ def _since(stamp: float) -> str:
     return time.strftime(fmt, time.localtime(stamp))
 
 
-def _child(name: str, child: dict[str, Any] | None) -> str:
-    if not child or not child.get("running"):
-        return f"{name}: not running"
-    text = f"{name}: running (pid {child.get('pid')})" + (", ready" if child.get("ready") else ", not ready")
-    return text + (f", restarted {child['restarts']} time(s)" if child.get("restarts") else "")
+def _agent(name: str, agent: dict[str, Any] | None) -> str:
+    if not agent or not agent.get("running"):
+        error = agent.get("lastError") if agent else None
+        return f"{name}: not running" + (f" (last failure: {error})" if error else "")
+    text = f"{name}: running" + (", ready" if agent.get("ready") else ", not ready")
+    return text + (f", restarted {agent['restarts']} time(s)" if agent.get("restarts") else "")
 
 
 def render_status(
@@ -50,12 +51,13 @@ def render_status(
     running = felix is not None or bgp is not None or node is not None
     lines = ["felid process is running." if running else "felid process is not running."]
     if node is not None:
-        children = node.get("children", {})
+        agents = node.get("agents", {})
         lines.append(
-            f"felid-node: {'ready' if node.get('ready') else 'not ready'}, address {node.get('address')}"
+            f"felid-node: {'ready' if node.get('ready') else 'not ready'} (pid {node.get('pid')}), "
+            f"address {node.get('address')}"
         )
-        lines.append(_child("felix", children.get("felix")))
-        if "bgp" not in children:
+        lines.append(_agent("felix", agents.get("felix")))
+        if "bgp" not in agents:
             lines.append("bgp: not used (networking backend without BGP)")
             return "\n".join(lines) + "\n", 0
     elif felix is None:
@@ -63,7 +65,7 @@ def render_status(
     else:
         lines.append("felix: running" + (", ready" if felix[0] == 200 else ", not ready"))
     if bgp is None:
-        lines.append("bgp: not running")
+        lines.append(_agent("bgp", node.get("agents", {}).get("bgp") if node else None))
         return "\n".join(lines) + "\n", 0 if running else 1
     lines.append(
         f"bgp: running (ExaBGP pid {bgp.get('exabgpPID')}), AS {bgp.get('asNumber')}, "

@@ -2,11 +2,12 @@
 
 Detects the node's address, registers the Node (creating the default IPPool
 and marking the datastore ready if nobody has), allocates its tunnel
-addresses, then supervises felix (which writes ``/var/lib/felid/mtu``) and
-(with the bgp backend) felid-bgp, keeps ``/run/felid/subnet.env`` in step
-with felix's MTU, and answers
+addresses, then runs felix (which writes ``/var/lib/felid/mtu``) and (with the
+bgp backend) the bgp agent in this process, each rebuilt when it fails
+(``felid.node.supervisor`` says why one process), keeps
+``/run/felid/subnet.env`` in step with felix's MTU, and answers
 ``/liveness``, ``/readiness`` (felix synced and every BGP session established)
-and ``/status`` on its health port.  SIGTERM stops the children and leaves the
+and ``/status`` on its health port.  SIGTERM stops the agents and leaves the
 dataplane as it is.  ``--check-config`` validates the settings and exits.
 """
 
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from bgp.config import BGPSettings
-from datastore.config import DatastoreConfig, read_config_file
+from bgp.launch import agent_from
+from bgp.launch import log_level as bgp_log_level
+from datastore.config import DatastoreConfig
 from datastore.errors import DatastoreError, InvalidName, Unavailable, ValidationFailed
 from datastore.etcd import EtcdKV
-from datastore.health import Response, get_local, health_handlers, serve_http
+from datastore.health import Response, health_handlers, serve_http
 from datastore.keys import KeyLayout
 from datastore.settings import add_flags, node_name, resolve, unknown_variables
 from datastore.store import ResourceStore
@@ -39,31 +42,17 @@ from felid.node.cni_server import CNIServer
 from felid.node.config import NodeSettings
 from felid.node.metrics import MetricsServer
 from felid.node.startup import HostFiles
-from felid.node.supervisor import Child
-from felix.config import FelixSettings, SettingsSources
+from felid.node.supervisor import Agent, AgentTask
+from felix.agent import ConfigurationChanged
+from felix.config import FelixSettings
 from felix.dataplane.hostfile import read_int
 from felix.dataplane.netlink import Netlink
+from felix.launch import felix_from
+from felix.launch import log_level as felix_log_level
 from typha.config import TyphaClientSettings
 
 log = logging.getLogger("felid-node")
-BIN = Path(sys.executable).parent
-PROBE_INTERVAL = 0.5  # after a child's (re)start, until felix and felid-bgp are ready
-PROBE_INTERVAL_READY = 5.0  # then: 4 HTTP requests a second cost 0.4 % of a core idle (bench/idle.py)
-PROBE_FAST_FOR = 60.0  # a node not ready this long after a start (a peer down) is probed slowly too
-
-
-@dataclass
-class Health:
-    """What felid-node last saw of its children (refreshed in the background)."""
-
-    felix_ready: bool = False
-    bgp_ready: bool | None = None  # None: no bgp backend
-    probe_started: float = 0.0  # monotonic: answers older than a child's start say nothing of it
-
-
-def _ready(port: int) -> bool:
-    answer = get_local(port, "/readiness", timeout=1)
-    return answer is not None and answer[0] == 200
+HOST_FILES_INTERVAL = 1.0  # how often felix's MTU file is read for subnet.env (a stat and a read)
 
 
 @dataclass
@@ -72,8 +61,7 @@ class FelidNode:
     settings: NodeSettings
     datastore: DatastoreConfig
     environ: Mapping[str, str]
-    health: Health = field(default_factory=Health)
-    children: list[Child] = field(default_factory=list)
+    agents: list[AgentTask] = field(default_factory=list)
     address: str | None = None
     files: HostFiles | None = None
     files_mtu: int | None = None  # the MTU subnet.env was last written with
@@ -90,16 +78,14 @@ class FelidNode:
         cni = self.cni = CNIServer(self.settings.cni_socket) if self.settings.cni_socket else None
         if cni is not None:
             await cni.start()
-        self.children = self._children()
-        if self.settings.networking_backend != "bgp":
-            self.health.bgp_ready = None
+        self.agents = self._agents()
         server = await serve_http(self.settings.health_host, self.settings.health_port, self._handlers())
         metrics = await self._serve_metrics()
         try:
             async with asyncio.TaskGroup() as tasks:
-                for child in self.children:
-                    tasks.create_task(child.supervise(), name=child.name)
-                tasks.create_task(self._probe_children(), name="probe")
+                for agent in self.agents:
+                    tasks.create_task(agent.supervise(), name=agent.name)
+                tasks.create_task(self._keep_host_files(), name="host-files")
         finally:
             server.close()
             if metrics is not None:
@@ -113,9 +99,6 @@ class FelidNode:
         served = MetricsServer(EtcdKV(self.datastore), KeyLayout(self.datastore.etcd_prefix), self.name)
         await served.start(self.settings.metrics_host, self.settings.metrics_port)
         return served
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(child.stop() for child in self.children))
 
     async def _address(self, netlink: Netlink) -> str:
         if self.settings.ip != "autodetect":
@@ -142,40 +125,39 @@ class FelidNode:
             finally:
                 kv.close()
 
-    def _children(self) -> list[Child]:
-        base = {
+    def agent_environment(self) -> dict[str, str]:
+        """What felix and the bgp agent are configured from: felid-node's environment, this node's
+        name, and the places felid-node's settings give them."""
+        return {
             **self.environ,
             "FELID_NODENAME": self.name,
             "FELIX_HEALTHPORT": str(self.settings.felix_health_port),
             "FELIX_MTUFILE": str(self.mtu_file),
+            "FELID_BGP_RUN_DIR": self.environ.get("FELID_BGP_RUN_DIR", str(self.settings.run_dir / "bgp")),
         }
-        children = [Child("felix", [str(BIN / "felid-felix")], base)]
+
+    def _agents(self) -> list[AgentTask]:
+        environ = self.agent_environment()
+
+        def felix() -> Agent:
+            built = felix_from(environ)
+            logging.getLogger("felix").setLevel(felix_log_level(built))
+            return built
+
+        def bgp() -> Agent:
+            built = agent_from(environ)
+            logging.getLogger("bgp").setLevel(bgp_log_level(built))
+            return built
+
+        agents = [AgentTask("felix", felix, rebuild_at_once=(ConfigurationChanged,))]
         if self.settings.networking_backend == "bgp":
-            env = {"FELID_BGP_RUN_DIR": str(self.settings.run_dir / "bgp"), **base}
-            children.append(Child("bgp", [str(BIN / "felid-bgp")], env))
-        return children
+            agents.append(AgentTask("bgp", bgp))
+        return agents
 
-    async def _probe_children(self) -> None:
-        bgp_port = resolve(BGPSettings, environ=self.environ).metrics_port
-        bgp = self.settings.networking_backend == "bgp"
+    async def _keep_host_files(self) -> None:
         while True:
-            started = time.monotonic()
-            felix = await asyncio.to_thread(_ready, self.settings.felix_health_port)
-            ready = await asyncio.to_thread(_ready, bgp_port) if bgp else None
-            self.health = Health(felix, ready, started)
             self._refresh_subnet_env()
-            await asyncio.sleep(PROBE_INTERVAL)
-            steady = time.monotonic() + PROBE_INTERVAL_READY
-            while self._steady() and time.monotonic() < steady:  # a child's exit ends the wait
-                await asyncio.sleep(PROBE_INTERVAL)
-
-    def _steady(self) -> bool:
-        """Whether the children can be probed slowly: all ready, or none started recently (a BGP
-        peer that stays down keeps a node unready, and that is no reason to poll fast for ever)."""
-        if any(c.pid is None for c in self.children):
-            return False
-        started = max((c.started_at for c in self.children), default=0.0)
-        return self.ready() or time.monotonic() - started > PROBE_FAST_FOR
+            await asyncio.sleep(HOST_FILES_INTERVAL)
 
     @property
     def mtu_file(self) -> Path:
@@ -193,30 +175,17 @@ class FelidNode:
             log.error("cannot write subnet.env in %s (retrying): %s", self.settings.run_dir, exc)
 
     def ready(self) -> bool:
-        """Every child running, and ready by a probe made since it (last) started."""
-        if any(c.pid is None or c.started_at > self.health.probe_started for c in self.children):
-            return False
-        return self.health.felix_ready and self.health.bgp_ready is not False
+        """felix has applied its first sync and (with bgp) every BGP session is established."""
+        return bool(self.agents) and all(agent.ready() for agent in self.agents)
 
     def status(self) -> dict[str, Any]:
-        children = {
-            c.name: {
-                "running": c.pid is not None,
-                "pid": c.pid,
-                "restarts": c.restarts,
-                "lastExit": c.last_exit,
-            }
-            for c in self.children
-        }
-        children["felix"]["ready"] = self.health.felix_ready
-        if "bgp" in children:
-            children["bgp"]["ready"] = bool(self.health.bgp_ready)
         served = {"socket": str(self.cni.path), "served": self.cni.served} if self.cni else None
         return {
             "node": self.name,
+            "pid": os.getpid(),
             "address": self.address,
             "ready": self.ready(),
-            "children": children,
+            "agents": {agent.name: agent.status() for agent in self.agents},
             "cni": served,
         }
 
@@ -227,8 +196,8 @@ class FelidNode:
         return {**health_handlers(self.ready), "/status": status}
 
 
-# Every setting felid-node's environment carries, for it or for the children that inherit it.
-CHILD_SETTINGS = (NodeSettings, DatastoreConfig, TyphaClientSettings, FelixSettings, BGPSettings)
+# Every setting felid-node's environment carries, for it or for the agents it runs.
+AGENT_SETTINGS = (NodeSettings, DatastoreConfig, TyphaClientSettings, FelixSettings, BGPSettings)
 
 
 def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[NodeSettings, DatastoreConfig]:
@@ -245,9 +214,7 @@ async def _serve(node: FelidNode) -> None:
     try:
         await node.run()
     except asyncio.CancelledError:
-        log.info("stopping felix and bgp; the dataplane stays as it is")
-    finally:
-        await node.stop()
+        log.info("stopped felix and bgp; the dataplane stays as it is")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,19 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     try:
         settings, datastore = _settings(args, environ)
-        # felix and felid-bgp read typha's settings from the environment they inherit: checked here
-        # once, so a bad value stops felid-node with its name instead of restarting children for ever.
+        # felix and the bgp agent read typha's settings from the environment they are built from:
+        # checked here once, so a bad value stops felid-node with its name instead of failing agents.
         typha = resolve(TyphaClientSettings, environ=environ)
-        # felix's and felid-bgp's too: they inherit this environment.
-        felix_path = environ.get("FELIX_CONFIGFILE")
-        SettingsSources(environ, read_config_file(felix_path) if felix_path else {}).local()
-        resolve(BGPSettings, environ=environ)
         source = "--nodename" if args.nodename else NodeSettings.env_name("nodename")
         name = node_name(settings.nodename, source)
+        # felix's and the bgp agent's own settings too (building one opens nothing).
+        node = FelidNode(name, settings, datastore, environ)
+        felix_from(node.agent_environment())
+        agent_from(node.agent_environment())
     except (ValidationFailed, InvalidName) as exc:
         print(f"felid-node: invalid setting: {exc}", file=sys.stderr)
         return 1
-    unknown = unknown_variables(environ, CHILD_SETTINGS, also=("FELIX_CONFIGFILE", "FELID_CONFIG"))
+    unknown = unknown_variables(environ, AGENT_SETTINGS, also=("FELIX_CONFIGFILE", "FELID_CONFIG"))
     if unknown and args.check_config:
         print(f"felid-node: no such setting: {', '.join(unknown)}", file=sys.stderr)
         return 1
@@ -287,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
-    node = FelidNode(name, settings, datastore, environ)
     try:
         asyncio.run(_serve(node))
     except NoAddress as exc:
