@@ -94,9 +94,10 @@ NODE_HEADER = """
 
 calico-node's settings with `FELID_` for `CALICO_` (and `IP`, `IP_AUTODETECTION_METHOD`,
 `NODENAME`, `AS` as `FELID_IP`, ...): environment, or the flags shown. The default IPPool is
-created only when the cluster has no pool. felid-node passes its environment on to felix and
-felid-bgp (so `FELIX_*` and `FELID_BGP_*` settings given to it reach them) and gives felix
-`FELIX_HEALTHPORT` from `felix_health_port`.
+created only when the cluster has no pool. felid-node runs felix and the bgp agent in its own
+process and configures them from its environment, as `felid-felix` and `felid-bgp` would be
+(so `FELIX_*` and `FELID_BGP_*` settings given to it reach them); felix's `FELIX_HEALTHPORT`
+comes from `felix_health_port`.
 
 """
 
