@@ -10,8 +10,9 @@ chains and holds its route until an interface appears, and the cost measured is 
 reaction to the datastore, which is what grows with a cluster.  The default, 500 workloads, is
 the issue's 1,000 starts and stops.
 
-Printed per size: seconds of CPU per agent kind (felix, felid-bgp, felid-node; ExaBGP for
-information) during the churn, less what the same agents burn idle in as long (the baseline,
+Printed per size: seconds of CPU per agent kind (felid-node, with felix and the bgp agent inside it;
+felix and felid-bgp too when they run as programs of their own; ExaBGP for information) during the
+churn, less what the same agents burn idle in as long (the baseline,
 measured in the same run), and that net cost per datastore change per agent.  Last, the ratio of
 the per-change cost of the larger cluster to the smaller one's (issue 16: at most 1.2).
 """
@@ -191,7 +192,7 @@ def measure(size: int, workloads: int, live: int, reflectors: int, idle_seconds:
                     f"  {kind:10} x{count:3}: {spent:7.2f} CPU-s during the churn, idle baseline "
                     f"{baseline:6.2f} CPU-s; net {cost:6.3f} ms per change per process"
                 )
-            print(f"  agents (felix + felid-bgp + felid-node): {per_change:.3f} ms per change per host")
+            print(f"  agents (felid-node with felix and bgp): {per_change:.3f} ms per change per host")
             return per_change
         finally:
             cluster.destroy()

@@ -1,9 +1,9 @@
 """Idle cost of one host's felid: ``python -m bench.idle``.
 
-One host's felid is felid-node's process tree: felid-node, felix (``felid-felix``), ``felid-bgp``,
-ExaBGP and ExaBGP's API bridge (``python -m bgp.bridge``).  The lab is two felid hosts (node-1,
-the measured one, and node-2: one mesh session) and one BIRD 2 process in a namespace of its own
-holding many addresses on the hosts' LAN; node-specific BGPPeers give node-1 one session to each
+One host's felid is felid-node's process tree: felid-node (felix and the bgp agent run inside it),
+ExaBGP and ExaBGP's API relay (socat; ``python -m bgp.bridge`` where socat is missing).  The lab
+is two felid hosts (node-1, the measured one, and node-2: one mesh session) and one BIRD 2 process
+in a namespace of its own holding many addresses on the hosts' LAN; node-specific BGPPeers give node-1 one session to each
 of as many of BIRD's addresses as it takes to reach ``--sessions`` (2 and 40: 1 mesh + 1 BIRD, then
 1 mesh + 39 BIRD), every one of them established.  BIRD is passive, so ExaBGP's side is as it is in
 a cluster: it connects, keeps the session up, sends keepalives.
@@ -67,7 +67,7 @@ MAX_SESSIONS = 49  # BIRD's addresses facing node-1 are .101-.149, those facing 
 READY_TIMEOUT = 180.0
 TICK = os.sysconf("SC_CLK_TCK")
 # What each process of the tree is, by the program it runs.
-ROLES = ("felid-node", "felid-felix", "felid-bgp", "exabgp", "bgp.bridge")
+ROLES = ("felid-node", "exabgp")  # and the API relay: socat, or bgp.bridge
 BASELINE, BIRD = "baseline", "bird"  # the other processes measured in the same window
 
 
