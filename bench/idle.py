@@ -1,12 +1,12 @@
 """Idle cost of one host's felid: ``python -m bench.idle``.
 
 One host's felid is felid-node's process tree: felid-node (felix and the bgp agent run inside it),
-ExaBGP and ExaBGP's API relay (socat; ``python -m bgp.bridge`` where socat is missing).  The lab
-is two felid hosts (node-1, the measured one, and node-2: one mesh session) and one BIRD 2 process
-in a namespace of its own holding many addresses on the hosts' LAN; node-specific BGPPeers give node-1 one session to each
-of as many of BIRD's addresses as it takes to reach ``--sessions`` (2 and 40: 1 mesh + 1 BIRD, then
-1 mesh + 39 BIRD), every one of them established.  BIRD is passive, so ExaBGP's side is as it is in
-a cluster: it connects, keeps the session up, sends keepalives.
+ExaBGP and ExaBGP's API relay (socat; ``python -m bgp.bridge`` where socat is missing). The lab is
+two felid hosts (node-1, the measured one, and node-2: one mesh session) and one BIRD 2 process in a
+namespace of its own holding many addresses on the hosts' LAN; node-specific BGPPeers give node-1
+one session to each of as many of BIRD's addresses as it takes to reach ``--sessions`` (2 and 40: 1
+mesh + 1 BIRD, then 1 mesh + 39 BIRD), every one of them established. BIRD is passive, so ExaBGP's
+side is as it is in a cluster: it connects, keeps the session up, sends keepalives.
 
 For each session count, once every session is up and the datastore is left alone for
 ``--settle`` seconds, the CPU time (utime + stime, and cutime + cstime: what reaped short-lived

@@ -4,6 +4,7 @@ bgp.bridge where socat is missing)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bgp import speaker
 from bgp.calc import BGPPlan, Session
 from bgp.speaker import ExaBGPSpeaker, relay_command
 from lab.network import ip, namespaces
@@ -65,7 +65,7 @@ async def test_two_speakers_establish_and_exchange_routes(
     tmp_path: Path, relay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if relay == "bgp.bridge":  # a host without socat: the Python relay
-        monkeypatch.setattr(speaker.shutil, "which", lambda name: None)
+        monkeypatch.setattr(shutil, "which", lambda name: None)
     with namespaces("bgp-a", "bgp-b") as ns:
         ip("link", "add", "ftbgp-a", "type", "veth", "peer", "name", "ftbgp-b")
         for side in "ab":
