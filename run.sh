@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
-APT_PACKAGES=(etcd-server containernetworking-plugins bird2 gobgpd frr prometheus user-mode-linux iproute2 iputils-ping socat iperf3 podman runc busybox-static systemd mmdebstrap openssl kmod iptables ipset nftables python3 python3-venv python3-pip)
+APT_PACKAGES=(etcd-server containernetworking-plugins bird2 gobgpd frr prometheus user-mode-linux iproute2 iputils-ping fping socat iperf3 podman runc busybox-static systemd mmdebstrap openssl kmod iptables ipset nftables python3 python3-venv python3-pip)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -24,10 +24,12 @@ from felid.node.config import NodeSettings
 from felix.calc.chains import endpoint_chain
 from felix.dataplane.iptables import COMMANDS
 from lab import network
+from lab.convergence import BlockReader, ClusterProgress, http_statuses, lacking, routed_blocks
+from lab.etcd import EtcdServer
 from lab.network import Lab, LabHost
 from lab.processes import BIN, clean_environment, kill_tree, kill_trees, wait_gone, wait_until
 from lab.typha import TyphaProcess
-from lab.workloads import PingResult, ping
+from lab.workloads import PingResult, ping_many
 from typha.config import TyphaSettings
 
 Mode = Literal["never", "vxlan", "ipip", "crosssubnet"]
@@ -39,6 +41,35 @@ PROGRAMMED_TIMEOUT = 60.0  # felix may be restarting (test_faults kills it under
 STOP_GRACE = 15.0  # felid-node stops felix and bgp (which stops ExaBGP) on SIGTERM
 TYPHA_HOSTS = 240  # typha-1 is at .241 on the lab's subnet, typha-2 at .242, ...
 TYPHA_PORT: int = TyphaSettings.default_of("server_port")
+PING_SOURCES = 16  # fpings at once in a ping matrix, each pinging all of its targets
+NEIGHBOUR_LIMITS = Path("/proc/sys/net/ipv4/neigh/default")
+
+Report = Callable[[ClusterProgress], None]
+
+
+def neighbour_room(hosts: int, workloads_per_host: int = 8) -> list[str]:
+    """Raise the kernel's ARP table limits to fit a cluster of ``hosts``; what was changed.
+
+    The table is one for the whole machine, every network namespace's entries counted against
+    ``gc_thresh3`` (default 1024, set only in the initial namespace): past it, a host cannot
+    resolve its next hop and the packet is dropped ("neighbor table overflow!" in the kernel
+    log).  Each host resolves every other host it routes to, and each workload and its host one
+    another: from about 30 hosts on (35 hosts: 1,190 host pairs) the default is too small, and
+    pings between lab hosts with every route in place were lost.  Only ever raised, never
+    lowered (another lab may be running beside this one).
+    """
+    needed = hosts * (hosts + 4) + 2 * hosts * workloads_per_host
+    changed = []
+    for name, value in (("gc_thresh2", needed), ("gc_thresh3", 2 * needed)):
+        path = NEIGHBOUR_LIMITS / name
+        try:
+            current = int(path.read_text())
+            if current < value:
+                path.write_text(f"{value}\n")
+                changed.append(f"net.ipv4.neigh.default.{name} {current} -> {value}")
+        except OSError as exc:
+            changed.append(f"net.ipv4.neigh.default.{name} not raised to {value}: {exc.strerror}")
+    return changed
 
 
 def node_environment(mode: Mode) -> dict[str, str]:
@@ -99,11 +130,14 @@ class Cluster:
     typha_processes: list[TyphaProcess] = field(default_factory=list)
     nodes: dict[str, int] = field(default_factory=dict)  # node -> felid-node pid
     workloads: list[Workload] = field(default_factory=list)
+    raised_limits: list[str] = field(default_factory=list)  # kernel limits build() raised: old -> new
+    blocks: BlockReader | None = None  # every node's blocks from etcd, for wait_converged and reports
 
     # -- life cycle --------------------------------------------------------------------------------
 
     def build(self) -> Lab:
         self.work.mkdir(parents=True, exist_ok=True)
+        self.raised_limits = neighbour_room(self.size)
         self.lab = network.build(
             self.work, self.size, prefix=self.prefix, fast_election=self.fast_election, mtu=self.nic_mtu
         )
@@ -179,29 +213,112 @@ class Cluster:
         kill_tree(pid)  # reaps it; what is left of its group goes too
 
     def ready(self, host: LabHost) -> bool:
-        return network.http_get(host.netns, NODE_HEALTH_PORT, "/readiness")[0] == 200
+        return self.ready_among([host]) == [host]
 
-    def wait_ready(self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0) -> float:
+    def ready_among(self, hosts: Iterable[LabHost]) -> list[LabHost]:
+        """Those of ``hosts`` whose felid-node is ready, all asked at once."""
+        chosen = list(hosts)
+        statuses = http_statuses([h.netns for h in chosen], NODE_HEALTH_PORT, "/readiness")
+        return [h for h, status in zip(chosen, statuses, strict=True) if status == 200]
+
+    def _check_running(self, host: LabHost) -> None:
+        pid = self.nodes.get(host.node)
+        if pid is None or wait_gone(pid, 0):
+            raise RuntimeError(f"felid-node on {host.node} exited:\n{self.node_log(host)[-3000:]}")
+
+    def wait_ready(
+        self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0, report: Report | None = None
+    ) -> float:
+        """Until every felid-node of ``hosts`` (default all) is ready: the seconds it took.
+        ``report`` is called after each look with the cluster's progress, routes included."""
         started = time.monotonic()
-        waiting = list(hosts or self.hosts)
-        while waiting:
-            for host in list(waiting):
-                pid = self.nodes.get(host.node)
-                if pid is None or wait_gone(pid, 0):
-                    raise RuntimeError(f"felid-node on {host.node} exited:\n{self.node_log(host)[-3000:]}")
-                if self.ready(host):
-                    waiting.remove(host)
-            if waiting and time.monotonic() - started > timeout:
+        chosen = list(hosts or self.hosts)
+        waiting = list(chosen)
+        blocks = self._block_reader() if report is not None else None
+        while True:
+            looked = time.process_time()
+            for host in waiting:
+                self._check_running(host)
+            for host in self.ready_among(waiting):
+                waiting.remove(host)
+            if report is not None:
+                ready = len(chosen) - len(waiting)
+                report(self._progress(chosen, ready, blocks, started))
+            took = time.monotonic() - started
+            if not waiting:
+                return took
+            if took > timeout:
                 names = ", ".join(h.node for h in waiting)
                 raise TimeoutError(f"felid-node not ready in {timeout:.0f}s on {names}")
-            time.sleep(0.2)
-        return time.monotonic() - started
+            time.sleep(_pause(time.process_time() - looked))
+
+    def wait_converged(
+        self, hosts: Iterable[LabHost] | None = None, timeout: float = 120.0, report: Report | None = None
+    ) -> float:
+        """Until every host of ``hosts`` (default all) routes to every confirmed block (as etcd has
+        them now) of every other host with a felid-node started (BGP's routes, or felix's over
+        VXLAN): the seconds it took."""
+        started = time.monotonic()
+        chosen = list(hosts or self.hosts)
+        blocks = self._block_reader()
+        while True:
+            looked = time.process_time()
+            for host in chosen:
+                self._check_running(host)
+            ready = len(self.ready_among(chosen)) if report is not None else len(chosen)
+            progress = self._progress(chosen, ready, blocks, started)
+            if report is not None:
+                report(progress)
+            if progress.converged == len(chosen):
+                return progress.elapsed
+            if progress.elapsed > timeout:
+                shown = [f"{n} lacks {', '.join(b[:3])}" for n, b in sorted(progress.lacking.items())]
+                raise TimeoutError(
+                    f"routes not converged in {timeout:.0f}s: {'; '.join(shown[:5])}"
+                    + (f" (and {len(shown) - 5} more hosts)" if len(shown) > 5 else "")
+                )
+            time.sleep(_pause(time.process_time() - looked))
+
+    @property
+    def _etcd(self) -> EtcdServer:
+        assert self.lab is not None, "build() first"
+        return self.lab.etcd
+
+    def _block_reader(self) -> BlockReader:
+        """The helper reading every node's blocks from etcd: started at the first wait that needs
+        it, kept until destroy() (so a later wait's first look is not slowed by its start)."""
+        if self.blocks is None or self.blocks.process.poll() is not None:
+            self.blocks = BlockReader(self._etcd.url, self._etcd.netns)
+        return self.blocks
+
+    def _close_block_reader(self) -> None:
+        if self.blocks is not None:
+            self.blocks.close()
+            self.blocks = None
+
+    def _progress(
+        self, hosts: list[LabHost], ready: int, blocks: BlockReader | None, started: float
+    ) -> ClusterProgress:
+        known = blocks.read() if blocks is not None else None
+        if known is None:
+            return ClusterProgress(len(hosts), ready, None, time.monotonic() - started)
+        nodes = list(self.nodes)  # those with a felid-node started
+        vxlan = self.mode == "vxlan"  # felix routes to the other hosts' blocks, no BGP
+        missing = {}
+        for host in hosts:
+            lacks = lacking(known, host.node, routed_blocks(host.netns, vxlan), nodes)
+            if lacks:
+                missing[host.node] = lacks
+        owned = sum(len(b) for b in known.values())
+        converged = len(hosts) - len(missing)
+        return ClusterProgress(len(hosts), ready, converged, time.monotonic() - started, owned, missing)
 
     def node_log(self, host: LabHost) -> str:
         path = Path(host.home) / "felid-node.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def destroy(self) -> None:
+        self._close_block_reader()
         kill_trees(self.nodes.values(), grace=STOP_GRACE)
         self.nodes.clear()
         for typha in self.typha_processes:
@@ -211,7 +328,9 @@ class Cluster:
             self.lab.destroy()
 
     def save(self, path: Path) -> None:
+        """Record the cluster for another process to destroy (the helpers of this one go)."""
         assert self.lab is not None
+        self._close_block_reader()
         record = {
             "lab": self.lab.saved(),
             "nodes": self.nodes,
@@ -288,14 +407,25 @@ class Cluster:
         self.workloads.remove(workload)
 
     def ping_matrix(self, workloads: list[Workload] | None = None, count: int = 3) -> list[PingResult]:
-        """Every workload pings every other, in parallel."""
+        """Every workload pings every other: one fping per source for all its targets, up to
+        ``PING_SOURCES`` of them at once; a result per (source, target) pair, sources in order."""
         chosen = workloads or self.workloads
-        pairs = [(a, b) for a in chosen for b in chosen if a is not b]
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(lambda p: ping(p[0].netns, p[1].address, count=count), pairs))
+
+        def from_one(source: Workload) -> list[PingResult]:
+            return ping_many(source.netns, [w.address for w in chosen if w is not source], count=count)
+
+        with ThreadPoolExecutor(max_workers=PING_SOURCES) as pool:
+            return [r for results in pool.map(from_one, chosen) for r in results]
 
 
 def destroy_saved(record: Mapping[str, Any]) -> None:
     kill_trees((int(pid) for pid in record.get("nodes", {}).values()), grace=STOP_GRACE)
     kill_trees(int(pid) for pid in record.get("typhas", []))
     network.destroy_saved(record.get("lab", {}))
+
+
+def _pause(looked: float) -> float:
+    """Between two looks at the cluster: 0.2 s, or 9 times the CPU a look took, so that looking
+    costs at most a tenth of a core (at 100 hosts a look is some 70 ms: the cluster starting
+    beside it needs the machine); at most 2 s."""
+    return min(2.0, max(0.2, 9 * looked))

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from lab import network
 from lab.agents import route_changes, route_deletions
 from lab.cluster import Cluster, Mode, Workload
+from lab.convergence import http_statuses, lacking, routed_blocks
 from lab.processes import wait_until
-from lab.workloads import PingResult, ping
+from lab.workloads import PingResult, ping, ping_many
 from tests.typha_helpers import metric
 
 
@@ -34,6 +36,32 @@ def running(
 
 def unreachable(results: list[PingResult]) -> list[PingResult]:
     return [r for r in results if not r.ok]
+
+
+def test_one_fping_answers_for_every_target_of_a_source() -> None:
+    with network.namespaces("a", "b") as ns:
+        network.ip("-n", ns["a"], "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        network.ip("-n", ns["a"], "link", "set", "eth1", "netns", ns["b"])
+        for name, nic, address in ((ns["a"], "eth0", "192.0.2.1"), (ns["b"], "eth1", "192.0.2.2")):
+            network.ip("-n", name, "addr", "add", f"{address}/24", "dev", nic)
+            network.ip("-n", name, "link", "set", nic, "up")
+        network.ip("-n", ns["a"], "route", "add", "198.51.100.0/24", "via", "192.0.2.2")
+        targets = ["192.0.2.2", "192.0.2.9", "198.51.100.7", "192.0.2.1"]  # answers, no one, lost, itself
+        results = ping_many(ns["a"], targets, count=2, wait=0.3)
+        assert [(r.source, r.target, r.sent) for r in results] == [(ns["a"], t, 2) for t in targets]
+        assert [r.received for r in results] == [2, 0, 0, 2]
+        assert [r.ok for r in results] == [True, False, False, True]
+        assert results[0].rtt_ms is not None and results[1].rtt_ms is None
+        # Nothing listens on 9099 in either, and the third namespace is gone: no answer, no error.
+        assert http_statuses([ns["a"], ns["b"], "ft-no-such-namespace"], 9099, "/readiness") == [0, 0, 0]
+        assert routed_blocks(ns["a"]) == set()  # no BGP route here
+
+
+def test_a_host_converges_when_it_routes_to_every_block_of_every_other_node() -> None:
+    blocks = {"node-1": frozenset({"10.244.1.0/26"}), "node-2": frozenset({"10.244.2.0/26", "10.244.3.0/26"})}
+    nodes = ["node-1", "node-2", "node-3"]
+    assert lacking(blocks, "node-1", {"10.244.2.0/26"}, nodes) == ["10.244.3.0/26", "node-3: no block yet"]
+    assert lacking(blocks, "node-3", {"10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"}, nodes) == []
 
 
 # felix and felid-bgp following etcd directly, and following a typha.
@@ -120,6 +148,9 @@ def test_six_hosts_two_route_reflectors_mesh_off(tmp_path: Path) -> None:
     with running(tmp_path, 6, route_reflectors=2) as cluster:
         for host in cluster.hosts:
             cluster.add_workload(host)
+        seen: list[str] = []
+        cluster.wait_converged(timeout=60, report=lambda progress: seen.append(progress.line()))
+        assert seen[-1].startswith("hosts ready 6/6, routes converged 6/6"), seen
         assert unreachable(cluster.ping_matrix(count=2)) == []
         status = cluster.felidctl("node", "status", host=cluster.hosts[0]).stdout
         assert status.count("| route reflector ") == 2 and "node-to-node mesh" not in status, status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.demo import STATE_DIR
+from lab.cluster import Workload
+from lab.demo import FAILURES_SHOWN, STATE_DIR, StatusLine, default_timeout, only_demo, summary
+from lab.workloads import PingResult
 
 FELID = str(Path(sys.executable).parent / "felid")
 
@@ -65,6 +68,17 @@ def test_demo_with_a_typha_keep_then_down() -> None:
     assert leftovers() == ([], [])
 
 
+def test_a_second_demo_beside_a_running_one_touches_nothing() -> None:
+    """Every demo keeps its files in the one STATE_DIR: a second one started beside the first
+    (a test beside a user's demo) must not remove them."""
+    with only_demo() as alone:  # as a running demo holds it
+        assert alone
+        result = run("demo", "--hosts", "2")
+        assert result.returncode == 1 and "another felid demo is running" in result.stderr
+        result = run("demo", "down")
+        assert result.returncode == 1 and "a felid demo is running now" in result.stderr
+
+
 def test_demo_refuses_bad_options() -> None:
     result = run("demo", "--hosts", "1")
     assert result.returncode == 2 and "2 <= --hosts" in result.stderr
@@ -81,3 +95,34 @@ def test_ipip_demo_inside_user_mode_linux() -> None:
     assert "dev tunl0 proto bgp onlink" in result.stdout
     assert "2/2 pairs reach each other" in result.stdout
     assert leftovers() == ([], [])
+
+
+def test_the_progress_line_is_printed_every_few_seconds_and_at_the_end_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    line = StatusLine(out, every=3600)
+    line.update("hosts ready 0/4, routes converged 0/4  (0.0s)")  # the first at once
+    line.update("hosts ready 2/4, routes converged 1/4  (1.0s)")  # too soon: not printed
+    line.update("hosts ready 4/4, routes converged 4/4  (2.0s)")
+    line.close()  # the final state, once
+    assert out.getvalue().splitlines() == [
+        "    hosts ready 0/4, routes converged 0/4  (0.0s)",
+        "    hosts ready 4/4, routes converged 4/4  (2.0s)",
+    ]
+
+
+def test_a_large_ping_sample_is_summed_up_with_the_failing_pairs_listed_up_to_a_limit() -> None:
+    workloads = [Workload(f"{i}w1", f"node-{i}", f"ns-{i}", f"10.244.{i}.1") for i in range(1, 31)]
+    results = [
+        PingResult(a.netns, b.address, 3, 0 if a.node == "node-2" else 3, 0.05)
+        for a in workloads
+        for b in workloads
+        if a is not b
+    ]
+    text = summary(workloads, results)
+    assert "30 workloads, every one to every other: 870 pairs" in text
+    assert "FAILED node-2/2w1 -> node-1/1w1 (10.244.1.1): 0/3 answered" in text
+    assert text.count("FAILED") == FAILURES_SHOWN and "... and 9 more failed pairs" in text
+
+
+def test_the_timeout_grows_with_the_cluster() -> None:
+    assert default_timeout(3) == 120 and default_timeout(100) == 300

@@ -11,7 +11,7 @@ import contextlib
 import ctypes
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,11 +320,13 @@ def _setns(fd: int, what: str) -> None:
         raise KernelError(f"setns {what}: {os.strerror(error)}")
 
 
-def _netlink_socket_in(netns_path: str) -> socket.socket:
-    """A rtnetlink socket in another network namespace. pyroute2 would fork a helper to make it;
-    this thread steps into the namespace and back instead (setns moves only the calling thread),
-    because a process with gRPC threads and asyncio's signal wakeup socket (felid-node serving
-    the CNI fast path) must not fork: the helper's signals reached felid-node's own loop."""
+@contextlib.contextmanager
+def entered(netns_path: str) -> Iterator[None]:
+    """This thread inside the network namespace at ``netns_path`` for the block; a socket made
+    there stays in that namespace after the thread has stepped back.  pyroute2 would fork a
+    helper to make one; a process with gRPC threads and asyncio's signal wakeup socket (felid-node
+    serving the CNI fast path) must not fork: the helper's signals reached felid-node's own loop.
+    setns moves only the calling thread."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         try:
@@ -336,11 +338,16 @@ def _netlink_socket_in(netns_path: str) -> socket.socket:
         finally:
             os.close(target)
         try:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+            yield
         finally:
             _setns(own, "back to this thread's namespace")  # failing here leaves the thread astray
     finally:
         os.close(own)
+
+
+def _netlink_socket_in(netns_path: str) -> socket.socket:
+    with entered(netns_path):
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
 def in_namespace(netns_path: str) -> AsyncIPRoute:
