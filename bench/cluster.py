@@ -1,12 +1,16 @@
-"""Demo clusters of 10 and 25 hosts: ``python -m bench.cluster``.
+"""Demo clusters of 25, 50 and 100 hosts: ``python -m bench.cluster [--sizes 25,50,100]``.
 
-For each size: the time from nothing (no namespaces, no etcd) to the first
-complete ping matrix (one workload per host, every workload answering every
-other); the memory of one host's felid (felid-node with felix, felid-bgp,
-ExaBGP and its API bridge: RSS and PSS summed over the process tree); and the
-time from CNI ADD returning on one host to the new workload answering pings
-from a workload on another host (``ping -D`` timestamps; median and p99 over
-``--workloads`` new workloads).
+Each size is built as ``felid demo --hosts N --route-reflectors 2 --workloads-per-host 1`` builds
+it (``--typha K`` to have every host follow typhas).  Printed for each: from nothing (no
+namespaces, no etcd) to every felid-node ready, to every host's kernel routing to every other
+host's blocks, and to the first full ping sample (each host's workload answering every other
+host's, one ping each); the memory of one host's felid (felid-node's process tree: RSS and PSS);
+and the convergence of new workloads: from CNI ADD returning on one host to the workload answering
+pings from a workload on another host (``ping -D`` timestamps; median and p99 over
+``--workloads``).  ``--block-size 30`` makes nearly every new workload claim a new block, so that
+its route must travel by BGP through the reflectors before it answers (with the default /26 the
+block is already routed everywhere and convergence is the home host's programming).  The
+baseline is the first size: each later one is printed as a ratio of its per-host time to it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab.cluster import Cluster
@@ -99,43 +104,62 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure(size: int, workloads: int) -> None:
+@dataclass(frozen=True)
+class Figures:
+    ready: float
+    converged: float
+    sample: float
+
+
+def measure(size: int, args: argparse.Namespace) -> Figures:
+    node_env = {"FELID_IPV4POOL_BLOCK_SIZE": str(args.block_size)}
     with tempfile.TemporaryDirectory(prefix="felid-bench-cluster-") as tmp:
-        cluster = Cluster(Path(tmp), size, prefix="fb")
+        cluster = Cluster(
+            Path(tmp), size, prefix="fb", route_reflectors=args.route_reflectors, typhas=args.typha,
+            node_env=node_env,
+        )  # fmt: skip
         started = time.monotonic()
         try:
             cluster.build()
             for host in cluster.hosts:
                 cluster.start_node(host)
-            cluster.wait_ready(timeout=600)
+            cluster.wait_ready(timeout=900)
             ready = time.monotonic() - started
+            cluster.wait_converged(timeout=900)
+            converged = time.monotonic() - started
             for host in cluster.hosts:
                 cluster.add_workload(host)
+            tries = 0
             while any(not r.ok for r in cluster.ping_matrix(count=1)):
+                tries += 1
+                if tries > 60:
+                    raise TimeoutError("no full ping sample after 60 tries")
                 time.sleep(0.2)
-            matrix = time.monotonic() - started
+            sample = time.monotonic() - started
             processes, rss, pss = memory_kib(cluster.nodes[cluster.hosts[0].node])
             print(
-                f"{size} hosts: all felid-nodes ready {ready:.1f} s; first complete ping matrix "
-                f"({size * (size - 1)} pairs) {matrix:.1f} s from nothing"
+                f"{size} hosts ({args.route_reflectors} reflectors, {args.typha} typhas): from nothing, "
+                f"all ready {ready:.1f} s, routes converged {converged:.1f} s, first full ping sample "
+                f"({size * (size - 1)} pairs, {tries + 1} tries) {sample:.1f} s"
             )
             mib = f"RSS {rss / 1024:.0f} MiB, PSS {pss / 1024:.0f} MiB"
             print(f"  one host's felid ({processes} processes): {mib}")
             watchers = {h.node: w for h, w in zip(cluster.hosts, cluster.workloads, strict=True)}
             delays = []
-            for i in range(workloads):
+            for i in range(args.workloads):
                 home: LabHost = cluster.hosts[i % size]
                 other = cluster.hosts[(i + 1) % size]
-                workload = cluster.add_workload(home, f"n{i}")
-                added = time.time()
-                delays.append(first_reply_after(watchers[other.node].netns, workload.address, added))
+                workload = cluster.add_workload(home, f"n{i}", programmed=False)
+                delays.append(
+                    first_reply_after(watchers[other.node].netns, workload.address, workload.added_at)
+                )
             print(
-                f"  CNI ADD returned -> answering a ping from another host, {workloads} workloads: "
-                f"median {statistics.median(delays) * 1000:.0f} ms, "
-                f"p99 {percentile(delays, 0.99) * 1000:.0f} ms, "
-                f"max {max(delays) * 1000:.0f} ms",
+                f"  CNI ADD returned -> answering a ping from another host, {args.workloads} workloads "
+                f"(/{args.block_size} blocks): median {statistics.median(delays) * 1000:.0f} ms, "
+                f"p99 {percentile(delays, 0.99) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms",
                 flush=True,
             )
+            return Figures(ready, converged, sample)
         finally:
             cluster.destroy()
 
@@ -144,11 +168,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="10,25")
+    parser.add_argument("--sizes", default="25,50,100")
     parser.add_argument("--workloads", type=int, default=50)
+    parser.add_argument("--route-reflectors", type=int, default=2)
+    parser.add_argument("--typha", type=int, default=0)
+    parser.add_argument("--block-size", type=int, default=26)
     args = parser.parse_args()
-    for size in (int(s) for s in args.sizes.split(",")):
-        measure(size, args.workloads)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = {size: measure(size, args) for size in sizes}
+    base = sizes[0]
+    for size in sizes[1:]:
+        ratio = [
+            getattr(results[size], f) / size / (getattr(results[base], f) / base) for f in ("ready", "sample")
+        ]
+        print(
+            f"{size} hosts against {base}: per host, ready x{ratio[0]:.2f}, full ping sample x{ratio[1]:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class Workload:
     netns: str
     address: str
     namespace: str | None = None  # a Kubernetes pod's namespace, None for a plain container
+    added_at: float = 0.0  # time.time() when its CNI ADD returned (before felix had programmed it)
 
 
 NodeRunner = Callable[[LabHost, Mapping[str, str]], tuple[list[str], dict[str, str]]]
@@ -361,9 +362,11 @@ class Cluster:
         *,
         labels: Mapping[str, str] | None = None,
         namespace: str | None = None,
+        programmed: bool = True,
     ) -> Workload:
         """A pod through the CNI plugin; ``labels`` as a runtime passes them (``args.cni.labels``),
-        ``namespace`` as Kubernetes' (the pod then is ``name`` in it)."""
+        ``namespace`` as Kubernetes' (the pod then is ``name`` in it).  Returns once felix has
+        programmed it, or (``programmed=False``, to time that) as soon as ADD has returned."""
         assert self.lab is not None
         name = name or f"w{uuid.uuid4().hex[:6]}"
         netns = f"{self.prefix}-p-{name}-{uuid.uuid4().hex[:4]}"
@@ -374,11 +377,14 @@ class Cluster:
             netconf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
         args = f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}" if namespace else ""
         code, result = host.cni("ADD", netconf, name, f"/run/netns/{netns}", args)
+        added_at = time.time()
         if code != 0 or result is None:
             raise RuntimeError(f"CNI ADD of {name} on {host.node} failed: {result}")
-        workload = Workload(name, host.node, netns, str(result["ips"][0]["address"]).split("/")[0], namespace)
+        address = str(result["ips"][0]["address"]).split("/")[0]
+        workload = Workload(name, host.node, netns, address, namespace, added_at)
         self.workloads.append(workload)
-        self._wait_programmed(host, str(result["interfaces"][0]["name"]))
+        if programmed:
+            self._wait_programmed(host, str(result["interfaces"][0]["name"]))
         return workload
 
     def _wait_programmed(self, host: LabHost, interface: str) -> None:
