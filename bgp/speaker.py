@@ -64,6 +64,7 @@ class ExaBGPSpeaker:
         self._server: asyncio.Server | None = None
         self.connected = asyncio.Event()
         self.bridge_lost = False  # the API bridge was there and went: this ExaBGP is no use any more
+        self._reload_when_connected = False
 
     @property
     def pid(self) -> int | None:
@@ -78,6 +79,7 @@ class ExaBGPSpeaker:
         if self.process is not None or self._server is not None:
             await self.stop()  # a restart: what was queued for the old process is void
         self.bridge_lost = False
+        self._reload_when_connected = False  # the new process reads the configuration as it is
         while not self.events.empty():
             self.events.get_nowait()  # the previous process's news
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +106,17 @@ class ExaBGPSpeaker:
         self.config_path.write_text(render(plan, relay_command(self.socket_path)))
 
     async def reconfigure(self, plan: BGPPlan) -> None:
-        """New sessions or settings: ExaBGP reloads, keeping the sessions that did not change."""
+        """New sessions or settings: ExaBGP reloads, keeping the sessions that did not change.
+        Until its API relay has connected, ExaBGP may not have its SIGUSR1 handler yet (a
+        just-started one is still importing), and the signal's default action would kill it: the
+        reload waits for the relay, which ExaBGP starts only after installing its handlers."""
         self._write_config(plan)
-        if self.process is not None and self.process.returncode is None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        if self.connected.is_set():
             self.process.send_signal(signal.SIGUSR1)
+        else:
+            self._reload_when_connected = True
 
     async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A (re)spawned bridge: whatever was queued goes out first.
@@ -117,6 +126,9 @@ class ExaBGPSpeaker:
         self._pending.clear()
         await writer.drain()
         self.connected.set()
+        if self._reload_when_connected and self.process is not None and self.process.returncode is None:
+            self._reload_when_connected = False
+            self.process.send_signal(signal.SIGUSR1)
         try:
             while raw := await reader.readline():
                 try:

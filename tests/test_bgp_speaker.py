@@ -77,6 +77,8 @@ async def test_two_speakers_establish_and_exchange_routes(
         try:
             await a.send("announce route 10.9.1.0/26 next-hop self")  # queued until the bridge connects
             await a.start(plan("a", "b"))
+            # A reload at once, while ExaBGP is still importing: SIGUSR1 then would kill it.
+            await a.reconfigure(plan("a", "b"))
             await b.start(plan("b", "a"))
             assert f"run {relay_command(tmp_path / 'a' / 'api.sock')};" in a.config_path.read_text()
             assert relay in a.config_path.read_text()
@@ -106,6 +108,7 @@ async def test_two_speakers_establish_and_exchange_routes(
             ]
             assert downs == []
             assert a.process is not None and a.process.returncode is None
+            assert a.alive, "the reload cost the API relay: the agent would restart ExaBGP"
             assert "198.51.100.3" in (tmp_path / "a" / "exabgp.conf").read_text()
         finally:
             await a.stop()
