@@ -11,6 +11,7 @@ pings from a workload on another host (``ping -D`` timestamps; median and p99 ov
 its route must travel by BGP through the reflectors before it answers (with the default /26 the
 block is already routed everywhere and convergence is the home host's programming).  The
 baseline is the first size: each later one is printed as a ratio of its per-host time to it.
+``--node-env KEY=VALUE`` sets a felid-node setting for the run (``FELID_BGP_EXABGP_REACTOR_SPEED=1``).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Figures:
 
 
 def measure(size: int, args: argparse.Namespace) -> Figures:
-    node_env = {"FELID_IPV4POOL_BLOCK_SIZE": str(args.block_size)}
+    node_env = {"FELID_IPV4POOL_BLOCK_SIZE": str(args.block_size), **args.node_env}
     with tempfile.TemporaryDirectory(prefix="felid-bench-cluster-") as tmp:
         cluster = Cluster(
             Path(tmp), size, prefix="fb", route_reflectors=args.route_reflectors, typhas=args.typha,
@@ -173,7 +174,15 @@ def main() -> None:
     parser.add_argument("--route-reflectors", type=int, default=2)
     parser.add_argument("--typha", type=int, default=0)
     parser.add_argument("--block-size", type=int, default=26)
+    parser.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="added to every felid-node's environment",
+    )
     args = parser.parse_args()
+    args.node_env = dict(item.split("=", 1) for item in args.node_env)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {size: measure(size, args) for size in sizes}
     base = sizes[0]

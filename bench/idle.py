@@ -26,9 +26,9 @@ BGP KEEPALIVE each one sends during the window; the largest gap between two on o
 printed beside the negotiated keepalive interval (hold time / 3 = 30 s), so a setting that makes the
 reactor sleep longer shows whether keepalives still go on time.
 
-``--node-env KEY=VALUE`` (repeatable) is added to every felid-node's environment (felix, felid-bgp
-and ExaBGP inherit it), and exabgp.* ones to the baseline's too: ``--node-env
-exabgp.reactor.speed=10`` measures an ExaBGP setting without changing any code.
+``--node-env KEY=VALUE`` (repeatable) is added to every felid-node's environment, and exabgp.* ones
+to the baseline's too: ``--node-env FELID_BGP_EXABGP_REACTOR_SPEED=10`` measures another reactor
+speed on both felid's ExaBGP and the baseline.
 
 The machine's busy share over the window (``/proc/stat``) is printed too: other work on the
 machine slows the loops measured here, and the figures are only comparable between quiet runs.
@@ -53,6 +53,7 @@ from typing import Any
 
 from bench.cluster import descendants
 from bgp.calc import BGPPlan
+from bgp.config import BGPSettings
 from bgp.exabgp_config import environment
 from lab import network
 from lab.cluster import Cluster
@@ -61,6 +62,7 @@ from lab.processes import BIN, clean_environment, kill_group
 
 ASN = 64512
 HOLD = 90  # felid's hold time (bgp.exabgp_config.DEFAULT_HOLD); BIRD's default is longer, so this one holds
+SPEED: float = BGPSettings.default_of("exabgp_reactor_speed")
 BIRD_ADDRESS = f"{network.SUBNET}.100"  # BIRD's router ID and first address
 BARE_ADDRESS = f"{network.SUBNET}.99"  # the baseline ExaBGP
 MAX_SESSIONS = 49  # BIRD's addresses facing node-1 are .101-.149, those facing the baseline .151-.199
@@ -223,9 +225,10 @@ def bare_environment(log: Path, extra: Mapping[str, str]) -> dict[str, str]:
     """felid's own ExaBGP environment (bgp.exabgp_config.environment, so the baseline follows it),
     with the baseline's address, and the exabgp.* settings of ``--node-env``."""
     plan = BGPPlan("bare", BARE_ADDRESS, ASN, 179, None, frozenset(), frozenset())
+    speed = float(extra.get(BGPSettings.env_name("exabgp_reactor_speed"), SPEED))
     return {
         **clean_environment(),
-        **environment(plan, "bare", str(log)),
+        **environment(plan, "bare", str(log), speed),
         **{k: v for k, v in extra.items() if k.lower().startswith("exabgp")},
     }
 

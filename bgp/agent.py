@@ -68,7 +68,8 @@ class BGPAgent:
         self.cache = DatastoreCache(self.layout)
         self.netlink = Netlink()
         self.table = RouteTable(self.netlink, BGP_PROTO)
-        self.speaker = ExaBGPSpeaker(self.settings.run_dir, self.node, self.netns, self.settings.exabgp)
+        s = self.settings
+        self.speaker = ExaBGPSpeaker(s.run_dir, self.node, self.netns, s.exabgp, s.exabgp_reactor_speed)
         self.status = SessionStatus()
         self.rib = RIB(Identity("0.0.0.0", 0))
         self.plan: BGPPlan | None = None

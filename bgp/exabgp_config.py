@@ -9,7 +9,6 @@ from __future__ import annotations
 from bgp.calc import BGPPlan, Session
 
 DEFAULT_HOLD = 90.0
-REACTOR_SPEED = "100"
 PROCESS = "felid-bgp"
 
 
@@ -81,7 +80,7 @@ def render(plan: BGPPlan, api_command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environment(plan: BGPPlan, pipename: str, log_file: str) -> dict[str, str]:
+def environment(plan: BGPPlan, pipename: str, log_file: str, reactor_speed: float) -> dict[str, str]:
     """ExaBGP settings by environment (DESIGN.md §5: run as root, bind the node address)."""
     return {
         "exabgp.daemon.user": "root",
@@ -95,5 +94,5 @@ def environment(plan: BGPPlan, pipename: str, log_file: str) -> dict[str, str]:
         # second, each visiting every peer: 4.7 % of a core with 40 sessions, bench/idle.py).  A
         # socket or an API command wakes it at once, so announcements wait for nothing; timers
         # (keepalives, connect retries) keep a 1 s granularity: 0.3 % with 40 sessions.
-        "exabgp.reactor.speed": REACTOR_SPEED,
+        "exabgp.reactor.speed": str(reactor_speed),
     }

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp.calc import BGPPlan
+from bgp.config import BGPSettings
 from bgp.exabgp_config import environment, render
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,15 @@ def relay_command(socket_path: Path) -> str:
 
 
 class ExaBGPSpeaker:
-    def __init__(self, workdir: Path, name: str, netns: str | None = None, exabgp: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        netns: str | None = None,
+        exabgp: str | None = None,
+        reactor_speed: float = BGPSettings.default_of("exabgp_reactor_speed"),
+    ) -> None:
+        self.reactor_speed = reactor_speed
         self.workdir = workdir
         self.name = name
         self.netns = netns
@@ -87,7 +96,8 @@ class ExaBGPSpeaker:
             self.socket_path.unlink()
         self._server = await asyncio.start_unix_server(self._bridge, path=str(self.socket_path))
         self._write_config(plan)
-        env = {**os.environ, **environment(plan, f"felid-{self.name}", str(self.workdir / "exabgp.log"))}
+        log_file = str(self.workdir / "exabgp.log")
+        env = {**os.environ, **environment(plan, f"felid-{self.name}", log_file, self.reactor_speed)}
         argv = [self.exabgp, str(self.config_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]

@@ -66,6 +66,6 @@ def test_values_that_would_break_the_file_are_refused() -> None:
 
 
 def test_environment_binds_the_node_address_and_runs_as_root() -> None:
-    env = environment(PLAN, "felid-n1", "/var/log/felid/exabgp.log")
+    env = environment(PLAN, "felid-n1", "/var/log/felid/exabgp.log", 100.0)
     assert env["exabgp.tcp.bind"] == "198.51.100.1" and env["exabgp.daemon.user"] == "root"
-    assert env["exabgp.api.pipename"] == "felid-n1"
+    assert env["exabgp.api.pipename"] == "felid-n1" and env["exabgp.reactor.speed"] == "100.0"
