@@ -73,7 +73,7 @@ class ExaBGPSpeaker:
         self._server: asyncio.Server | None = None
         self.connected = asyncio.Event()
         self.bridge_lost = False  # the API bridge was there and went: this ExaBGP is no use any more
-        self._reload_when_connected = False
+        self._reload_due = False  # a reload waiting for the relay to connect
 
     @property
     def pid(self) -> int | None:
@@ -88,7 +88,7 @@ class ExaBGPSpeaker:
         if self.process is not None or self._server is not None:
             await self.stop()  # a restart: what was queued for the old process is void
         self.bridge_lost = False
-        self._reload_when_connected = False  # the new process reads the configuration as it is
+        self._reload_due = False  # the new process reads the configuration as it is
         while not self.events.empty():
             self.events.get_nowait()  # the previous process's news
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -121,12 +121,15 @@ class ExaBGPSpeaker:
         just-started one is still importing), and the signal's default action would kill it: the
         reload waits for the relay, which ExaBGP starts only after installing its handlers."""
         self._write_config(plan)
-        if self.process is None or self.process.returncode is not None:
+        self._reload_due = True
+        self._send_due_reload()
+
+    def _send_due_reload(self) -> None:
+        if not self._reload_due or not self.connected.is_set():
             return
-        if self.connected.is_set():
+        self._reload_due = False
+        if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGUSR1)
-        else:
-            self._reload_when_connected = True
 
     async def _bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A (re)spawned bridge: whatever was queued goes out first.
@@ -136,9 +139,7 @@ class ExaBGPSpeaker:
         self._pending.clear()
         await writer.drain()
         self.connected.set()
-        if self._reload_when_connected and self.process is not None and self.process.returncode is None:
-            self._reload_when_connected = False
-            self.process.send_signal(signal.SIGUSR1)
+        self._send_due_reload()
         try:
             while raw := await reader.readline():
                 try:
