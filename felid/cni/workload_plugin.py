@@ -210,12 +210,10 @@ async def _plumb(netlink: Netlink, wl: Workload, netns: str, address: str, mtu: 
         pod_mac = await netlink.configure_workload(netns, wl.ifname, address, WORKLOAD_GATEWAY)
         sysctl.configure_host()
         sysctl.configure_workload_interface(wl.host_interface)
-        links = await netlink.links()
         # The pod is reachable now, before felix has even heard of it.
         route = Route(f"{address}/32", "local", ifname=wl.host_interface)
-        await netlink.replace_routes(
-            [route], FELIX_PROTO, {wl.host_interface: links[wl.host_interface].index}
-        )
+        index = netlink.index_of(wl.host_interface)
+        await netlink.replace_routes([route], FELIX_PROTO, {wl.host_interface: index})
         return pod_mac
     except KernelError as exc:
         raise CNIError(DATAPLANE_FAILURE, str(exc)) from None

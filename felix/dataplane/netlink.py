@@ -12,7 +12,6 @@ import ctypes
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -43,13 +42,7 @@ class KernelError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    mtu: int
-    up: bool
-    kind: str | None
+Link = rtnl.Link  # an interface as felid reads it (decoded in rtnl, the fast path)
 
 
 class Netlink:
@@ -74,6 +67,8 @@ class Netlink:
             self._bulk = None
 
     async def links(self) -> dict[str, Link]:
+        if self._netns is None:
+            return {link.name: link for link in await asyncio.to_thread(self._rtnl().dump_links)}
         ipr = await self._sock()
         out = {}
         async for msg in await ipr.link("dump"):
@@ -82,6 +77,15 @@ class Netlink:
             name = msg.get("ifname")
             out[name] = Link(msg["index"], name, msg.get("mtu") or 0, msg.get("operstate") != "DOWN", kind)
         return out
+
+    def index_of(self, name: str) -> int:
+        """One interface's index in this process's own namespace, without dumping every link."""
+        if self._netns is not None:
+            raise KernelError("index_of works in this process's own namespace only")
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            raise KernelError(f"no interface {name}") from None
 
     async def routes(self, proto: int, links: Mapping[str, Link] | None = None) -> dict[str, Route | None]:
         """IPv4 routes of the main table with protocol ``proto``, by destination (bulk read).
@@ -255,27 +259,24 @@ class Netlink:
     async def create_veth(
         self, host_name: str, host_mac: str, mtu: int, netns_path: str, peer_name: str
     ) -> None:
-        """A veth whose host end stays here and whose other end lands in ``netns_path``."""
+        """A veth whose host end stays here and whose other end is made in ``netns_path``, with its
+        final name and MTU: one request, where making it here and moving and renaming it took
+        four and a socket inside the pod (the kernel's move between namespaces is the slow part)."""
         ipr = await self._sock()
-        temp = f"tmp{host_name[4:]}"[:15]
+        fd = await asyncio.to_thread(_open, netns_path)
         try:
-            await ipr.link("add", ifname=host_name, kind="veth", peer=temp, address=host_mac, mtu=mtu)
-            (peer_index,) = await ipr.link_lookup(ifname=temp)
-            fd = await asyncio.to_thread(_open, netns_path)
-            try:
-                await ipr.link("set", index=peer_index, net_ns_fd=fd)
-            finally:
-                _close(fd)
-            (index,) = await ipr.link_lookup(ifname=host_name)
-            await ipr.link("set", index=index, state="up")
+            peer = {"ifname": peer_name, "net_ns_fd": fd, "mtu": mtu}
+            await ipr.link("add", ifname=host_name, kind="veth", peer=peer, address=host_mac, mtu=mtu)
         except NetlinkError as exc:
-            raise KernelError(f"create veth {host_name}: {exc}") from None
-        async with in_namespace(netns_path) as pod:
-            try:
-                (pod_index,) = await pod.link_lookup(ifname=temp)
-                await pod.link("set", index=pod_index, ifname=peer_name, mtu=mtu)
-            except (NetlinkError, ValueError) as exc:
-                raise KernelError(f"configure {peer_name} in {netns_path}: {exc}") from None
+            # EEXIST names no side: either the host end or the pod's peer_name is taken.
+            where = f"{host_name} (pod end {peer_name} in {netns_path})"
+            raise KernelError(f"create veth {where}: {exc}") from None
+        finally:
+            _close(fd)
+        try:
+            await ipr.link("set", ifname=host_name, state="up")
+        except NetlinkError as exc:
+            raise KernelError(f"set {host_name} up: {exc}") from None
 
     async def configure_workload(self, netns_path: str, ifname: str, address: str, gateway: str) -> str:
         """Inside the pod: the /32, a link route to the gateway, the default route; its MAC."""

@@ -1,0 +1,56 @@
+"""felix's struct-decoded netlink (``felix.dataplane.rtnl``) against pyroute2's reading of the same
+kernel objects, in a namespace made for the test."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from felix.dataplane import rtnl
+from felix.dataplane.netlink import KernelError, Link, Netlink, entered
+from lab.network import ip, namespaces
+
+
+def test_the_link_dump_reads_what_pyroute2_reads() -> None:
+    with namespaces("links", prefix="rt") as ns:
+        name = ns["links"]
+        ip("-n", name, "link", "add", "cali0123456789", "mtu", "1410", "type", "veth", "peer", "name", "p0")
+        ip("-n", name, "link", "set", "cali0123456789", "up")
+        ip("-n", name, "link", "add", "vxlan.calico", "type", "vxlan", "id", "4096", "dstport", "4789")
+        ip("-n", name, "link", "add", "br0", "mtu", "1400", "type", "bridge")
+        for i in range(40):  # a host with many pods
+            ip("-n", name, "link", "add", f"calx{i}", "type", "veth", "peer", "name", f"px{i}")
+
+        with entered(f"/run/netns/{name}"):
+            bulk = rtnl.Rtnl()  # its socket stays in the namespace
+        try:
+            fast = {link.name: link for link in bulk.dump_links()}
+        finally:
+            bulk.close()
+
+        async def pyroute2_reading() -> dict[str, Link]:
+            reader = Netlink(f"/run/netns/{name}")  # a named namespace: pyroute2 decodes
+            try:
+                return await reader.links()
+            finally:
+                reader.close()
+
+        slow = asyncio.run(pyroute2_reading())
+
+    assert fast == slow
+    assert len(fast) == 1 + 2 + 1 + 1 + 80
+    assert fast["cali0123456789"].mtu == 1410 and fast["cali0123456789"].kind == "veth"
+    assert fast["vxlan.calico"].kind == "vxlan" and not fast["vxlan.calico"].up
+    assert fast["br0"] == Link(fast["br0"].index, "br0", 1400, False, "bridge")
+    assert fast["lo"].kind is None and fast["lo"].up
+
+
+def test_index_of_names_one_interface_and_refuses_a_missing_one() -> None:
+    netlink = Netlink()
+    try:
+        assert netlink.index_of("lo") == asyncio.run(netlink.links())["lo"].index
+        with pytest.raises(KernelError, match="no interface no-such-link"):
+            netlink.index_of("no-such-link")
+    finally:
+        netlink.close()
