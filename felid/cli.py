@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
 
-from felid.cni.fastpath import through_felid_node
+from felid.cni.fastpath import TYPE_CHECKING, through_felid_node
+
+if TYPE_CHECKING:  # not at run time: a CNI plugin starts here for every pod
+    from collections.abc import Callable, Sequence
 
 COMMANDS_GROUP = "felid.commands"
 USAGE = """usage: felid COMMAND

@@ -195,8 +195,9 @@ class Felix:
     async def _watch_links(self) -> None:
         prefix = self.settings.interface_prefix
         async for name in self.netlink.link_events():
-            if name.startswith(prefix):
-                # A workload interface came or went: its routes may need (re)programming now.
+            if not name or name.startswith(prefix):
+                # A workload interface came or went (or events were lost): its routes may need
+                # (re)programming now.
                 self.dataplane.invalidate()
                 if self._in_sync.is_set():
                     self._changes.kick()

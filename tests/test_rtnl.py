@@ -4,6 +4,7 @@ kernel objects, in a namespace made for the test."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -54,3 +55,30 @@ def test_index_of_names_one_interface_and_refuses_a_missing_one() -> None:
             netlink.index_of("no-such-link")
     finally:
         netlink.close()
+
+
+def test_link_events_name_the_links_that_come_and_go() -> None:
+    with namespaces("events", prefix="rt") as ns:
+        name = ns["events"]
+
+        async def watch() -> list[str]:
+            events = Netlink().link_events()
+            seen: list[str] = []
+            first = asyncio.ensure_future(anext(events))  # the socket is bound before the change
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(
+                ip, "-n", name, "link", "add", "caliev0", "type", "veth", "peer", "name", "pev0"
+            )
+            await asyncio.to_thread(ip, "-n", name, "link", "del", "caliev0")
+            seen.append(await asyncio.wait_for(first, 5))
+            while seen.count("caliev0") < 2:  # its creation and its removal
+                seen.append(await asyncio.wait_for(anext(events), 5))
+            return seen
+
+        def in_namespace() -> list[str]:
+            with entered(f"/run/netns/{name}"):
+                return asyncio.run(watch())
+
+        with ThreadPoolExecutor(1) as thread:  # a thread of its own: setns moves it alone
+            seen = thread.submit(in_namespace).result()
+    assert "pev0" in seen and seen.count("caliev0") >= 2, seen

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -17,7 +18,6 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from felix.calc.model import VTEP, IPIPDevice, Route, VXLANDevice
 from felix.dataplane import rtnl
@@ -123,17 +123,26 @@ class Netlink:
         return self._bulk
 
     async def link_events(self) -> AsyncIterator[str]:
-        """Names of links as they are created or change (a separate socket)."""
-        ipr = AsyncIPRoute(netns=self._netns) if self._netns else AsyncIPRoute()
+        """Names of links as they are created, change or go (a separate socket); an empty name
+        when the kernel dropped events (the socket's buffer overflowed): any link may have
+        changed."""
+        if self._netns is not None:
+            raise KernelError("link events are watched in this process's own namespace only")
+        sock = rtnl.link_event_socket()  # decoded with struct: a pod's start is several events
+        loop = asyncio.get_running_loop()
         try:
-            await ipr.bind(groups=RTMGRP_LINK)
             while True:
-                async for msg in ipr.get():
-                    name = msg.get("ifname")
-                    if name:
-                        yield name
+                try:
+                    data = await loop.sock_recv(sock, 1 << 16)
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    yield ""
+                    continue
+                for name in rtnl.changed_links(data):
+                    yield name
         finally:
-            ipr.close()
+            sock.close()
 
     async def default_route_link(self) -> Link | None:
         """The link the IPv4 default route leaves by: the host NIC."""

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 NETLINK_ROUTE = 0
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTMGRP_LINK = 1
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
@@ -247,6 +248,24 @@ class Rtnl:
         request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
         request += _attr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
         return [decode_link(p) for p in self._dump(RTM_GETLINK, request, RTM_NEWLINK, "link dump")]
+
+
+def link_event_socket() -> socket.socket:
+    """A non-blocking socket that receives the namespace's link changes (RTMGRP_LINK)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind((0, RTMGRP_LINK))
+    sock.setblocking(False)
+    return sock
+
+
+def changed_links(data: bytes) -> list[str]:
+    """Names of the links a read from ``link_event_socket`` announces."""
+    return [
+        decode_link(payload).name
+        for msg_type, _seq, payload in _messages(data)
+        if msg_type in (RTM_NEWLINK, RTM_DELLINK)
+    ]
 
 
 def cidr(route: RawRoute) -> str:
