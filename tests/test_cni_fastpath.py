@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from felid.cni.fastpath import dumps, loads
 from lab.cluster import NODE_HEALTH_PORT, Cluster
 from lab.network import LabHost, http_get, namespaces
 from lab.workloads import ping
@@ -207,3 +208,26 @@ def test_without_felid_node_the_plugins_do_the_work_themselves(node: tuple[Clust
         }
         code, allocated = host.cni("ADD", ipam, "ipam-only", plugin="felid-ipam")
         assert code == 0 and allocated is not None and allocated["ips"], allocated
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"cniVersion": "1.0.0", "ipam": {"type": "felid-ipam"}, "mtu": 1410, "x": [true, false, null, 2.5]}',
+        ' \n {"cni_socket": "/run/felid-lab/h1.sock", "name": "caf\\u00e9 \\"net\\""}\r\n',
+        '{"big": 12345678901234567890, "neg": -1e3, "nan": NaN}',
+    ],
+)
+def test_the_plugins_json_reads_and_writes_what_json_does(text: str) -> None:
+    """felid.cni.fastpath's loads/dumps (the C scanner and encoder without json's Python imports)."""
+    assert repr(loads(text)) == repr(json.loads(text))
+    request = {"plugin": "felid", "environ": {"CNI_ARGS": 'a=b;"c"\n\u00e9'}, "stdin": text, "rc": 0}
+    assert json.loads(dumps(request)) == request
+
+
+@pytest.mark.parametrize("text", ["", "  ", "{", '{"a": 1} {"b": 2}', "nope", '{"a": 1,}'])
+def test_the_plugins_json_refuses_what_json_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        loads(text)
