@@ -10,6 +10,7 @@ failure becomes a typed datastore error.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from datastore.kv import (
     Guard,
     KeyValue,
     Operation,
+    Prefix,
     PrefixUnchangedSince,
     Put,
     Unchanged,
@@ -170,6 +172,21 @@ class EtcdKV:
                 return items, revision
             start = resp.kvs[-1].key + b"\0"
 
+    def read(self, ranges: Sequence[str | Prefix]) -> builtins.list[builtins.list[KeyValue]]:
+        tx = self._client.transactions
+        gets = [
+            tx.get(r.prefix, range_end=_prefix_end(r.prefix)) if isinstance(r, Prefix) else tx.get(r)
+            for r in ranges
+        ]  # a transaction of reads only: one snapshot, unpaged (each range is small: a node's view)
+        _, responses = self._call(lambda: self._client.transaction(compare=[], success=gets, failure=[]))
+        return [
+            [
+                KeyValue(meta.key.decode(), bytes(value), meta.mod_revision, meta.create_revision)
+                for value, meta in found
+            ]
+            for found in responses
+        ]
+
     def commit(self, guards: Sequence[Guard], operations: Sequence[Operation]) -> int | None:
         tx = self._client.transactions
         compare: list[Any] = []
@@ -241,6 +258,11 @@ class EtcdKV:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _kv_of(value: bytes, meta: Any) -> KeyValue:
+    """A KeyValue from pyetcd's (value, metadata) pair, as its transactions answer reads."""
+    return KeyValue(meta.key.decode(), bytes(value), meta.mod_revision, meta.create_revision)
 
 
 def _kv(kv: Any) -> KeyValue:

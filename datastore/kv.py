@@ -6,6 +6,7 @@ this protocol (a test double for a pure unit) can stand in for it.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,6 +69,13 @@ class Delete:
     key: str
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """A range to ``read``: every key under ``prefix``."""
+
+    prefix: str
+
+
 Guard = Absent | Unchanged | PrefixUnchangedSince
 Operation = Put | Delete
 # A watch delivers batches of events in revision order, or one exception
@@ -83,6 +91,11 @@ class KVStore(Protocol):
 
     def list(self, prefix: str, revision: int | None = None) -> tuple[list[KeyValue], int]:
         """Every key under ``prefix`` at ``revision`` (default: now), and that revision."""
+        ...
+
+    def read(self, ranges: Sequence[str | Prefix]) -> builtins.list[builtins.list[KeyValue]]:
+        """Keys (a ``str``: no item or one) and whole prefixes, each read as ``get`` and ``list``
+        would, all at one revision and in one round trip; in the order asked."""
         ...
 
     def commit(self, guards: Sequence[Guard], operations: Sequence[Operation]) -> int | None:

@@ -72,6 +72,13 @@ class _Staged:
     guard: Guard
 
 
+def _created(resource: Resource, key: str) -> _Staged:
+    """``resource`` as a new object at ``key``: its uid and creation time, guarded absent."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    meta = {"uid": str(uuid.uuid4()), "creation_timestamp": now, "resource_version": None}
+    return _Staged(_with_meta(resource, meta), None, Absent(key))
+
+
 class ResourceStore:
     """The v3 resources of one cluster, over any KVStore."""
 
@@ -146,7 +153,18 @@ class ResourceStore:
     def _write_batch(
         self, resources: Sequence[Resource], mode: WriteMode, offset: int
     ) -> builtins.list[Resource]:
-        """One transaction, staged afresh (read and checked against the store) for every attempt."""
+        """One transaction, staged afresh (read and checked against the store) for every attempt.
+
+        A CREATE is tried blind first: each key guarded absent, none read, one round trip (a
+        pod's endpoint is written so). When a guard fails, the staged path reads, then names the
+        resource that exists, or writes if it was another guard."""
+        if mode is WriteMode.CREATE:
+            created = [_created(r, self.layout.key_of(r)) for r in resources]
+            guards = [s.guard for s in created] + self._pool_guards(created, offset)
+            ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in created]
+            revision = self.kv.commit(guards, ops)
+            if revision is not None:
+                return [_at(s.resource, revision) for s in created]
         for _ in range(_RETRIES):
             staged, guards = self._stage_all(resources, mode, offset)
             ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in staged]
@@ -196,9 +214,7 @@ class ResourceStore:
         if current is None:
             if mode is WriteMode.REPLACE:
                 raise NotFound(what)
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            meta = {"uid": str(uuid.uuid4()), "creation_timestamp": now, "resource_version": None}
-            return _Staged(_with_meta(resource, meta), None, Absent(key))
+            return _created(resource, key)
         if mode is WriteMode.CREATE:
             raise AlreadyExists(what)
         wanted = resource.metadata.resource_version

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from datastore.keys import IPAMKeys, KeyLayout
-from datastore.kv import Absent, Guard, KVStore, Unchanged
+from datastore.kv import Absent, Guard, KVStore, Prefix, Unchanged
 from datastore.models import IPPool, IPReservation, Node
 from datastore.models.block import AllocationBlock
 from datastore.models.ipam import AffinityState, Handle, IPAMConfig, affinity_state
@@ -109,19 +109,25 @@ class IPAMView:
 
 def load_view(kv: KVStore, layout: KeyLayout, node: str) -> IPAMView:
     keys = IPAMKeys(layout.prefix)
-    config_kv = kv.get(keys.config)
+    config_kvs, pool_items, node_kvs, reservation_items, affinity_items = kv.read(
+        [
+            keys.config,
+            Prefix(layout.kind_prefix(IPPool)),
+            layout.resource(Node, node),
+            Prefix(layout.kind_prefix(IPReservation)),
+            Prefix(keys.host_affinities(node)),
+        ]
+    )  # one snapshot, one round trip: a CNI ADD starts here
+    config_kv = next(iter(config_kvs), None)
     config = IPAMConfig.from_json(config_kv.value) if config_kv else IPAMConfig()
-    pool_items, _ = kv.list(layout.kind_prefix(IPPool))
     pools = []
     for item in pool_items:
         pool = decode(item)
         if isinstance(pool, IPPool):
             pools.append(Versioned(pool, item.mod_revision))
-    node_kv = kv.get(layout.resource(Node, node))
+    node_kv = next(iter(node_kvs), None)
     labels = decode(node_kv).metadata.labels if node_kv else {}
-    reservation_items, _ = kv.list(layout.kind_prefix(IPReservation))
     reservations = [r for r in map(decode, reservation_items) if isinstance(r, IPReservation)]
-    affinity_items, _ = kv.list(keys.host_affinities(node))
     affine = [
         keys.cidr_of(a.key) for a in affinity_items if affinity_state(a.value) is AffinityState.CONFIRMED
     ]

@@ -43,7 +43,8 @@ def test_the_link_dump_reads_what_pyroute2_reads() -> None:
     assert len(fast) == 1 + 2 + 1 + 1 + 80
     assert fast["cali0123456789"].mtu == 1410 and fast["cali0123456789"].kind == "veth"
     assert fast["vxlan.calico"].kind == "vxlan" and not fast["vxlan.calico"].up
-    assert fast["br0"] == Link(fast["br0"].index, "br0", 1400, False, "bridge")
+    assert fast["br0"] == Link(fast["br0"].index, "br0", 1400, False, "bridge", fast["br0"].mac)
+    assert fast["cali0123456789"].mac and len(fast["cali0123456789"].mac or "") == 17
     assert fast["lo"].kind is None and fast["lo"].up
 
 

@@ -9,7 +9,7 @@ import pytest
 from datastore.errors import AlreadyExists, BatchItemFailed, Conflict, NotFound, Unavailable, ValidationFailed
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
-from datastore.kv import KVStore, Put
+from datastore.kv import KVStore, Prefix, Put
 from datastore.models import BGPPeer, IPPool, Node, WorkloadEndpoint, parse_resource
 from datastore.store import ResourceStore, WriteMode
 from lab.etcd import EtcdServer
@@ -257,3 +257,27 @@ def test_a_call_is_tried_when_every_endpoint_was_just_marked_failed(etcd: EtcdSe
     shun_every_endpoint(kv)
     with pytest.raises(Unavailable):
         kv.get("/felid/x")
+
+
+def test_read_answers_keys_and_prefixes_from_one_snapshot(kv: KVStore) -> None:
+    revision = kv.commit(
+        [],
+        [
+            Put("/felid/test/read/a/1", b"1"),
+            Put("/felid/test/read/a/2", b"2"),
+            Put("/felid/test/read/b", b"b"),
+        ],
+    )
+    kv.commit([], [Put("/felid/test/read/a/0", b"0")])
+    single, missing, under_a, nothing = kv.read(
+        [
+            "/felid/test/read/b",
+            "/felid/test/read/none",
+            Prefix("/felid/test/read/a/"),
+            Prefix("/felid/test/x/"),
+        ]
+    )
+    assert [(i.key, i.value, i.mod_revision) for i in single] == [("/felid/test/read/b", b"b", revision)]
+    assert missing == [] and nothing == []
+    assert [i.key for i in under_a] == [f"/felid/test/read/a/{n}" for n in "012"]  # key order, as list gives
+    assert under_a == kv.list("/felid/test/read/a/")[0]

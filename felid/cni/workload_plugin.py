@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datastore.errors import InvalidName, NotFound
+from datastore.errors import AlreadyExists, InvalidName, NotFound
 from datastore.etcd import EtcdKV
 from datastore.keys import KeyLayout
 from datastore.models import IPPool, Profile, WorkloadEndpoint, encapsulation_overhead
@@ -194,7 +194,10 @@ def cni_add(invocation: Invocation, kv_for: KVSource = EtcdKV) -> Mapping[str, A
                 },
             }
         )
-        ctx.store.apply(endpoint)
+        try:
+            ctx.store.create(endpoint)  # one round trip for a new pod
+        except AlreadyExists:
+            ctx.store.apply(endpoint)  # an ADD repeated for the same container
     except BaseException:
         for step in reversed(undo):
             # Roll back as much as possible; the original error is the one to report.

@@ -33,8 +33,6 @@ NETLINK_ROUTE = 0
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 RT_TABLE_MAIN = 254
-RT_SCOPE_LINK = 253
-RTPROT_BOOT = 3
 NTF_SELF = 2  # an FDB entry of the VXLAN device itself, not of a bridge
 
 
@@ -75,7 +73,8 @@ class Netlink:
             info = msg.get("linkinfo")
             kind = info.get("kind") if info else None
             name = msg.get("ifname")
-            out[name] = Link(msg["index"], name, msg.get("mtu") or 0, msg.get("operstate") != "DOWN", kind)
+            up = msg.get("operstate") != "DOWN"
+            out[name] = Link(msg["index"], name, msg.get("mtu") or 0, up, kind, msg.get("address"))
         return out
 
     def index_of(self, name: str) -> int:
@@ -268,41 +267,25 @@ class Netlink:
     async def create_veth(
         self, host_name: str, host_mac: str, mtu: int, netns_path: str, peer_name: str
     ) -> None:
-        """A veth whose host end stays here and whose other end is made in ``netns_path``, with its
-        final name and MTU: one request, where making it here and moving and renaming it took
-        four and a socket inside the pod (the kernel's move between namespaces is the slow part)."""
-        ipr = await self._sock()
-        fd = await asyncio.to_thread(_open, netns_path)
+        """A veth whose host end is up here and whose other end is made in ``netns_path`` with its
+        final name and MTU: one request, where making it here, moving and renaming it took four
+        and a socket inside the pod (the kernel's move between namespaces is the slow part)."""
+        bulk = self._rtnl()
         try:
-            peer = {"ifname": peer_name, "net_ns_fd": fd, "mtu": mtu}
-            await ipr.link("add", ifname=host_name, kind="veth", peer=peer, address=host_mac, mtu=mtu)
-        except NetlinkError as exc:
+            fd = os.open(netns_path, os.O_RDONLY)
+        except OSError as exc:
+            raise KernelError(f"open {netns_path}: {exc.strerror}") from None
+        try:
+            await asyncio.to_thread(bulk.create_veth, host_name, host_mac, mtu, fd, peer_name)
+        except rtnl.RtnlError as exc:
             # EEXIST names no side: either the host end or the pod's peer_name is taken.
-            where = f"{host_name} (pod end {peer_name} in {netns_path})"
-            raise KernelError(f"create veth {where}: {exc}") from None
+            raise KernelError(f"create {exc} (its pod end {peer_name} in {netns_path})") from None
         finally:
-            _close(fd)
-        try:
-            await ipr.link("set", ifname=host_name, state="up")
-        except NetlinkError as exc:
-            raise KernelError(f"set {host_name} up: {exc}") from None
+            os.close(fd)
 
     async def configure_workload(self, netns_path: str, ifname: str, address: str, gateway: str) -> str:
         """Inside the pod: the /32, a link route to the gateway, the default route; its MAC."""
-        async with in_namespace(netns_path) as pod:
-            try:
-                (index,) = await pod.link_lookup(ifname=ifname)
-                (lo,) = await pod.link_lookup(ifname="lo")
-                await pod.link("set", index=lo, state="up")
-                await pod.addr("add", index=index, address=address, prefixlen=32)
-                await pod.link("set", index=index, state="up")
-                # proto boot, as "ip route add" would: inside the pod these are plain routes.
-                await pod.route("add", dst=f"{gateway}/32", oif=index, scope=RT_SCOPE_LINK, proto=RTPROT_BOOT)
-                await pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index, proto=RTPROT_BOOT)
-                (link,) = await pod.link("get", index=index)
-                return str(link.get("address"))
-            except (NetlinkError, ValueError) as exc:
-                raise KernelError(f"configure {ifname} in {netns_path}: {exc}") from None
+        return await asyncio.to_thread(_configure_pod, netns_path, ifname, address, gateway)
 
     async def workload_address(self, netns_path: str, ifname: str) -> list[str]:
         async with in_namespace(netns_path) as pod:
@@ -355,6 +338,21 @@ def entered(netns_path: str) -> Iterator[None]:
         os.close(own)
 
 
+def _configure_pod(netns_path: str, ifname: str, address: str, gateway: str) -> str:
+    with entered(netns_path):
+        pod = rtnl.Rtnl()  # its socket stays in the pod's namespace
+    try:
+        links = {link.name: link for link in pod.dump_links()}
+        if ifname not in links or "lo" not in links:
+            raise KernelError(f"configure {ifname} in {netns_path}: no such interface")
+        pod.configure_workload(links[ifname].index, links["lo"].index, address, gateway)
+        return links[ifname].mac or ""
+    except rtnl.RtnlError as exc:
+        raise KernelError(f"configure {ifname} in {netns_path}: {exc}") from None
+    finally:
+        pod.close()
+
+
 def _netlink_socket_in(netns_path: str) -> socket.socket:
     with entered(netns_path):
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
@@ -363,14 +361,6 @@ def _netlink_socket_in(netns_path: str) -> socket.socket:
 def in_namespace(netns_path: str) -> AsyncIPRoute:
     """An AsyncIPRoute (an async context manager) on a socket inside ``netns_path``."""
     return AsyncIPRoute(fileno=_netlink_socket_in(netns_path).detach())
-
-
-def _open(path: str) -> int:
-    return os.open(path, os.O_RDONLY)
-
-
-def _close(fd: int) -> None:
-    os.close(fd)
 
 
 def _to_raw(route: Route, index: int | None) -> rtnl.RawRoute:

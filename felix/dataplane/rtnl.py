@@ -15,27 +15,32 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 NETLINK_ROUTE = 0
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR = 16, 17, 18, 20
 RTMGRP_LINK = 1
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE, RTA_MULTIPATH = 1, 4, 5, 15, 9
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
+RTPROT_BOOT = 3  # what "ip route add" gives a route
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RT_TABLE_MAIN = 254
 RTNH_F_ONLINK = 4
-IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_EXT_MASK = 3, 4, 16, 18, 29
-IFLA_INFO_KIND = 1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO = 1, 3, 4, 16, 18
+IFLA_NET_NS_FD, IFLA_EXT_MASK = 28, 29
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFF_UP = 1
 IF_OPER_DOWN = 2
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # the kernel leaves the counters out: most of a link's bytes
 NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
@@ -44,6 +49,8 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _ATTR = struct.Struct("=HH")
 _IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_U32 = struct.Struct("=I")
 BATCH = 4096  # messages per send
 
 
@@ -60,6 +67,7 @@ class Link:
     mtu: int
     up: bool  # operational state is not DOWN (UNKNOWN counts as up, as for tunnels)
     kind: str | None  # IFLA_INFO_KIND: "veth", "vxlan", "ipip"...; None for a plain NIC
+    mac: str | None = None  # IFLA_ADDRESS as aa:bb:... (an IPv4 tunnel's is its 4 bytes)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,39 @@ def encode_route(msg_type: int, flags: int, seq: int, route: RawRoute, proto: in
     return _NLMSGHDR.pack(16 + len(payload), msg_type, flags, seq, 0) + payload
 
 
+def _message(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
+    return _NLMSGHDR.pack(16 + len(payload), msg_type, flags, seq, 0) + payload
+
+
+def _name(name: str) -> bytes:
+    return name.encode() + b"\0"
+
+
+def encode_veth(seq: int, *, host: str, host_mac: str, mtu: int, netns_fd: int, peer: str) -> bytes:
+    """A new veth pair, its host end up with ``host_mac``; the other end made in ``netns_fd``'s
+    namespace as ``peer`` (so never clashing with a name here)."""
+    peer_info = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    peer_info += _attr(IFLA_IFNAME, _name(peer)) + _attr(IFLA_MTU, _U32.pack(mtu))
+    peer_info += _attr(IFLA_NET_NS_FD, _U32.pack(netns_fd))
+    info = _attr(IFLA_INFO_KIND, b"veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, IFF_UP, IFF_UP)
+    body += _attr(IFLA_IFNAME, _name(host)) + _attr(IFLA_ADDRESS, bytes.fromhex(host_mac.replace(":", "")))
+    body += _attr(IFLA_MTU, _U32.pack(mtu)) + _attr(IFLA_LINKINFO, info)
+    return _message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, seq, body)
+
+
+def encode_link_up(seq: int, index: int) -> bytes:
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+    return _message(RTM_NEWLINK, NLM_F_REQUEST, seq, body)
+
+
+def encode_address(seq: int, index: int, address: str, prefixlen: int) -> bytes:
+    packed = socket.inet_aton(address)
+    body = _IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+    body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+    return _message(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, seq, body)
+
+
 def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     offset = 0
     while offset + 16 <= len(data):
@@ -119,9 +160,11 @@ def _text(value: bytes) -> str:
 def decode_link(payload: bytes) -> Link:
     """One RTM_NEWLINK payload: the few attributes felid reads."""
     _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(payload)
-    name, mtu, up, kind = "", 0, True, None
+    name, mtu, up, kind, mac = "", 0, True, None, None
     for attr, value in _attributes(payload, _IFINFOMSG.size):
-        if attr == IFLA_IFNAME:
+        if attr == IFLA_ADDRESS and value:
+            mac = value.hex(":")
+        elif attr == IFLA_IFNAME:
             name = _text(value)
         elif attr == IFLA_MTU:
             mtu = struct.unpack_from("=I", value)[0]
@@ -129,7 +172,7 @@ def decode_link(payload: bytes) -> Link:
             up = value[0] != IF_OPER_DOWN
         elif attr == IFLA_LINKINFO:
             kind = next((_text(v) for a, v in _attributes(value, 0) if a == IFLA_INFO_KIND), None)
-    return Link(index, name, mtu, up, kind)
+    return Link(index, name, mtu, up, kind, mac)
 
 
 def decode_route(payload: bytes) -> tuple[int, int, RawRoute]:
@@ -160,26 +203,32 @@ class Rtnl:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((0, 0))
-        self.seq = 0
+        self._seqs = itertools.count(1)  # next() on it is atomic: threads may share the socket
         self._lock = threading.Lock()  # one request's replies at a time on the socket
 
     def close(self) -> None:
         self.sock.close()
 
     def _next(self) -> int:
-        self.seq += 1
-        return self.seq
+        return next(self._seqs)
 
-    def _transact(self, messages: Sequence[tuple[int, bytes]], tolerate: Iterable[int] = ()) -> None:
+    def _transact(
+        self,
+        messages: Sequence[tuple[int, bytes]],
+        tolerate: Iterable[int] = (),
+        names: Mapping[int, str] | None = None,
+    ) -> None:
         """Send (seq, message) pairs in one go; raise on the first error the kernel reports.
 
         The requests carry no NLM_F_ACK, so success is silent; a trailing NOOP that does
         ask for an ack marks the end, and every error before it has arrived by then.
         """
         with self._lock:
-            self._transact_locked(messages, set(tolerate))
+            self._transact_locked(messages, set(tolerate), names or {})
 
-    def _transact_locked(self, messages: Sequence[tuple[int, bytes]], ok: set[int]) -> None:
+    def _transact_locked(
+        self, messages: Sequence[tuple[int, bytes]], ok: set[int], names: Mapping[int, str]
+    ) -> None:
         barrier = self._next()
         noop = _NLMSGHDR.pack(16, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, 0)
         self.sock.sendall(b"".join(m for _, m in messages) + noop)
@@ -194,7 +243,7 @@ class Rtnl:
                     return
                 code = -struct.unpack_from("=i", payload)[0]
                 if code and code not in ok and first_error is None:
-                    first_error = RtnlError(code, f"netlink request {seq}")
+                    first_error = RtnlError(code, names.get(seq, f"netlink request {seq}"))
 
     def replace_routes(self, routes: Sequence[RawRoute], proto: int) -> None:
         flags = NLM_F_REQUEST | NLM_F_REPLACE | NLM_F_CREATE
@@ -242,6 +291,29 @@ class Rtnl:
             if route_proto == proto and table == RT_TABLE_MAIN:
                 found.append(route)
         return found
+
+    def create_veth(self, host: str, host_mac: str, mtu: int, netns_fd: int, peer: str) -> None:
+        seq = self._next()
+        message = encode_veth(seq, host=host, host_mac=host_mac, mtu=mtu, netns_fd=netns_fd, peer=peer)
+        self._transact([(seq, message)], names={seq: f"veth {host}"})
+
+    def configure_workload(self, index: int, loopback: int, address: str, gateway: str) -> None:
+        """A pod's side, in one exchange: lo up, the /32 on its interface ``index``, the interface
+        up, a link route to ``gateway`` and the default route through it."""
+        add = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL
+        to_gateway = RawRoute(gateway, 32, RTN_UNICAST, oif=index, scope=RT_SCOPE_LINK)
+        default = RawRoute("0.0.0.0", 0, RTN_UNICAST, oif=index, gateway=gateway)
+        seqs = [self._next() for _ in range(5)]
+        messages = [
+            encode_link_up(seqs[0], loopback),
+            encode_address(seqs[1], index, address, 32),
+            encode_link_up(seqs[2], index),
+            encode_route(RTM_NEWROUTE, add, seqs[3], to_gateway, RTPROT_BOOT),
+            encode_route(RTM_NEWROUTE, add, seqs[4], default, RTPROT_BOOT),
+        ]
+        steps = ("set lo up", f"add {address}/32", "set it up", f"add {gateway}/32", "add default route")
+        names = dict(zip(seqs, steps, strict=True))
+        self._transact(list(zip(seqs, messages, strict=True)), names=names)
 
     def dump_links(self) -> list[Link]:
         """Every interface of the namespace."""
