@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from felix.calc.model import FELIX_PROTO, Route
 from felix.dataplane import rtnl
-from felix.dataplane.netlink import KernelError, Link, Netlink, entered
+from felix.dataplane.netlink import KernelError, Link, Netlink, entered, plumb_workload, replace_route
 from lab.network import ip, namespaces
 
 
@@ -48,14 +49,9 @@ def test_the_link_dump_reads_what_pyroute2_reads() -> None:
     assert fast["lo"].kind is None and fast["lo"].up
 
 
-def test_index_of_names_one_interface_and_refuses_a_missing_one() -> None:
-    netlink = Netlink()
-    try:
-        assert netlink.index_of("lo") == asyncio.run(netlink.links())["lo"].index
-        with pytest.raises(KernelError, match="no interface no-such-link"):
-            netlink.index_of("no-such-link")
-    finally:
-        netlink.close()
+def test_a_route_through_a_missing_interface_is_a_kernel_error_naming_it() -> None:
+    with pytest.raises(KernelError, match=r"replace route 10\.9\.9\.9/32 via no-such-link"):
+        replace_route(Route("10.9.9.9/32", "local", ifname="no-such-link"), FELIX_PROTO)
 
 
 def test_link_events_name_the_links_that_come_and_go() -> None:
@@ -83,3 +79,37 @@ def test_link_events_name_the_links_that_come_and_go() -> None:
         with ThreadPoolExecutor(1) as thread:  # a thread of its own: setns moves it alone
             seen = thread.submit(in_namespace).result()
     assert "pev0" in seen and seen.count("caliev0") >= 2, seen
+
+
+def test_plumb_workload_makes_and_configures_a_pods_veth_and_refuses_a_taken_name() -> None:
+    with namespaces("host", "pod", prefix="rt") as ns:
+        pod = f"/run/netns/{ns['pod']}"
+
+        def plumb(host_name: str) -> str:
+            with entered(f"/run/netns/{ns['host']}"):  # the host end is made in this thread's namespace
+                return plumb_workload(
+                    host_name=host_name,
+                    host_mac="ee:ee:ee:ee:ee:ee",
+                    mtu=1410,
+                    netns_path=pod,
+                    ifname="eth0",
+                    address="10.9.0.7",
+                    gateway="169.254.1.1",
+                )
+
+        with ThreadPoolExecutor(1) as thread:
+            mac = thread.submit(plumb, "cali00000000001").result()
+            with pytest.raises(
+                KernelError, match=r"veth cali00000000002: File exists \(its pod end eth0 in "
+            ):
+                thread.submit(plumb, "cali00000000002").result()
+        host_end = ip("-n", ns["host"], "-o", "link", "show", "cali00000000001").stdout
+        pod_end = ip("-n", ns["pod"], "-o", "link", "show", "eth0").stdout
+        addresses = ip("-n", ns["pod"], "-o", "-4", "addr", "show", "eth0").stdout
+        routes = ip("-n", ns["pod"], "route").stdout
+        lo = ip("-n", ns["pod"], "-o", "link", "show", "lo").stdout
+    assert "mtu 1410" in host_end and "ee:ee:ee:ee:ee:ee" in host_end and ",UP" in host_end
+    assert "mtu 1410" in pod_end and mac in pod_end and ",UP" in pod_end
+    assert "10.9.0.7/32" in addresses
+    assert "default via 169.254.1.1 dev eth0" in routes and "169.254.1.1 dev eth0 scope link" in routes
+    assert ",UP" in lo

@@ -40,7 +40,7 @@ from felix.calc.model import DEFAULT_MTU, FELIX_PROTO, WORKLOAD_GATEWAY, Route
 from felix.config import FelixSettings
 from felix.dataplane import sysctl
 from felix.dataplane.hostfile import read_int
-from felix.dataplane.netlink import KernelError, Netlink
+from felix.dataplane.netlink import KernelError, Netlink, plumb_workload, replace_route
 from ipam.allocator import BlockAllocator
 from ipam.errors import NoUsablePool
 
@@ -175,9 +175,8 @@ def cni_add(invocation: Invocation, kv_for: KVSource = EtcdKV) -> Mapping[str, A
             undo.append(lambda: ctx.allocator.release_handle(ctx.handle))
         address = addresses[0]
         mtu = ctx.mtu(invocation)
-        netlink = Netlink()
-        undo.append(lambda: asyncio.run(netlink.delete_link(wl.host_interface)))
-        pod_mac = asyncio.run(_plumb(netlink, wl, invocation.netns, address, mtu))
+        undo.append(partial(_delete_link, wl.host_interface))
+        pod_mac = _plumb(wl, invocation.netns, address, mtu)
         endpoint = WorkloadEndpoint.model_validate(
             {
                 "metadata": {"name": wl.endpoint_name, "namespace": wl.namespace, "labels": labels},
@@ -207,21 +206,35 @@ def cni_add(invocation: Invocation, kv_for: KVSource = EtcdKV) -> Mapping[str, A
     return _result(invocation, wl, addresses, pod_mac)
 
 
-async def _plumb(netlink: Netlink, wl: Workload, netns: str, address: str, mtu: int) -> str:
+def _plumb(wl: Workload, netns: str, address: str, mtu: int) -> str:
     try:
-        await netlink.create_veth(wl.host_interface, HOST_MAC, mtu, netns, wl.ifname)
-        pod_mac = await netlink.configure_workload(netns, wl.ifname, address, WORKLOAD_GATEWAY)
+        pod_mac = plumb_workload(
+            host_name=wl.host_interface,
+            host_mac=HOST_MAC,
+            mtu=mtu,
+            netns_path=netns,
+            ifname=wl.ifname,
+            address=address,
+            gateway=WORKLOAD_GATEWAY,
+        )
         sysctl.configure_host()
         sysctl.configure_workload_interface(wl.host_interface)
         # The pod is reachable now, before felix has even heard of it.
-        route = Route(f"{address}/32", "local", ifname=wl.host_interface)
-        index = netlink.index_of(wl.host_interface)
-        await netlink.replace_routes([route], FELIX_PROTO, {wl.host_interface: index})
+        replace_route(Route(f"{address}/32", "local", ifname=wl.host_interface), FELIX_PROTO)
         return pod_mac
     except KernelError as exc:
         raise CNIError(DATAPLANE_FAILURE, str(exc)) from None
-    finally:
-        netlink.close()
+
+
+def _delete_link(name: str) -> None:
+    async def delete() -> None:
+        netlink = Netlink()
+        try:
+            await netlink.delete_link(name)
+        finally:
+            netlink.close()
+
+    asyncio.run(delete())
 
 
 def _result(invocation: Invocation, wl: Workload, addresses: list[str], pod_mac: str) -> dict[str, Any]:
