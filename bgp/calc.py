@@ -61,6 +61,10 @@ class Session:
     use_node_ip: bool = True  # sourceAddress UseNodeIP: connect from the node's address
     allowed_local_as: int = 0  # numAllowedLocalASNumbers: our AS may be this often in a path it gives
     ttl_security: int | None = None  # GTSM: at most this many hops away
+    # We only accept, never connect (another felid node, whose address is the lower, connects).
+    # Two ExaBGPs that both connect collide, each keeps the other's connection and drops its own,
+    # and in step (1 s timers) they can go on doing so; the closed sockets also cost ExaBGP's loop.
+    passive: bool = False
     # Its BGPPeer's filters' rules, in order. Applied by the agent, not by ExaBGP: a change
     # needs no reload, so they are left out of comparisons.
     import_rules: tuple[BGPFilterRule, ...] = field(default=(), compare=False)
@@ -234,6 +238,7 @@ def plan_bgp(
             rr_client=rr_client,
             peer_node=node.name,
             waiting=waiting,
+            passive=ipaddress.IPv4Address(my_ip) > ipaddress.IPv4Address(ip),
         )
 
     if default is None or default.spec.node_to_node_mesh_enabled is not False:

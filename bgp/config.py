@@ -40,7 +40,11 @@ class BGPSettings(Settings):
         description="Where BGP password Secrets are: <dir>/<Secret name>/<key>, as a mounted Secret.",
     )
     exabgp: str | None = Field(
-        default=None, description="The ExaBGP executable (default: the one installed beside felid)."
+        default=None,
+        description=(
+            "The ExaBGP executable. Unset: the ExaBGP installed beside felid, run through "
+            "bgp.exabgp_main, which repairs its reactor's stall on closed sockets."
+        ),
     )
     exabgp_reactor_speed: float = Field(
         default=100.0,

@@ -62,6 +62,8 @@ def render(plan: BGPPlan, api_command: str) -> str:
         ]
         if session.peer_port != 179:
             lines.append(f"    connect {session.peer_port};")
+        if session.passive:
+            lines.append("    passive true;")
         if session.password:
             lines.append(f"    md5-password {_quoted(session.password)};")
         if session.ttl_security:
@@ -92,7 +94,8 @@ def environment(plan: BGPPlan, pipename: str, log_file: str, reactor_speed: floa
         "exabgp.api.ack": "false",
         # The reactor sleeps a hundredth of this between idle loops (default 1.0: 100 wake-ups a
         # second, each visiting every peer: 4.7 % of a core with 40 sessions, bench/idle.py).  A
-        # socket or an API command wakes it at once, so announcements wait for nothing; timers
-        # (keepalives, connect retries) keep a 1 s granularity: 0.3 % with 40 sessions.
+        # socket or an API command wakes it at once (once bgp.exabgp_main has repaired its poller:
+        # a closed socket left in it made the reactor sleep blind), so announcements wait for
+        # nothing; timers (keepalives, connect retries) keep a 1 s granularity.
         "exabgp.reactor.speed": str(reactor_speed),
     }

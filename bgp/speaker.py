@@ -60,10 +60,12 @@ class ExaBGPSpeaker:
         reactor_speed: float = BGPSettings.default_of("exabgp_reactor_speed"),
     ) -> None:
         self.reactor_speed = reactor_speed
+        # The ExaBGP installed beside felid through bgp.exabgp_main, its reactor repaired (closed
+        # sockets stalled it for a second at a time); or the executable the operator named.
+        self.command = [exabgp] if exabgp else [sys.executable, "-m", "bgp.exabgp_main"]
         self.workdir = workdir
         self.name = name
         self.netns = netns
-        self.exabgp = exabgp or str(Path(sys.executable).parent / "exabgp")
         self.socket_path = workdir / "api.sock"
         self.config_path = workdir / "exabgp.conf"
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -98,7 +100,7 @@ class ExaBGPSpeaker:
         self._write_config(plan)
         log_file = str(self.workdir / "exabgp.log")
         env = {**os.environ, **environment(plan, f"felid-{self.name}", log_file, self.reactor_speed)}
-        argv = [self.exabgp, str(self.config_path)]
+        argv = [*self.command, str(self.config_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         argv = dying_with_parent(argv)

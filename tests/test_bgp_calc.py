@@ -69,6 +69,16 @@ def test_full_mesh_by_default() -> None:
     assert plan("n3").local_as == 65003
 
 
+def test_of_two_felid_nodes_the_one_with_the_higher_address_waits_to_be_connected() -> None:
+    nodes = [*NODES, node("rr", "198.51.100.9", {"rr": "true"}, routeReflectorClusterID="224.0.0.1")]
+    peers = [peer("to-rr", peerSelector="has(rr)"), peer("tor", peerIP="192.0.2.1", asNumber=64999)]
+    plans = {n.name: plan(n.name, nodes=nodes, peers=peers) for n in nodes}
+    passive = {(me, s.peer_node or s.peer_ip) for me, p in plans.items() for s in p.sessions if s.passive}
+    assert passive == {("n2", "n1"), ("n3", "n1"), ("n3", "n2"), ("rr", "n1"), ("rr", "n2"), ("rr", "n3")}
+    # A router nobody here configures connects as it likes: felid connects to it too.
+    assert all(not s.passive for p in plans.values() for s in p.sessions if s.peer_node is None)
+
+
 def test_as_and_mesh_settings_from_bgp_configuration() -> None:
     p = plan(
         "n1",

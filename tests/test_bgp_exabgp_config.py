@@ -21,7 +21,7 @@ PLAN = BGPPlan(
     cluster_id=None,
     sessions=frozenset(
         {
-            Session("198.51.100.2", 64512, "node-to-node mesh", peer_node="n2"),
+            Session("198.51.100.2", 64512, "node-to-node mesh", peer_node="n2", passive=True),
             Session(
                 "192.0.2.1",
                 65000,
@@ -53,6 +53,8 @@ def test_exabgp_accepts_what_we_render(tmp_path: Path) -> None:
     assert "local-as 64600;" in options and "local-address auto;" in options, options
     assert "outgoing-ttl 255;" in options and "incoming-ttl 254;" in options, options
     assert "local-as 64512;" in text[text.index("neighbor 192.0.2.1 {") :]
+    mesh = text[text.index("neighbor 198.51.100.2 {") :]
+    assert "passive true;" in mesh[: mesh.index("}")] and text.count("passive") == 1
 
 
 def test_values_that_would_break_the_file_are_refused() -> None:
