@@ -5,6 +5,10 @@ felid-bgp with its ExaBGP per host) in full mesh and with 2 route reflectors.
 Each change claims a new block for one host in etcd; its latency is from just
 before the claim to the moment the last other host's kernel has the route
 (``ip -ts monitor route`` timestamps).  Median and p99 over ``--changes``.
+Each is measured with ExaBGP as felid runs it (``bgp.exabgp_main``, its
+reactor repaired) and, as the baseline in the same run, with ExaBGP's own
+``exabgp`` program; both once all hosts are up and once ``--gone`` hosts have
+gone (their agents killed, as a host that fails: their sessions close).
 
 Throughput: 10,000 confirmed blocks of one node, announced by the agent (from
 its process start: Python start-up, datastore sync, plan, ExaBGP start) and,
@@ -116,7 +120,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
+PLAIN_EXABGP = str(Path(sys.executable).parent / "exabgp")  # the baseline: ExaBGP as it ships
+
+
+def convergence(hosts: int, reflectors: int, changes: int, gone: int, exabgp: str | None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="felid-bench-bgp-") as tmp:
         work = Path(tmp)
         with lab(work, hosts, prefix="fb") as cluster:
@@ -125,6 +132,8 @@ def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
             agents = [BGPProcess(h, work) for h in cluster.hosts]
             for agent in agents:
                 agent.env["FELID_BGP_LOG_SEVERITY"] = "Info"
+                if exabgp is not None:
+                    agent.env["FELID_BGP_EXABGP"] = exabgp
             worker = BlockWorker(cluster.etcd.netns or "", cluster.etcd.url, BLOCK_SIZE)
             clients = cluster.hosts[: hosts - reflectors]
             try:
@@ -133,13 +142,18 @@ def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
                     agent.start()
                 # Ready: one block per client known everywhere.
                 first = [worker.claim(h.node)["block"] for h in clients]
-                _wait_everywhere(watches, cluster, dict(zip(first, clients, strict=True)), timeout=300)
+                _wait_everywhere(watches, cluster.hosts, dict(zip(first, clients, strict=True)), timeout=300)
                 ready = time.time() - started
+                for agent in agents[len(clients) - gone : len(clients)]:
+                    agent.kill()  # its ExaBGP dies with it: every peer's session to it closes
+                up = cluster.hosts[: len(clients) - gone] + cluster.hosts[len(clients) :]
+                clients = clients[: len(clients) - gone]
+                time.sleep(3 if gone else 0)
                 latencies = []
                 for i in range(changes):
                     owner = clients[i % len(clients)]
                     claim = worker.claim(owner.node)
-                    arrived = _wait_everywhere(watches, cluster, {claim["block"]: owner}, timeout=30)
+                    arrived = _wait_everywhere(watches, up, {claim["block"]: owner}, timeout=30)
                     latencies.append(arrived - claim["t0"])
                 return {
                     "ready": ready,
@@ -156,15 +170,15 @@ def convergence(hosts: int, reflectors: int, changes: int) -> dict[str, float]:
 
 
 def _wait_everywhere(
-    watches: dict[str, RouteWatch], cluster: Lab, blocks: dict[str, LabHost], timeout: float
+    watches: dict[str, RouteWatch], hosts: list[LabHost], blocks: dict[str, LabHost], timeout: float
 ) -> float:
-    """The wall time the last other host's kernel got the last of ``blocks``."""
+    """The wall time the last other of ``hosts`` got the last of ``blocks`` in its kernel."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         times = [
             watches[h.node].seen.get(block)
             for block, owner in blocks.items()
-            for h in cluster.hosts
+            for h in hosts
             if h is not owner
         ]
         if all(t is not None for t in times):
@@ -265,18 +279,33 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="3,10,25", help="cluster sizes (hosts)")
     parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--gone", type=int, default=1, help="client hosts that fail before the changes")
+    parser.add_argument(
+        "--reflectors", default="0,2", help="route reflectors of each topology (0: full mesh)"
+    )
     parser.add_argument("--routes", type=int, default=10_000)
     args = parser.parse_args()
     print("BGP convergence: block claimed in etcd -> route in every other host's kernel")
-    print(f"{'hosts':>6} {'topology':<22} {'ready s':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+    print(
+        f"{'hosts':>6} {'topology':<19} {'gone':>4} {'ExaBGP':<22} {'ready s':>8} "
+        f"{'median ms':>10} {'p99 ms':>8}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
-        for reflectors, name in ((0, "full mesh"), (2, "2 route reflectors")):
-            r = convergence(size, reflectors, args.changes)
-            print(
-                f"{size:>6} {name:<22} {r['ready']:>8.1f} {r['median'] * 1000:>10.1f} "
-                f"{r['p99'] * 1000:>8.1f} {r['max'] * 1000:>8.1f}",
-                flush=True,
-            )
+        for reflectors in (int(r) for r in args.reflectors.split(",")):
+            name = f"{reflectors} route reflectors" if reflectors else "full mesh"
+            for gone in sorted({0, args.gone}):
+                p99s = []
+                for exabgp, label in ((None, "bgp.exabgp_main"), (PLAIN_EXABGP, "exabgp (baseline)")):
+                    r = convergence(size, reflectors, args.changes, gone, exabgp)
+                    p99s.append(r["p99"])
+                    print(
+                        f"{size:>6} {name:<19} {gone:>4} {label:<22} {r['ready']:>8.1f} "
+                        f"{r['median'] * 1000:>10.1f} {r['p99'] * 1000:>8.1f}",
+                        flush=True,
+                    )
+                print(
+                    f"{'':>6} p99 ratio, felid's ExaBGP / the baseline: {p99s[0] / p99s[1]:.2f}", flush=True
+                )
     t = asyncio.run(throughput(args.routes))
     base, agent = t["exabgp bulk"], t["agent"]
     print(f"\nannounce {args.routes} routes, process start -> last prefix at the receiving peer")
