@@ -42,7 +42,13 @@ from ipam.allocator import BlockAllocator
 from lab.cluster import Cluster
 from lab.processes import BIN
 
-KINDS = {"felid-felix": "felix", "felid-bgp": "felid-bgp", "felid-node": "felid-node", "exabgp": "exabgp"}
+KINDS = {
+    "felid-felix": "felix",
+    "felid-bgp": "felid-bgp",
+    "felid-node": "felid-node",
+    "exabgp": "exabgp",
+    "bgp.exabgp_main": "exabgp",  # python -m bgp.exabgp_main: how felid starts ExaBGP
+}
 AGENTS = ("felix", "felid-bgp", "felid-node")
 
 

@@ -70,6 +70,7 @@ READY_TIMEOUT = 180.0
 TICK = os.sysconf("SC_CLK_TCK")
 # What each process of the tree is, by the program it runs.
 ROLES = ("felid-node", "exabgp")  # and the API relay: socat, or bgp.bridge
+EXABGP_MAIN = "bgp.exabgp_main"  # how felid starts ExaBGP: counted as exabgp
 BASELINE, BIRD = "baseline", "bird"  # the other processes measured in the same window
 
 
@@ -242,7 +243,8 @@ def program(pid: int) -> str:
     if not argv:
         return "?"
     if "-m" in argv[:-1]:
-        return argv[argv.index("-m") + 1]
+        module = argv[argv.index("-m") + 1]
+        return "exabgp" if module == EXABGP_MAIN else module
     if Path(argv[0]).name.startswith("python") and len(argv) > 1:
         return Path(argv[1]).name
     return Path(argv[0]).name
