@@ -4,6 +4,7 @@ bgp.bridge where socat is missing)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,16 @@ def plan(me: str, other: str) -> BGPPlan:
         listen_port=179,
         cluster_id=None,
         sessions=frozenset(
-            {Session(ADDRESSES[other], 64512, "node-to-node mesh", peer_node=f"node-{other}")}
+            {
+                Session(
+                    ADDRESSES[other],
+                    64512,
+                    "node-to-node mesh",
+                    peer_node=f"node-{other}",
+                    # As bgp.calc plans two felid nodes: the higher address waits to be connected.
+                    passive=ipaddress.IPv4Address(ADDRESSES[me]) > ipaddress.IPv4Address(ADDRESSES[other]),
+                )
+            }
         ),
         announce=frozenset(),
     )
