@@ -179,13 +179,7 @@ class EtcdKV:
             for r in ranges
         ]  # a transaction of reads only: one snapshot, unpaged (each range is small: a node's view)
         _, responses = self._call(lambda: self._client.transaction(compare=[], success=gets, failure=[]))
-        return [
-            [
-                KeyValue(meta.key.decode(), bytes(value), meta.mod_revision, meta.create_revision)
-                for value, meta in found
-            ]
-            for found in responses
-        ]
+        return [[_kv_of(value, meta) for value, meta in found] for found in responses]
 
     def commit(self, guards: Sequence[Guard], operations: Sequence[Operation]) -> int | None:
         tx = self._client.transactions

@@ -159,24 +159,29 @@ class ResourceStore:
         pod's endpoint is written so). When a guard fails, the staged path reads, then names the
         resource that exists, or writes if it was another guard."""
         if mode is WriteMode.CREATE:
-            created = [_created(r, self.layout.key_of(r)) for r in resources]
-            guards = [s.guard for s in created] + self._pool_guards(created, offset)
-            ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in created]
-            revision = self.kv.commit(guards, ops)
-            if revision is not None:
-                return [_at(s.resource, revision) for s in created]
+            written = self._commit(*self._stage_all(resources, mode, offset, blind=True))
+            if written is not None:
+                return written
         for _ in range(_RETRIES):
-            staged, guards = self._stage_all(resources, mode, offset)
-            ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in staged]
-            revision = self.kv.commit(guards, ops)
-            if revision is not None:
-                return [_at(s.resource, revision) for s in staged]
+            written = self._commit(*self._stage_all(resources, mode, offset))
+            if written is not None:
+                return written
         raise Conflict("the resources kept changing while being written; try again")
 
+    def _commit(self, staged: Sequence[_Staged], guards: Sequence[Guard]) -> builtins.list[Resource] | None:
+        """The staged resources as written, or None when a guard failed."""
+        ops = [Put(self.layout.key_of(s.resource), encode(s.resource)) for s in staged]
+        revision = self.kv.commit(guards, ops)
+        return None if revision is None else [_at(s.resource, revision) for s in staged]
+
     def _stage_all(
-        self, resources: Sequence[Resource], mode: WriteMode, offset: int
+        self, resources: Sequence[Resource], mode: WriteMode, offset: int, blind: bool = False
     ) -> tuple[builtins.list[_Staged], builtins.list[Guard]]:
-        staged = [self._stage(offset + i, r, mode) for i, r in enumerate(resources)]
+        """Each resource staged against the store; ``blind``: as new, guarded absent, none read."""
+        staged = [
+            _created(r, self.layout.key_of(r)) if blind else self._stage(offset + i, r, mode)
+            for i, r in enumerate(resources)
+        ]
         guards = [s.guard for s in staged]
         guards.extend(self._pool_guards(staged, offset))
         return staged, guards

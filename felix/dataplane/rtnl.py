@@ -97,8 +97,7 @@ def encode_route(msg_type: int, flags: int, seq: int, route: RawRoute, proto: in
         attrs += _attr(RTA_OIF, struct.pack("=I", route.oif))
     if route.gateway is not None:
         attrs += _attr(RTA_GATEWAY, socket.inet_aton(route.gateway))
-    payload = body + attrs
-    return _NLMSGHDR.pack(16 + len(payload), msg_type, flags, seq, 0) + payload
+    return _message(msg_type, flags, seq, body + attrs)
 
 
 def _message(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
@@ -167,7 +166,7 @@ def decode_link(payload: bytes) -> Link:
         elif attr == IFLA_IFNAME:
             name = _text(value)
         elif attr == IFLA_MTU:
-            mtu = struct.unpack_from("=I", value)[0]
+            (mtu,) = _U32.unpack_from(value)
         elif attr == IFLA_OPERSTATE:
             up = value[0] != IF_OPER_DOWN
         elif attr == IFLA_LINKINFO:
@@ -267,9 +266,7 @@ class Rtnl:
         """The payloads of a dump's ``answer_type`` messages."""
         with self._lock:
             seq = self._next()
-            self.sock.sendall(
-                _NLMSGHDR.pack(16 + len(request), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + request
-            )
+            self.sock.sendall(_message(msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, request))
             found: list[bytes] = []
             while True:
                 for kind, msg_seq, payload in _messages(self.sock.recv(1 << 20)):
@@ -318,7 +315,7 @@ class Rtnl:
     def dump_links(self) -> list[Link]:
         """Every interface of the namespace."""
         request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        request += _attr(IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS))
+        request += _attr(IFLA_EXT_MASK, _U32.pack(RTEXT_FILTER_SKIP_STATS))
         return [decode_link(p) for p in self._dump(RTM_GETLINK, request, RTM_NEWLINK, "link dump")]
 
 
