@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bgp.calc import BGPPlan
 from bgp.rib import Path
@@ -27,8 +27,10 @@ NLRI_PER_COMMAND = 500  # ExaBGP parses a line at a time; this keeps a line well
 SELF = "self"
 
 
-@dataclass(frozen=True, order=True)
-class Advert:
+class Advert(NamedTuple):
+    """A tuple, not a dataclass: a reflector compares and hashes one per prefix and peer on each
+    reconcile, and a tuple does both in C."""
+
     next_hop: str = SELF
     originator_id: str | None = None
     cluster_list: tuple[str, ...] = ()
@@ -65,36 +67,38 @@ def desired(plan: BGPPlan, best: Mapping[str, tuple[str, Path]]) -> AdjRibOut:
     sessions = {s.peer_ip: s for s in plan.sessions}
     out: AdjRibOut = {peer: {} for peer in sessions}
     ibgp = {peer: s for peer, s in sessions.items() if plan.ibgp(s)}
+    ebgp = {peer: s for peer, s in sessions.items() if peer not in ibgp}
+    filtered = {peer for peer, s in sessions.items() if s.export_rules}
     for prefix, (source, path) in best.items():
-        if prefix in plan.announce or source not in sessions:
-            continue  # our own take precedence
-        origin = sessions[source]
-        for peer, session in sessions.items():
-            if peer == source:
+        if prefix in plan.announce or source not in ibgp:
+            continue  # our own take precedence; eBGP-learned routes are passed on to no one
+        # One advert per next-hop choice, shared by the peers that get it (a reflector has many).
+        adverts: dict[tuple[bool, bool], Advert] = {}
+        targets: list[tuple[str, bool, bool]] = []  # (peer, over iBGP, keeps the next hop)
+        if plan.cluster_id is not None:
+            # Reflected as RFC 4456 says: from a client to every other iBGP peer, else to clients.
+            client = sessions[source].rr_client
+            targets += [
+                (peer, True, s.next_hop != "Self")
+                for peer, s in ibgp.items()
+                if peer != source and (client or s.rr_client)
+            ]
+        if ebgp and _in_pools(prefix, plan.exported_pools):
+            # To an eBGP peer, as Calico's nodes do: the pool routes learned over iBGP.
+            targets += [(peer, False, s.next_hop == "Keep") for peer, s in ebgp.items()]
+        for peer, reflected, keep in targets:
+            if peer in filtered and not sessions[peer].exports(prefix, remote=True):
                 continue
-            if peer in ibgp:
-                # Reflected as RFC 4456 says, and only by a reflector: eBGP-learned routes are not.
-                if (
-                    plan.cluster_id is None
-                    or source not in ibgp
-                    or not (origin.rr_client or session.rr_client)
-                ):
-                    continue
-                keep = session.next_hop != "Self"
-                advert = Advert(
-                    path.next_hop if keep else SELF,
-                    path.originator_id or source,
-                    (plan.cluster_id, *path.cluster_list),
-                    path.communities,
-                )
-            else:
-                # To an eBGP peer, as Calico's nodes do: the pool routes learned over iBGP.
-                if source not in ibgp or not _in_pools(prefix, plan.exported_pools):
-                    continue
-                keep = session.next_hop == "Keep"
-                advert = Advert(path.next_hop if keep else SELF, communities=path.communities)
-            if session.exports(prefix, remote=True):
-                out[peer][prefix] = advert
+            advert = adverts.get((reflected, keep))
+            if advert is None:
+                next_hop = path.next_hop if keep else SELF
+                if reflected:
+                    cluster_list = (str(plan.cluster_id), *path.cluster_list)
+                    advert = Advert(next_hop, path.originator_id or source, cluster_list, path.communities)
+                else:
+                    advert = Advert(next_hop, communities=path.communities)
+                adverts[(reflected, keep)] = advert
+            out[peer][prefix] = advert
     for prefix in plan.announce:
         own = Advert(communities=plan.communities_for(prefix))
         for peer, session in sessions.items():
@@ -118,6 +122,8 @@ def commands(sent: AdjRibOut, wanted: AdjRibOut) -> list[str]:
     announce: dict[tuple[Advert, str], set[str]] = defaultdict(set)  # (advert, prefix) -> peers
     for peer, table in wanted.items():
         before = sent.get(peer, {})
+        if before == table:
+            continue
         for prefix in before.keys() - table.keys():
             withdraw[prefix].add(peer)
         for prefix, advert in table.items():

@@ -28,8 +28,8 @@ from bgp.adjribout import AdjRibOut, commands, desired
 from bgp.calc import DEFAULT_RESTART_TIME, BGPPlan, PlanInputs, plan_bgp, secret_refs
 from bgp.config import BGPSettings
 from bgp.metrics import BGPMetrics
-from bgp.rib import RIB, Identity
-from bgp.routing import kernel_routes
+from bgp.rib import RIB, Identity, Path, next_hops
+from bgp.routing import KernelRouter
 from bgp.secrets import read_secrets
 from bgp.speaker import ExaBGPSpeaker
 from bgp.status import SessionStatus
@@ -83,6 +83,7 @@ class BGPAgent:
         self._inputs = PlanInputs(self.node, IPAMKeys(self.layout.prefix))
         self._replan = True  # the datastore or a Secret changed since self.plan was computed
         self._nic: tuple[str, str] | None = None  # (address, interface)
+        self._router: KernelRouter | None = None  # made again when the pools, subnet or NIC change
         self._unprogrammed_since: float | None = None
         self.secrets: dict[tuple[str, str], str] = {}  # the password Secrets' values, as last read
         self._server: asyncio.Server | None = None  # closed with the agent: felid-node may build another
@@ -162,9 +163,10 @@ class BGPAgent:
             self._replan = False
         if plan is not self.plan or not self.speaker.alive:
             await self._apply_plan(plan)
-        await self._send_routes(plan)
+        best = self.rib.best_paths(_importer(plan))
+        await self._send_routes(plan, best)
         await self._send_eors(plan)
-        await self._program(plan)
+        await self._program(plan, next_hops(best))
         self._update_metrics(plan)
 
     def _read_secrets(self) -> dict[tuple[str, str], str]:
@@ -224,8 +226,8 @@ class BGPAgent:
         self.speaker_started = now
         log.info("ExaBGP started (pid %s) with %d session(s)", self.speaker.pid, len(plan.sessions))
 
-    async def _send_routes(self, plan: BGPPlan) -> None:
-        wanted = desired(plan, self.rib.best_paths(_importer(plan)))
+    async def _send_routes(self, plan: BGPPlan, best: Mapping[str, tuple[str, Path]]) -> None:
+        wanted = desired(plan, best)
         for peer in wanted:
             if peer not in self.sent and self.status.established(peer):
                 self.sent[peer] = {}  # added by a reload and now up: it starts from nothing
@@ -250,7 +252,8 @@ class BGPAgent:
     def _peer_in_sync(self, peer: str) -> bool:
         return self.status.established(peer) and self.rib.in_sync(peer, time.monotonic(), NO_EOR_SETTLE)
 
-    async def _program(self, plan: BGPPlan) -> None:
+    async def _program(self, plan: BGPPlan, best: Mapping[str, str]) -> None:
+        """``best``: prefix -> next hop, as ``RIB.best`` gives."""
         me = self.cache.node_named(self.node)
         address = me.address if me else None
         if address is None:
@@ -259,13 +262,10 @@ class BGPAgent:
         if nic is None:
             log.error("no interface holds this node's address %s: learned routes wait", address)
             return
-        routes = kernel_routes(
-            self.rib.best(_importer(plan)),
-            pools=self.cache.of(IPPool).values(),
-            subnet=address.network,
-            nic=nic,
-            own=plan.announce,
-        )
+        pools = self.cache.of(IPPool).values()
+        if self._router is None or not self._router.serves(pools, address.network, nic):
+            self._router = KernelRouter(pools, address.network, nic)
+        routes = self._router.routes(best, own=plan.announce)
         self.table.set_routes(routes)
         self.learned.update(r.dst for r in routes)
         if not self.kernel_synced:

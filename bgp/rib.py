@@ -174,11 +174,16 @@ class RIB:
 
     def best(self, imports: Callable[[str, str], bool] | None = None) -> dict[str, str]:
         """One next hop per prefix (see ``best_paths``)."""
-        return {prefix: path.next_hop for prefix, (_, path) in self.best_paths(imports).items()}
+        return next_hops(self.best_paths(imports))
 
     def received(self, peer: str) -> int:
         table = self.peers.get(peer)
         return len(table.routes) if table else 0
+
+
+def next_hops(best: Mapping[str, tuple[str, Path]]) -> dict[str, str]:
+    """``RIB.best_paths``'s answer as prefix -> next hop."""
+    return {prefix: path.next_hop for prefix, (_, path) in best.items()}
 
 
 def _flat(path: Any) -> list[Any]:

@@ -250,7 +250,8 @@ class Cluster:
                 return took
             if took > timeout:
                 names = ", ".join(h.node for h in waiting)
-                raise TimeoutError(f"felid-node not ready in {timeout:.0f}s on {names}")
+                told = "".join(self._unready_story(h) for h in waiting[:3])
+                raise TimeoutError(f"felid-node not ready in {timeout:.0f}s on {names}{told}")
             time.sleep(_pause(time.process_time() - looked))
 
     def wait_converged(
@@ -313,6 +314,17 @@ class Cluster:
         owned = sum(len(b) for b in known.values())
         converged = len(hosts) - len(missing)
         return ClusterProgress(len(hosts), ready, converged, time.monotonic() - started, owned, missing)
+
+    def _unready_story(self, host: LabHost) -> str:
+        """The last lines of ``host``'s felid-node and ExaBGP logs (ExaBGP's statistics left out):
+        what a failed wait reports, since the cluster is gone by the time anyone reads it."""
+        exabgp = Path(host.home) / "run" / "bgp" / "exabgp.log"
+        lines = exabgp.read_text(errors="replace").splitlines() if exabgp.exists() else []
+        told = [line for line in lines if line.strip() and " statistics " not in line]
+        node = self.node_log(host).splitlines()
+        return "\n--- {0} felid-node.log\n{1}\n--- {0} exabgp.log\n{2}".format(
+            host.node, "\n".join(node[-15:]), "\n".join(told[-25:])
+        )
 
     def node_log(self, host: LabHost) -> str:
         path = Path(host.home) / "felid-node.log"

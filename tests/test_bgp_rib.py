@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from bgp.rib import RIB, Identity
-from bgp.routing import kernel_routes
+from bgp.routing import KernelRouter
 from datastore.models import IPPool
 from felix.calc.model import Route
 
@@ -128,9 +128,9 @@ def test_kernel_routes_by_encapsulation() -> None:
         "192.0.2.128/25": "198.51.100.254",  # external, outside every pool
         "10.3.9.0/26": "198.51.100.6",  # our own block, echoed back
     }
-    routes = kernel_routes(
-        best, pools=pools, subnet=ipaddress.IPv4Network("198.51.100.0/24"), nic="eth0", own={"10.3.9.0/26"}
-    )
+    subnet = ipaddress.IPv4Network("198.51.100.0/24")
+    router = KernelRouter(pools, subnet, "eth0")
+    routes = router.routes(best, own={"10.3.9.0/26"})
     assert routes == {
         Route("10.1.0.0/26", "via", ifname="tunl0", gateway="198.51.100.2", onlink=True),
         Route("10.2.0.0/26", "via", ifname="eth0", gateway="198.51.100.3"),
@@ -138,6 +138,14 @@ def test_kernel_routes_by_encapsulation() -> None:
         Route("10.3.0.0/26", "via", ifname="eth0", gateway="198.51.100.4"),
         Route("192.0.2.128/25", "via", ifname="eth0", gateway="198.51.100.254"),
     }
+    # What it remembers follows the table: a new next hop is routed afresh, a gone prefix goes.
+    moved = {"10.2.1.0/26": "198.51.100.9", "10.1.0.0/26": "198.51.100.2"}
+    assert router.routes(moved) == {
+        Route("10.2.1.0/26", "via", ifname="eth0", gateway="198.51.100.9"),
+        Route("10.1.0.0/26", "via", ifname="tunl0", gateway="198.51.100.2", onlink=True),
+    }
+    assert router.serves(pools, subnet, "eth0")
+    assert not router.serves(pools[:3], subnet, "eth0") and not router.serves(pools, subnet, "eth1")
 
 
 def opened(peer: str, *capabilities: str) -> dict[str, Any]:
