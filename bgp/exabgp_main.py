@@ -12,6 +12,13 @@ route then waited up to a second on each ExaBGP it crossed (1.4 s measured throu
 Dropping the closed descriptor is all the repair is; a number the kernel hands out again is
 registered afresh the next time its peer waits.
 
+Two changes to its reconnect backoff (``Delay``): a random 0-2 s is added to each wait, so two
+speakers that both connect do not collide again and again in step; and the wait grows to
+``RETRY_CAP`` seconds, not ExaBGP's 60.  felid makes only one side of a session between two of
+its nodes connect (the other is passive), so a peer that was not listening yet while a cluster
+started was retried only by the connecting side's growing backoff: seconds to minutes of a
+missing session for nothing, where a retry every few seconds costs one SYN.
+
 ExaBGP runs in this process, so the repair holds for its whole life.  It touches a private
 attribute (``Reactor._poller``): the check below stops ExaBGP at once if a new release changes it.
 """
@@ -53,6 +60,8 @@ class ClosedFdDroppingPoll:
         return live
 
 
+RETRY_CAP = 5  # seconds: the longest wait between two attempts to connect to a peer
+
 _reactor_init = loop.Reactor.__init__
 _delay_increase = delay.Delay.increase
 _delay_reset = delay.Delay.reset
@@ -69,6 +78,7 @@ def _init_with_repaired_poller(reactor: Any, *args: Any, **kwargs: Any) -> None:
 
 def _increase_with_jitter(backoff: Any) -> None:
     _delay_increase(backoff)
+    backoff._next = min(backoff._next, RETRY_CAP)
     backoff._time += random.uniform(0.0, 2.0)
 
 

@@ -1,12 +1,16 @@
 """bgp.exabgp_main's repair of ExaBGP's reactor: a closed descriptor leaves its poller instead of
-being reported (POLLNVAL) on every turn, which made the reactor sleep blind for a second."""
+being reported (POLLNVAL) on every turn, which made the reactor sleep blind for a second; and its
+reconnect backoff, jittered and capped."""
 
 from __future__ import annotations
 
 import os
 import select
+import time
 
-from bgp.exabgp_main import ClosedFdDroppingPoll
+from exabgp.reactor import delay
+
+from bgp.exabgp_main import RETRY_CAP, ClosedFdDroppingPoll, _increase_with_jitter, _reset_with_jitter
 
 
 def test_a_closed_descriptor_is_dropped_and_the_live_ones_still_report() -> None:
@@ -48,3 +52,17 @@ def test_plain_poll_reports_a_closed_descriptor_forever() -> None:
         assert poller.poll(0) == [(r, select.POLLNVAL)]
     finally:
         os.close(w)
+
+
+def test_reconnect_waits_are_jittered_and_grow_to_the_cap_only() -> None:
+    backoff = delay.Delay()
+    waits = []
+    for _ in range(30):  # ExaBGP's own would have grown to 60 s by now
+        before = time.time()
+        _increase_with_jitter(backoff)
+        waits.append(backoff._time - before)
+    assert all(0.0 <= w <= RETRY_CAP + 2.0 + 0.1 for w in waits), waits
+    assert max(waits) >= RETRY_CAP  # it does grow to the cap
+    assert len({round(w, 3) for w in waits[-10:]}) > 1  # and the capped waits still differ
+    _reset_with_jitter(backoff)
+    assert backoff._next == 0 and backoff._time - time.time() <= 2.0
