@@ -290,10 +290,7 @@ def entered(netns_path: str) -> Iterator[None]:
     setns moves only the calling thread."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        try:
-            target = os.open(netns_path, os.O_RDONLY)
-        except OSError as exc:
-            raise KernelError(f"open {netns_path}: {exc.strerror}") from None
+        target = _open_netns(netns_path)
         try:
             _setns(target, netns_path)
         finally:
@@ -306,6 +303,13 @@ def entered(netns_path: str) -> Iterator[None]:
         os.close(own)
 
 
+def _open_netns(netns_path: str) -> int:
+    try:
+        return os.open(netns_path, os.O_RDONLY)
+    except OSError as exc:
+        raise KernelError(f"open {netns_path}: {exc.strerror}") from None
+
+
 def plumb_workload(
     *, host_name: str, host_mac: str, mtu: int, netns_path: str, ifname: str, address: str, gateway: str
 ) -> str:
@@ -316,20 +320,18 @@ def plumb_workload(
     Two netlink exchanges in all, encoded by ``rtnl``: made here, moved and renamed, the veth
     took four requests and a socket inside the pod (the kernel's move between namespaces is
     slow), and pyroute2 encodes a request in about a millisecond."""
-    host = rtnl.Rtnl()
+    fd = _open_netns(netns_path)
     try:
-        fd = os.open(netns_path, os.O_RDONLY)
-    except OSError as exc:
-        host.close()
-        raise KernelError(f"open {netns_path}: {exc.strerror}") from None
-    try:
-        host.create_veth(host_name, host_mac, mtu, fd, ifname)
+        host = rtnl.Rtnl()
+        try:
+            host.create_veth(host_name, host_mac, mtu, fd, ifname)
+        finally:
+            host.close()
     except rtnl.RtnlError as exc:
         # EEXIST names no side: either the host end or the pod's ifname is taken.
         raise KernelError(f"create {exc} (its pod end {ifname} in {netns_path})") from None
     finally:
         os.close(fd)
-        host.close()
     with entered(netns_path):
         pod = rtnl.Rtnl()  # its socket stays in the pod's namespace
     try:

@@ -92,9 +92,9 @@ def encode_route(msg_type: int, flags: int, seq: int, route: RawRoute, proto: in
     body = _RTMSG.pack(
         socket.AF_INET, route.prefixlen, 0, 0, RT_TABLE_MAIN, proto, route.scope, route.kind, rtm_flags
     )
-    attrs = _attr(RTA_DST, socket.inet_aton(route.dst)) + _attr(RTA_TABLE, struct.pack("=I", RT_TABLE_MAIN))
+    attrs = _attr(RTA_DST, socket.inet_aton(route.dst)) + _attr(RTA_TABLE, _U32.pack(RT_TABLE_MAIN))
     if route.oif is not None:
-        attrs += _attr(RTA_OIF, struct.pack("=I", route.oif))
+        attrs += _attr(RTA_OIF, _U32.pack(route.oif))
     if route.gateway is not None:
         attrs += _attr(RTA_GATEWAY, socket.inet_aton(route.gateway))
     return _message(msg_type, flags, seq, body + attrs)
@@ -182,11 +182,11 @@ def decode_route(payload: bytes) -> tuple[int, int, RawRoute]:
         if attr == RTA_DST:
             dst = socket.inet_ntoa(value)
         elif attr == RTA_OIF:
-            oif = struct.unpack("=I", value)[0]
+            (oif,) = _U32.unpack_from(value)
         elif attr == RTA_GATEWAY:
             gateway = socket.inet_ntoa(value)
         elif attr == RTA_TABLE:
-            table = struct.unpack("=I", value)[0]
+            (table,) = _U32.unpack_from(value)
         elif attr == RTA_MULTIPATH:
             multipath = True
     del family
