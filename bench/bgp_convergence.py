@@ -12,15 +12,17 @@ gone (their agents killed, as a host that fails: their sessions close).
 
 Throughput: 10,000 confirmed blocks of one node, announced by the agent (from
 its process start: Python start-up, datastore sync, plan, ExaBGP start) and,
-as the baseline in the same run, by a bare ExaBGP fed the same prefixes with
-ExaBGP's bulk ``announce attributes ... nlri`` lines (from its process start);
-both measured at a receiving ExaBGP until the last prefix has arrived.
+as the baseline in the same run, by a bare ExaBGP as it ships (``exabgp``) fed
+the same prefixes with ExaBGP's bulk ``announce attributes ... nlri`` lines
+(from its process start); both measured at a receiving ExaBGP (felid's) until
+the last prefix has arrived.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import statistics
 import subprocess
@@ -205,13 +207,16 @@ for start in range(0, len(cidrs), 100):
 
 
 def plan_for(me: LabHost, peer: LabHost) -> BGPPlan:
+    """One mesh session, the higher address passive as ``bgp.calc`` plans two felid nodes."""
+    passive = ipaddress.IPv4Address(me.address) > ipaddress.IPv4Address(peer.address)
+    session = Session(peer.address, 64512, "node-to-node mesh", peer_node=peer.node, passive=passive)
     return BGPPlan(
         node=me.node,
         router_id=me.address,
         local_as=64512,
         listen_port=179,
         cluster_id=None,
-        sessions=frozenset({Session(peer.address, 64512, "node-to-node mesh", peer_node=peer.node)}),
+        sessions=frozenset({session}),
         announce=frozenset(),
     )
 
@@ -258,7 +263,7 @@ async def throughput(routes: int) -> dict[str, float]:
                     finally:
                         agent.kill()
                 else:
-                    bare = ExaBGPSpeaker(work / "bare", "bare", netns=sender.netns)
+                    bare = ExaBGPSpeaker(work / "bare", "bare", netns=sender.netns, exabgp=PLAIN_EXABGP)
                     for start in range(0, routes, 500):
                         nlri = " ".join(prefixes[start : start + 500])
                         await bare.send(f"announce attributes next-hop self nlri {nlri}")
@@ -309,8 +314,8 @@ def main() -> None:
     t = asyncio.run(throughput(args.routes))
     base, agent = t["exabgp bulk"], t["agent"]
     print(f"\nannounce {args.routes} routes, process start -> last prefix at the receiving peer")
-    print(f"  ExaBGP bulk API (baseline) {base:6.2f} s  {args.routes / base:8.0f} routes/s")
-    print(f"  felid-bgp agent            {agent:6.2f} s  {args.routes / agent:8.0f} routes/s")
+    print(f"  exabgp, bulk API (baseline) {base:6.2f} s  {args.routes / base:8.0f} routes/s")
+    print(f"  felid-bgp agent             {agent:6.2f} s  {args.routes / agent:8.0f} routes/s")
     print(f"  agent / baseline throughput ratio: {base / agent:.2f}")
 
 

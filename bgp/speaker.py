@@ -31,6 +31,11 @@ from bgp.exabgp_config import environment, render
 
 log = logging.getLogger(__name__)
 
+# ExaBGP writes one JSON line per UPDATE.  Between two ExaBGPs an UPDATE may be an extended message
+# (RFC 8654, up to 64 KiB) of some 13,000 prefixes, a line of several hundred KiB; asyncio's
+# default limit of 64 KiB made such a line end the relay, and ExaBGP then stopped the session.
+EVENT_LINE_LIMIT = 16 << 20
+
 
 def dying_with_parent(argv: list[str]) -> list[str]:
     """``argv``, SIGKILLed when the process that started it goes (the parent-death signal survives
@@ -96,7 +101,9 @@ class ExaBGPSpeaker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._bridge, path=str(self.socket_path))
+        self._server = await asyncio.start_unix_server(
+            self._bridge, path=str(self.socket_path), limit=EVENT_LINE_LIMIT
+        )
         self._write_config(plan)
         log_file = str(self.workdir / "exabgp.log")
         env = {**os.environ, **environment(plan, f"felid-{self.name}", log_file, self.reactor_speed)}
