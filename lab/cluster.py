@@ -250,8 +250,14 @@ class Cluster:
                 return took
             if took > timeout:
                 names = ", ".join(h.node for h in waiting)
-                told = "".join(self._unready_story(h) for h in waiting[:3])
-                raise TimeoutError(f"felid-node not ready in {timeout:.0f}s on {names}{told}")
+                # A host once ready is not asked again above: it may have lost a session since.
+                ready_now = set(self.ready_among(chosen))
+                unready = [h for h in chosen if h not in ready_now]
+                told = "".join(self._unready_story(h) for h in unready[:4])
+                raise TimeoutError(
+                    f"felid-node not ready in {timeout:.0f}s on {names} "
+                    f"(not ready now: {', '.join(h.node for h in unready) or 'none'}){told}"
+                )
             time.sleep(_pause(time.process_time() - looked))
 
     def wait_converged(
