@@ -11,6 +11,7 @@ import pytest
 
 from lab.cluster import Cluster, Mode, Workload
 from lab.network import LabHost, ip
+from lab.processes import wait_until
 from lab.workloads import ping
 
 ICMP_AND_IP_HEADERS = 28
@@ -47,8 +48,14 @@ def test_pods_veths_and_tunnels_share_the_hosts_mtu(
             assert [mtu_of(host.netns, veth) for veth in host_end(host)] == [pod_mtu]
             if tunnel is not None:
                 assert mtu_of(host.netns, tunnel) == pod_mtu
-            env = (Path(host.home) / "run" / "subnet.env").read_text()
-            assert f"FELID_MTU={pod_mtu}\n" in env
+            # felid-node follows felix's MTU file into subnet.env within a second, not by readiness
+            # (a host file it cannot write must not keep the node unready).
+            subnet_env = Path(host.home) / "run" / "subnet.env"
+            wait_until(
+                lambda env=subnet_env: env.exists() and f"FELID_MTU={pod_mtu}\n" in env.read_text(),
+                10,
+                f"subnet.env with the MTU on {host.node}",
+            )
         source, target = pods
         assert ping(source.netns, target.address).ok
         largest = pod_mtu - ICMP_AND_IP_HEADERS
