@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bgp.calc import BGPPlan, Session
+from bgp.calc import BGPPlan, Session, waits_for
 from bgp.speaker import ExaBGPSpeaker
 from lab.agents import BGPProcess, BlockWorker
 from lab.network import Lab, LabHost, lab
@@ -208,7 +207,7 @@ for start in range(0, len(cidrs), 100):
 
 def plan_for(me: LabHost, peer: LabHost) -> BGPPlan:
     """One mesh session, the higher address passive as ``bgp.calc`` plans two felid nodes."""
-    passive = ipaddress.IPv4Address(me.address) > ipaddress.IPv4Address(peer.address)
+    passive = waits_for(me.address, peer.address)
     session = Session(peer.address, 64512, "node-to-node mesh", peer_node=peer.node, passive=passive)
     return BGPPlan(
         node=me.node,

@@ -107,6 +107,12 @@ class BGPPlan:
         return tuple(out)
 
 
+def waits_for(my_ip: str, peer_ip: str) -> bool:
+    """Whether our session to another felid node is ``passive``: of the two, the higher address
+    only accepts, so one side connects and two ExaBGPs never collide."""
+    return ipaddress.IPv4Address(my_ip) > ipaddress.IPv4Address(peer_ip)
+
+
 def _named(configs: Iterable[BGPConfiguration], name: str) -> BGPConfiguration | None:
     return next((c for c in configs if c.name == name), None)
 
@@ -238,7 +244,7 @@ def plan_bgp(
             rr_client=rr_client,
             peer_node=node.name,
             waiting=waiting,
-            passive=ipaddress.IPv4Address(my_ip) > ipaddress.IPv4Address(ip),
+            passive=waits_for(my_ip, ip),
         )
 
     if default is None or default.spec.node_to_node_mesh_enabled is not False:

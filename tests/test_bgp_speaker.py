@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bgp.calc import BGPPlan, Session
+from bgp.calc import BGPPlan, Session, waits_for
 from bgp.speaker import ExaBGPSpeaker, relay_command
 from lab.network import ip, namespaces
 
@@ -37,8 +36,7 @@ def plan(me: str, other: str) -> BGPPlan:
                     64512,
                     "node-to-node mesh",
                     peer_node=f"node-{other}",
-                    # As bgp.calc plans two felid nodes: the higher address waits to be connected.
-                    passive=ipaddress.IPv4Address(ADDRESSES[me]) > ipaddress.IPv4Address(ADDRESSES[other]),
+                    passive=waits_for(ADDRESSES[me], ADDRESSES[other]),  # as bgp.calc plans two felid nodes
                 )
             }
         ),
